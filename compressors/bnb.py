@@ -1,0 +1,99 @@
+"""bitsandbytes weight quantization: `int8` (LLM.int8()), `nf4` and `fp4` (4-bit, optional double quant).
+
+Quantization goes through transformers' own bitsandbytes integration (`from_pretrained` with a
+`BitsAndBytesConfig`), so the result is exactly what a Hugging Face user gets, and it saves
+and reloads with stock `save_pretrained` / `from_pretrained`. An in-memory model (e.g. one
+pruned by an earlier step) is written to a temporary checkpoint and reloaded quantized.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import warnings
+from dataclasses import dataclass
+from typing import ClassVar
+
+from compbench.compressors.registry import StepOutput, register_compressor
+from compbench.compressors.targets import linear_layers, target_pattern
+
+
+@dataclass(frozen=True)
+class Int8Config:
+    """LLM.int8(): per-row absmax int8 weights; activations above `threshold` stay in fp16."""
+
+    threshold: float = 6.0  # outlier threshold of LLM.int8() mixed-precision decomposition
+    version: int = 1  # bump when the method's behaviour changes
+
+    def __post_init__(self):
+        if self.threshold < 0:
+            raise ValueError(f"threshold must be >= 0, got {self.threshold}")
+
+
+@dataclass(frozen=True)
+class NF4Config:
+    """4-bit NormalFloat weights in blocks of 64, one absmax per block."""
+
+    QUANT_TYPE: ClassVar[str] = "nf4"
+    double_quant: bool = False  # also quantize the per-block absmax scales (QLoRA's double quant)
+    version: int = 1  # bump when the method's behaviour changes
+
+
+@dataclass(frozen=True)
+class FP4Config(NF4Config):
+    """4-bit floating point weights in blocks of 64, one absmax per block."""
+
+    QUANT_TYPE: ClassVar[str] = "fp4"
+
+
+def _skip_modules(model) -> list[str]:
+    """Linear modules outside the target set stay unquantized (lm_head, embeddings, heads)."""
+    targets = set(linear_layers(model))
+    return [name for name, module in model.named_modules()
+            if name not in targets and type(module).__name__ == "Linear"]
+
+
+def _quantize(model, quantization_config) -> StepOutput:
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    device = next(model.parameters()).device
+    bnb_config = BitsAndBytesConfig(**quantization_config,
+                                    llm_int8_skip_modules=_skip_modules(model))
+    pattern = target_pattern(model)
+    with tempfile.TemporaryDirectory(prefix="compbench-bnb-") as folder:
+        model.save_pretrained(folder)
+        logging.getLogger("transformers").setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantized = type(model).from_pretrained(
+                folder, quantization_config=bnb_config, dtype=model.dtype,
+                device_map={"": device.index or 0} if device.type == "cuda" else {"": "cpu"},
+            )
+    quantized.compbench_compressible = pattern
+    quantized.eval()
+    del model
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return StepOutput(quantized, {"quantized_layers": len(linear_layers(quantized))})
+
+
+def apply_int8(model, config: Int8Config) -> StepOutput:
+    return _quantize(model, {"load_in_8bit": True, "llm_int8_threshold": config.threshold})
+
+
+def apply_4bit(model, config: NF4Config) -> StepOutput:
+    return _quantize(model, {
+        "load_in_4bit": True,
+        "bnb_4bit_quant_type": config.QUANT_TYPE,
+        "bnb_4bit_use_double_quant": config.double_quant,
+        "bnb_4bit_compute_dtype": model.dtype,
+    })
+
+
+register_compressor("int8", Int8Config, apply_int8, kind="quantize", terminal=True,
+                    summary="bitsandbytes LLM.int8() 8-bit weights")
+register_compressor("nf4", NF4Config, apply_4bit, kind="quantize", terminal=True,
+                    summary="bitsandbytes 4-bit NormalFloat weights (double_quant optional)")
+register_compressor("fp4", FP4Config, apply_4bit, kind="quantize", terminal=True,
+                    summary="bitsandbytes 4-bit float weights (double_quant optional)")

@@ -1,0 +1,44 @@
+"""Apply a recipe to a model, step by step, measuring what each step did."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from compbench.compressors.recipe import Recipe
+from compbench.compressors.registry import COMPRESSORS
+from compbench.harness.measure import PeakMemory, Timer, state_bytes
+
+
+@dataclass
+class CompressionResult:
+    """The compressed model and, per step, its wall time, peak memory and own stats."""
+
+    model: nn.Module
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    size_bytes_before: int = 0
+    size_bytes: int = 0
+
+
+def compress(model: nn.Module, recipe: Recipe) -> CompressionResult:
+    """Apply the recipe's steps in order. May return a new model object (quantizers reload)."""
+    result = CompressionResult(model=model, size_bytes_before=state_bytes(model))
+    for step in recipe.steps:
+        compressor = COMPRESSORS[step.method]
+        with PeakMemory() as memory, Timer() as timer:
+            output = compressor.apply(result.model, step.config)
+        result.model = output.model
+        result.steps.append({
+            "method": step.method,
+            "seconds": timer.seconds,
+            "peak_rss_mb": memory.peak_rss_bytes / 2**20,
+            "peak_cuda_mb": None if memory.peak_cuda_bytes is None
+            else memory.peak_cuda_bytes / 2**20,
+            "stats": output.stats,
+        })
+        result.seconds += timer.seconds
+    result.size_bytes = state_bytes(result.model)
+    return result

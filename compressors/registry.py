@@ -1,0 +1,63 @@
+"""The compressor registry: one entry per method name, registered explicitly by its module."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any, Literal
+
+ApplyFn = Callable[[Any, Any], "StepOutput"]
+
+
+@dataclass
+class StepOutput:
+    """What one compression step returns: the (possibly new) model and what it measured."""
+
+    model: Any
+    stats: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Compressor:
+    """A registered method: its config class, its apply step, and how it composes."""
+
+    name: str
+    config_cls: type
+    apply: ApplyFn
+    kind: Literal["cast", "prune", "quantize"]
+    # Quantizers that replace Linear layers by packed ones end a recipe: nothing can follow.
+    terminal: bool = False
+    # Whether `save_pretrained` writes a checkpoint that stock `from_pretrained` reloads.
+    exportable: bool = True
+    needs_calibration: bool = False
+    summary: str = ""
+
+    def option_names(self) -> list[str]:
+        """The recipe keys this method accepts (every config field except `version`)."""
+        return [f.name for f in fields(self.config_cls) if f.name != "version"]
+
+
+COMPRESSORS: dict[str, Compressor] = {}
+
+
+def register_compressor(
+    name: str,
+    config_cls: type,
+    apply: ApplyFn,
+    *,
+    kind: Literal["cast", "prune", "quantize"],
+    terminal: bool = False,
+    exportable: bool = True,
+    needs_calibration: bool = False,
+    summary: str = "",
+) -> None:
+    """Register a method under `name`; names are lowercase identifiers and unique."""
+    if not name.replace("-", "").replace("_", "").isalnum() or name != name.lower():
+        raise ValueError(f"compressor name must be a lowercase identifier, got {name!r}")
+    if name in COMPRESSORS:
+        raise ValueError(f"compressor {name!r} is already registered")
+    if not any(f.name == "version" for f in fields(config_cls)):
+        raise ValueError(f"{config_cls.__name__} needs a `version` field")
+    COMPRESSORS[name] = Compressor(
+        name, config_cls, apply, kind, terminal, exportable, needs_calibration, summary
+    )

@@ -1,0 +1,1 @@
+"""The lm-eval model wrapper, the runner, measurement and the `compbench` CLI."""

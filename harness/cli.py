@@ -1,0 +1,256 @@
+"""The `compbench` command line: evaluate, compare and export compressed models."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+
+from compbench.errors import CompbenchError
+
+EXAMPLES = """\
+examples:
+  compbench eval --model smollm2-135m --recipe nf4 --tasks wikitext2_ppl --limit 4
+  compbench eval --model smollm2-135m --recipe fp32 --recipe int8 --recipe magnitude:0.5
+  compbench report results/
+  compbench lm-eval --model compressed --model_args pretrained=smollm2-135m,recipe=nf4 \\
+      --tasks wikitext2_ppl --limit 4
+  compbench export --model smollm2-135m --recipe int8 exported/smollm2-int8
+"""
+
+RECIPE_HELP = ("compression recipe: steps joined by '+', arguments by ':', e.g. 'fp32', 'nf4', "
+               "'nf4:double_quant=true', 'magnitude:0.5:scope=layer', 'magnitude:0.25+int8', or "
+               "a YAML recipe file (see `compbench methods`)")
+
+
+def _limit(text: str) -> int | float:
+    """--limit: a document count, or a fraction of each task when below 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return int(value) if value >= 1 and value.is_integer() else value
+
+
+def _add_data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", help="folder of local dataset copies laid out as "
+                        "<dataset>/<split>.jsonl (default: $COMPBENCH_DATA_DIR, else the hub)")
+
+
+def _quiet_libraries() -> None:
+    """Keep library chatter (bitsandbytes casts, transformers notices) out of the output."""
+    warnings.filterwarnings("ignore")
+    for name in ("transformers", "bitsandbytes", "accelerate", "datasets", "lm_eval", "lm-eval"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from compbench.compressors import parse_recipe
+    from compbench.harness.runner import RunSpec, run_sweep
+    from compbench.model_zoo import get_preset
+
+    get_preset(args.model)
+    recipes = [str(parse_recipe(r)) for r in args.recipe]  # validate all before running any
+    tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
+    _check_tasks(tasks)
+    specs = [RunSpec(model=args.model, recipe=r, tasks=tasks, limit=args.limit,
+                     device=args.device, dtype=args.dtype, batch_size=args.batch_size,
+                     max_length=args.max_length) for r in recipes]
+    failed = run_sweep(specs, Path(args.output_dir), force=args.force)
+    if failed:
+        print(f"compbench: {len(failed)} run(s) failed: " + ", ".join(map(str, failed)),
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _check_tasks(tasks: tuple[str, ...]) -> None:
+    from lm_eval.tasks import TaskManager
+
+    from compbench.tasks import TASKS_DIR
+
+    if not tasks:
+        raise CompbenchError("no tasks given; e.g. --tasks wikitext2_ppl")
+    manager = TaskManager(include_path=str(TASKS_DIR))
+    known = set(manager.all_tasks)
+    unknown = [t for t in tasks if t not in known]
+    if unknown:
+        ours = sorted(p.stem for p in TASKS_DIR.glob("*.yaml"))
+        raise CompbenchError(f"unknown task(s) {', '.join(unknown)}; compbench tasks: "
+                             f"{', '.join(ours)} (any lm-eval task name also works)")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from compbench.reports.store import load_results
+    from compbench.reports.table import markdown_report
+
+    text = markdown_report(load_results(Path(args.results_dir)), args.baseline)
+    print(text)
+    output = Path(args.output) if args.output else Path(args.results_dir) / "report.md"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text)
+    print(f"wrote {output}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from compbench.compressors import COMPRESSORS, compress, parse_recipe
+    from compbench.model_zoo.presets import get_preset, load_model
+
+    preset = get_preset(args.model)
+    recipe = parse_recipe(args.recipe)
+    blocked = [s.method for s in recipe.steps if not COMPRESSORS[s.method].exportable]
+    if blocked:
+        raise CompbenchError(f"recipe '{recipe}' cannot be exported as a Hugging Face checkpoint: "
+                             f"{', '.join(blocked)} has no serialized format that "
+                             "from_pretrained reloads")
+    out = Path(args.out_dir)
+    if out.exists() and any(out.iterdir()) and not args.force:
+        raise CompbenchError(f"{out} is not empty; choose another folder or pass --force")
+    model, tokenizer = load_model(preset, device=args.device, dtype=args.dtype)
+    model.compbench_compressible = preset.compressible
+    result = compress(model, recipe)
+    result.model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    print(f"wrote {out} ({preset.name}, recipe {recipe}); evaluate it with:\n"
+          f"  lm_eval --model hf --model_args pretrained={out} --tasks …")
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
+    from compbench.compressors import COMPRESSORS
+
+    for name, compressor in sorted(COMPRESSORS.items()):
+        defaults = compressor.config_cls()
+        options = ", ".join(f"{f.name}={getattr(defaults, f.name)}"
+                            for f in fields(defaults) if f.name != "version")
+        main = getattr(compressor.config_cls, "MAIN_OPTION", None)
+        print(f"{name:10s} {compressor.summary}")
+        if options:
+            print(f"{'':10s}   options: {options}" + (f" (bare first value: {main})" if main else ""))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from compbench.model_zoo import PRESETS
+
+    for preset in PRESETS.values():
+        print(f"{preset.name:22s} {preset.source:36s} {preset.dtype:9s} {preset.task_head}")
+    return 0
+
+
+def cmd_lm_eval(argv: list[str]) -> int:
+    """The stock lm_eval CLI, with the `compressed` model and compbench's tasks available."""
+    import compbench.harness.lm_model  # noqa: F401  (registers --model compressed)
+    from compbench.tasks import TASKS_DIR
+
+    if "--data-dir" in argv:
+        from compbench.tasks.data import set_data_dir
+
+        i = argv.index("--data-dir")
+        if i + 1 >= len(argv):
+            raise CompbenchError("--data-dir needs a folder")
+        set_data_dir(argv[i + 1])
+        del argv[i:i + 2]
+    if not any(a == "--include_path" or a.startswith("--include_path=") for a in argv):
+        argv = [*argv, "--include_path", str(TASKS_DIR)]
+    from lm_eval.__main__ import cli_evaluate
+
+    sys.argv = ["lm-eval", *argv]
+    cli_evaluate()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="compbench",
+        description="Compress small language models with a recipe and measure what it costs: "
+                    "perplexity and accuracy (lm-eval), size, speed, memory.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("eval", help="compress a preset with one or more recipes and evaluate each",
+                       description="Compress a model preset with each --recipe, evaluate it on "
+                       "--tasks with lm-eval, and write one results JSON per run to --output-dir. "
+                       "Runs whose results file is already complete are skipped (resume).")
+    p.add_argument("--model", default="smollm2-135m",
+                   help="model preset (see `compbench models`) or a local checkpoint folder")
+    p.add_argument("--recipe", action="append", required=True, help=RECIPE_HELP + "; repeatable")
+    p.add_argument("--tasks", default="wikitext2_ppl", help="comma-separated lm-eval task names")
+    p.add_argument("--limit", type=_limit, default=None,
+                   help="documents per task (an int), or a fraction if < 1")
+    p.add_argument("--output-dir", default="results", help="where results JSON files go")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if present)")
+    p.add_argument("--dtype", default=None, help="load dtype (default: the preset's)")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--max-length", type=int, default=None,
+                   help="evaluation window in tokens (default: the preset's)")
+    p.add_argument("--force", action="store_true", help="rerun even if results exist")
+    _add_data_dir(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("report", help="markdown comparison table of a results folder",
+                       description="Read every results JSON in RESULTS_DIR and print and write a "
+                       "markdown table: size, compression ratio, metrics and their change vs "
+                       "the baseline recipe.")
+    p.add_argument("results_dir")
+    p.add_argument("--output", help="markdown file to write (default: RESULTS_DIR/report.md)")
+    p.add_argument("--baseline", default="fp32", help="recipe the changes are measured against")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("export", help="save a compressed model as a Hugging Face checkpoint",
+                       description="Compress a preset and save it with save_pretrained, so "
+                       "`lm_eval --model hf --model_args pretrained=OUT_DIR` loads it.")
+    p.add_argument("--model", default="smollm2-135m", help="model preset or checkpoint folder")
+    p.add_argument("--recipe", required=True, help=RECIPE_HELP)
+    p.add_argument("out_dir")
+    p.add_argument("--device", default=None)
+    p.add_argument("--dtype", default=None)
+    p.add_argument("--force", action="store_true", help="write into a non-empty OUT_DIR")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("methods", help="list compression methods and their recipe options")
+    p.set_defaults(func=cmd_methods)
+    p = sub.add_parser("models", help="list model presets")
+    p.set_defaults(func=cmd_models)
+    sub.add_parser("lm-eval", add_help=False,
+                   help="the lm_eval CLI with --model compressed and compbench tasks available "
+                        "(all lm_eval flags; `compbench lm-eval --help`)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        if argv and argv[0] == "lm-eval":
+            _quiet_libraries()
+            return cmd_lm_eval(argv[1:])
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not args.command:
+            parser.print_help()
+            return 2
+        if getattr(args, "data_dir", None):
+            from compbench.tasks.data import set_data_dir
+
+            set_data_dir(args.data_dir)
+        _quiet_libraries()
+        return args.func(args)
+    except CompbenchError as exc:
+        print(f"compbench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("compbench: interrupted; finished runs are saved, rerun to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

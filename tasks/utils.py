@@ -1,0 +1,38 @@
+"""Python hooks (`!function utils.…`) for the task YAMLs in this folder."""
+
+from __future__ import annotations
+
+import re
+
+from lm_eval.tasks.wikitext.preprocess_wikitext import process_results as wikitext_results
+from lm_eval.tasks.wikitext.preprocess_wikitext import wikitext_detokenizer
+
+from compbench.tasks.data import load_splits
+
+_PAGE_TITLE = re.compile(r"^ = [^=].* = \n$")
+
+__all__ = ["load_dataset", "wikitext_pages", "wikitext_detokenizer", "wikitext_results"]
+
+
+def load_dataset(path: str, local_name: str, splits: list[str], name: str | None = None,
+                 required_fields: list[str] | None = None, **_metadata):
+    """`custom_dataset` hook: lm-eval passes the task's metadata and `dataset_kwargs` here."""
+    return load_splits(path, local_name, splits, name=name, required_fields=required_fields)
+
+
+def wikitext_pages(dataset):
+    """Join wikitext's line rows into whole articles (a page starts at a ` = Title = ` row),
+    as EleutherAI/wikitext_document_level does; blank rows become blank lines."""
+    import datasets
+
+    pages: list[str] = []
+    current: list[str] = []
+    for text in dataset["text"]:
+        if _PAGE_TITLE.match(text) and current:
+            pages.append("".join(current))
+            current = []
+        current.append(text or "\n")
+    if current:
+        pages.append("".join(current))
+    pages = [p for p in pages if p.strip()]
+    return datasets.Dataset.from_dict({"page": pages})

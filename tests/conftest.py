@@ -1,0 +1,68 @@
+"""Shared fixtures: the real embedded model, the real datasets in ../shared/data, one real sweep."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO_RECIPES = ["fp32", "int8", "nf4", "fp4", "magnitude:0.25", "magnitude:0.5"]
+SWEEP_LIMIT = 2  # wikitext-2 test articles 1-2: 6,756 tokens, four 2048-token windows
+
+
+def _data_dir() -> Path:
+    configured = os.environ.get("COMPBENCH_DATA_DIR")
+    path = Path(configured) if configured else REPO.parent / "shared" / "data"
+    if not (path / "wikitext-2-raw-v1" / "test.jsonl").is_file():
+        pytest.exit(f"the real datasets are needed at {path} (set COMPBENCH_DATA_DIR)", 2)
+    return path.resolve()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def offline_env():
+    """No hub access in tests: local data dir, offline HF clients."""
+    os.environ["COMPBENCH_DATA_DIR"] = str(_data_dir())
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["HF_DATASETS_OFFLINE"] = "1"
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def data_dir(offline_env) -> Path:
+    return Path(os.environ["COMPBENCH_DATA_DIR"])
+
+
+@pytest.fixture(scope="session")
+def checkpoint() -> Path:
+    """The materialized embedded SmolLM2-135M checkpoint (built once into the cache)."""
+    from compbench.model_zoo.embedded import materialize_embedded
+
+    return materialize_embedded()
+
+
+@pytest.fixture
+def fp32_model(checkpoint):
+    """A fresh fp32 copy of the embedded model, on the CPU."""
+    from compbench.model_zoo import get_preset, load_model
+
+    preset = get_preset("smollm2-135m")
+    model, tokenizer = load_model(preset, device="cpu")
+    model.compbench_compressible = preset.compressible
+    return model
+
+
+@pytest.fixture(scope="session")
+def sweep(tmp_path_factory, checkpoint, offline_env):
+    """One real sweep of the demo recipes on the first wikitext-2 test articles."""
+    from compbench.harness.runner import RunSpec, run_sweep
+    from compbench.reports.store import load_results
+
+    out = tmp_path_factory.mktemp("sweep")
+    specs = [RunSpec("smollm2-135m", r, ("wikitext2_ppl",), limit=SWEEP_LIMIT, device="cpu")
+             for r in DEMO_RECIPES]
+    failed = run_sweep(specs, out, echo=lambda _: None)
+    assert not failed
+    return out, {r["recipe"]["string"]: r for r in load_results(out)}
+

@@ -1,0 +1,99 @@
+"""End to end on the real model and real wikitext: perplexity ordering, lm-eval CLI parity,
+export to a stock checkpoint, measurements, resume."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from compbench.harness.runner import RunSpec, run_sweep
+
+
+def word_ppl(result):
+    return result["eval"]["tasks"]["wikitext2_ppl"]["word_perplexity,none"]
+
+
+def test_perplexity_moves_the_right_way(sweep):
+    _, runs = sweep
+    ppl = {recipe: word_ppl(result) for recipe, result in runs.items()}
+    assert 5 < ppl["fp32"] < 60  # a working 135M model on wikitext articles
+    assert abs(ppl["int8"] / ppl["fp32"] - 1) < 0.03  # LLM.int8() is near-lossless
+    assert max(ppl["fp32"], ppl["int8"]) < ppl["nf4"] < ppl["fp4"]
+    assert ppl["fp32"] < ppl["magnitude:0.25"]
+    assert ppl["magnitude:0.5"] > 3 * ppl["magnitude:0.25"]  # 50% magnitude pruning breaks it
+
+
+def test_runs_record_true_sizes_and_measurements(sweep):
+    _, runs = sweep
+    fp32 = runs["fp32"]["compression"]
+    assert fp32["compression_ratio"] == 1.0
+    assert runs["nf4"]["compression"]["size_bytes"] < runs["int8"]["compression"]["size_bytes"]
+    assert runs["int8"]["compression"]["size_bytes"] < fp32["size_bytes"]
+    # pruning keeps dense storage; it shows in the non-zero count instead
+    pruned = runs["magnitude:0.5"]["compression"]
+    assert pruned["size_bytes"] == fp32["size_bytes"]
+    target_zeros = pruned["steps"][0]["stats"]["sparsity"] * pruned["steps"][0]["stats"]["target_params"]
+    assert fp32["params_nonzero"] - pruned["params_nonzero"] == pytest.approx(target_zeros, rel=0.01)
+    for result in runs.values():
+        timing = result["timing"]
+        assert timing["eval_tokens"] >= 6756 and timing["eval_tokens_per_s"] > 0
+        assert timing["peak_rss_mb"] > 300
+        assert result["eval"]["n_samples"]["wikitext2_ppl"] == {"original": 62, "effective": 2}
+        assert result["env"]["versions"]["lm_eval"] == "0.4.13"
+
+
+def test_rerun_skips_finished_runs_and_redoes_failed_ones(sweep):
+    out, runs = sweep
+    fp32_file = out / RunSpec("smollm2-135m", "fp32", ("wikitext2_ppl",), limit=2).file_name()
+    before = fp32_file.read_bytes()
+    broken = RunSpec("smollm2-135m", "int8", ("wikitext2_ppl",), limit=2)
+    (out / broken.file_name()).write_text(json.dumps(
+        {"schema_version": 1, "status": "error", "error": "killed", "run": broken.key()}))
+    messages = []
+    specs = [RunSpec("smollm2-135m", r, ("wikitext2_ppl",), limit=2, device="cpu")
+             for r in ["fp32", "int8"]]
+    assert run_sweep(specs, out, echo=messages.append) == []
+    assert "skipping" in messages[0] and "running" in messages[1]
+    assert fp32_file.read_bytes() == before
+    redone = json.loads((out / broken.file_name()).read_text())
+    assert redone["status"] == "ok"
+    assert word_ppl(redone) == pytest.approx(word_ppl(runs["int8"]), rel=1e-6)
+
+
+def _compbench(*args, timeout=900):
+    proc = subprocess.run([sys.executable, "-m", "compbench.harness.cli", *args],
+                          capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_lm_eval_cli_matches_compbench_eval(sweep, tmp_path):
+    _, runs = sweep
+    _compbench("lm-eval", "--model", "compressed", "--model_args",
+               "pretrained=smollm2-135m,recipe=magnitude:0.25,device=cpu",
+               "--tasks", "wikitext2_ppl", "--limit", "2", "--output_path", str(tmp_path))
+    [results_file] = list(tmp_path.rglob("results_*.json"))
+    results = json.loads(results_file.read_text())["results"]["wikitext2_ppl"]
+    assert results["word_perplexity,none"] == pytest.approx(word_ppl(runs["magnitude:0.25"]),
+                                                            rel=1e-6)
+
+
+def test_exported_int8_checkpoint_scores_the_same_with_stock_hf(sweep, tmp_path):
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    from compbench.tasks import TASKS_DIR
+
+    _, runs = sweep
+    out = tmp_path / "smollm2-int8"
+    _compbench("export", "--recipe", "int8", "--device", "cpu", str(out))
+    config = json.loads((out / "config.json").read_text())
+    assert config["quantization_config"]["load_in_8bit"] is True
+    results = lm_eval.simple_evaluate(
+        model="hf", model_args=f"pretrained={out},device=cpu,max_length=2048",
+        tasks=["wikitext2_ppl"], limit=2, task_manager=TaskManager(include_path=str(TASKS_DIR)),
+        log_samples=False, bootstrap_iters=0)
+    stock = results["results"]["wikitext2_ppl"]["word_perplexity,none"]
+    assert stock == pytest.approx(word_ppl(runs["int8"]), rel=1e-4)
