@@ -56,18 +56,25 @@ class CompressedLM(HFLM):
 
     @classmethod
     def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None):
-        """Parse `--model_args`; a recipe keeps its `:`/`=` text, numbers stay strings for it."""
+        """Build from `--model_args` text (the recipe keeps its `:`/`=` text)."""
         from lm_eval.utils import simple_parse_args_string
 
-        args = simple_parse_args_string(arg_string)
+        return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
+
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict: dict, additional_config: dict | None = None):
+        """Build from parsed model args; these win over the CLI's defaults (e.g. `--device`),
+        and the CLI's default `cuda` falls back to the CPU when no GPU is present."""
+        args = dict(arg_dict)
+        for key, value in (additional_config or {}).items():
+            if value is not None and key not in args:
+                args[key] = value
+        if str(args.get("device", "")).startswith("cuda") and not _cuda_available():
+            args.pop("device")
         if "recipe" in args:
             args["recipe"] = str(args["recipe"])
-        extra = {k: v for k, v in (additional_config or {}).items() if v is not None}
-        unknown_device = extra.get("device") == "cuda" and not _cuda_available()
-        if unknown_device:
-            extra.pop("device")
         try:
-            return cls(**args, **extra)
+            return cls(**args)
         except TypeError as exc:
             raise CompbenchError(f"bad --model_args for 'compressed': {exc}") from None
 

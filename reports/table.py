@@ -51,7 +51,8 @@ def _baseline_for(result: dict[str, Any], ok: list[dict[str, Any]], baseline_rec
 
 def comparison_rows(results: list[dict[str, Any]], baseline_recipe: str = "fp32"):
     """Header and rows: model, recipe, size, ratio, each metric with its change vs the baseline."""
-    ok = [r for r in results if r.get("status") == "ok"]
+    ok = sorted((r for r in results if r.get("status") == "ok"),
+                key=lambda r: (r["recipe"]["string"] != baseline_recipe, r["timing"]["started_at"]))
     metrics = _metrics_of(ok)
     header = ["model", "recipe", "size MB", "ratio"]
     for metric in metrics:

@@ -66,3 +66,16 @@ def sweep(tmp_path_factory, checkpoint, offline_env):
     assert not failed
     return out, {r["recipe"]["string"]: r for r in load_results(out)}
 
+
+
+@pytest.fixture(scope="session")
+def wikitext_ids(checkpoint, data_dir):
+    """The first 256 tokens of the real wikitext-2 test text, as a (1, 256) batch."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    lines = (data_dir / "wikitext-2-raw-v1" / "test.jsonl").read_text().splitlines()[:20]
+    text = "".join(json.loads(line)["text"] for line in lines)
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    return tokenizer(text, return_tensors="pt").input_ids[:, :256]

@@ -14,10 +14,10 @@ from compbench.harness.measure import state_bytes
     ("fp4", "Linear4bit", 6.0),
     ("nf4:double_quant=true", "Linear4bit", 7.0),  # absmax scales quantized to 8 bit too
 ])
-def test_quantizer_replaces_target_layers_and_shrinks_them(fp32_model, recipe, module_type,
-                                                           min_shrink):
+def test_quantizer_replaces_target_layers_and_shrinks_them(fp32_model, wikitext_ids, recipe,
+                                                           module_type, min_shrink):
     before = {n: state_bytes(m) for n, m in linear_layers(fp32_model).items()}
-    input_ids = torch.arange(100, 164).unsqueeze(0)
+    input_ids = wikitext_ids
     with torch.no_grad():
         reference = fp32_model(input_ids).logits
     result = compress(fp32_model, parse_recipe(recipe))
@@ -31,7 +31,7 @@ def test_quantizer_replaces_target_layers_and_shrinks_them(fp32_model, recipe, m
     with torch.no_grad():
         logits = result.model(input_ids).logits
     assert torch.isfinite(logits).all()
-    # a quantized model still predicts like the original on most positions
+    # on real text, a quantized model still predicts the original's next token most of the time
     agreement = (logits.argmax(-1) == reference.argmax(-1)).float().mean()
     assert agreement > 0.6
 
@@ -40,5 +40,8 @@ def test_int8_dequantizes_close_to_the_original(fp32_model):
     original = {n: m.weight.detach().clone() for n, m in linear_layers(fp32_model).items()}
     quantized = compress(fp32_model, parse_recipe("int8")).model
     for name, module in linear_layers(quantized).items():
-        error = (dense_weight(module) - original[name]).abs().max()
-        assert error <= original[name].abs().max() / 127 * 0.51 + 1e-6, name
+        weight = original[name]
+        error = (dense_weight(module) - weight).abs()
+        # per-row absmax scaling: half a step of rowmax/127, plus bitsandbytes' fp16 cast first
+        row_step = weight.abs().amax(dim=1, keepdim=True) / 127
+        assert bool((error <= row_step / 2 + weight.abs() * 2**-10 + 1e-6).all()), name
