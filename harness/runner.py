@@ -15,6 +15,7 @@ from typing import Any
 
 from compbench.reports.store import SCHEMA_VERSION, read_result, write_json_atomic
 
+
 @dataclass(frozen=True)
 class RunSpec:
     """Everything that determines a run's numbers; its hash names the results file."""
@@ -78,8 +79,7 @@ def evaluate_run(spec: RunSpec) -> dict[str, Any]:
     from lm_eval.tasks import TaskManager
 
     from compbench.harness.lm_model import CompressedLM
-    from compbench.harness.measure import PeakMemory, Timer, TokenCounter, state_bytes
-    from compbench.harness.measure import param_counts
+    from compbench.harness.measure import PeakMemory, Timer, TokenCounter, param_counts
     from compbench.tasks import TASKS_DIR
 
     started = time.time()

