@@ -21,6 +21,8 @@ class Metric:
 # The headline metric of each task; tasks not listed show every metric lm-eval reported.
 HEADLINE = {
     "wikitext2_ppl": Metric("wikitext2_ppl", "word_perplexity,none", "wikitext2 word ppl", True),
+    **{task: Metric(task, "acc,none", f"{task} acc", False)
+       for task in ("commonsense_qa", "cosmos_qa", "logiqa", "reclor", "e_kar", "sst2")},
 }
 
 

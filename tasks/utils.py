@@ -8,10 +8,14 @@ from lm_eval.tasks.wikitext.preprocess_wikitext import process_results as wikite
 from lm_eval.tasks.wikitext.preprocess_wikitext import wikitext_detokenizer
 
 from compbench.tasks.data import load_splits
+from compbench.tasks.metrics import f1_macro
 
 _PAGE_TITLE = re.compile(r"^ = [^=].* = \n$")
 
-__all__ = ["load_dataset", "wikitext_pages", "wikitext_detokenizer", "wikitext_results"]
+__all__ = [
+    "f1_macro", "load_dataset", "passage_prompt", "wikitext_detokenizer", "wikitext_pages",
+    "wikitext_results",
+]
 
 
 def load_dataset(path: str, local_name: str, splits: list[str], name: str | None = None,
@@ -36,3 +40,26 @@ def wikitext_pages(dataset):
         pages.append("".join(current))
     pages = [p for p in pages if p.strip()]
     return datasets.Dataset.from_dict({"page": pages})
+
+
+def passage_prompt(passage: str, question: str, options: list[str]) -> str:
+    """lm-eval's LogiQA prompt: passage, question, lettered choices, then "Answer:"."""
+    lines = [f"Passage: {passage}", f"Question: {question}", "Choices:"]
+    lines += [f"{letter}. {option}" for letter, option in zip("ABCDEFGH", options, strict=False)]
+    return "\n".join(lines) + "\nAnswer:"
+
+
+def logiqa_text(doc) -> str:
+    return passage_prompt(doc["context"], doc["query"], doc["options"])
+
+
+def reclor_text(doc) -> str:
+    return passage_prompt(doc["context"], doc["question"], doc["answers"])
+
+
+def cosmos_choices(doc) -> list[str]:
+    return [doc[f"answer{i}"] for i in range(4)]
+
+
+def cosmos_text(doc) -> str:
+    return passage_prompt(doc["context"], doc["question"], cosmos_choices(doc))

@@ -1,0 +1,16 @@
+"""Corpus-level metrics that lm-eval computes at aggregation time over all documents."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sklearn.metrics import f1_score
+
+
+def f1_macro(items: Iterable[tuple[int, int]]) -> float:
+    """Macro F1 over (gold, prediction) pairs: the unweighted mean of per-class F1.
+
+    Classes are those seen in gold or prediction; a class never predicted scores 0.
+    """
+    golds, preds = zip(*items, strict=True)
+    return float(f1_score(golds, preds, average="macro", zero_division=0))

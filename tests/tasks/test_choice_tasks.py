@@ -1,0 +1,77 @@
+"""Multiple-choice tasks on the real embedded model and the real local datasets."""
+
+import json
+
+import pytest
+from sklearn.metrics import f1_score
+
+from compbench.tasks.metrics import f1_macro
+
+# task -> (local file, row count from ../shared/data/SOURCES.md, field holding the question)
+TASKS = {
+    "commonsense_qa": ("commonsense_qa/validation.jsonl", 1221, "question"),
+    "cosmos_qa": ("cosmos_qa/validation.jsonl", 2985, "question"),
+    "logiqa": ("logiqa/test.jsonl", 651, "query"),
+    "reclor": ("reclor/validation.jsonl", 500, "question"),
+    "e_kar": ("e_kar/validation.jsonl", 119, "question"),
+    "sst2": ("sst2/validation.jsonl", 872, "sentence"),
+}
+LIMIT = 6
+
+
+@pytest.fixture(scope="module")
+def task_manager(data_dir):
+    from lm_eval.tasks import TaskManager
+
+    from compbench.tasks import TASKS_DIR
+
+    return TaskManager(include_path=str(TASKS_DIR))
+
+
+@pytest.fixture(scope="module")
+def results(checkpoint, task_manager):
+    import lm_eval
+
+    from compbench.harness.lm_model import CompressedLM
+
+    lm = CompressedLM(pretrained="smollm2-135m", recipe="fp32", device="cpu")
+    return lm_eval.simple_evaluate(model=lm, tasks=list(TASKS), limit=LIMIT,
+                                   task_manager=task_manager, log_samples=False,
+                                   bootstrap_iters=0)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_task_reads_the_real_rows(task, task_manager, data_dir):
+    from lm_eval.tasks import get_task_dict
+
+    file, rows, field = TASKS[task]
+    first = json.loads((data_dir / file).read_text().splitlines()[0])
+    [loaded] = get_task_dict([task], task_manager).values()
+    docs = list(loaded.eval_docs)
+    assert len(docs) == rows
+    assert first[field].strip() in loaded.doc_to_text(docs[0])
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_task_metrics_are_in_range(task, results):
+    metrics = results["results"][task]
+    assert results["n-samples"][task] == {"original": TASKS[task][1], "effective": LIMIT}
+    for name in ("acc", "f1") + (() if task == "sst2" else ("acc_norm",)):
+        assert 0.0 <= metrics[f"{name},none"] <= 1.0, name
+
+
+def test_choice_tasks_score_above_chance_together(results):
+    """Across tasks, the real model beats guessing (chance: 0.2 to 0.5 per task)."""
+    chance = {"commonsense_qa": 0.2, "sst2": 0.5, "cosmos_qa": 0.25, "logiqa": 0.25,
+              "reclor": 0.25, "e_kar": 0.25}
+    correct = sum(results["results"][t]["acc,none"] * LIMIT for t in TASKS)
+    assert correct > sum(chance.values()) * LIMIT
+
+
+def test_f1_macro_matches_sklearn():
+    gold = [0, 1, 2, 2, 3, 1, 0, 2, 3, 3]
+    pred = [0, 2, 2, 2, 3, 1, 1, 0, 3, 2]
+    expected = f1_score(gold, pred, average="macro")
+    assert f1_macro(zip(gold, pred, strict=True)) == pytest.approx(expected, abs=1e-12)
+    assert f1_macro(zip(gold, pred, strict=True)) == pytest.approx(
+        (1 / 2 + 1 / 2 + 4 / 7 + 4 / 5) / 4, abs=1e-12)  # per-class F1 worked by hand
