@@ -146,6 +146,20 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from compbench.tasks.catalog import task_catalog
+
+    rows = [[t.name, t.dataset, t.split, ", ".join(t.metrics),
+             "no data dir: hub" if not t.data_dir_set
+             else "missing" if t.local_rows is None else f"{t.local_rows} rows",
+             ", ".join(str(f) for f in t.local_files)] for t in task_catalog()]
+    print(tabulate(rows, ["task", "dataset", "split", "metrics", "local data", "local files"],
+                   tablefmt="github"))
+    return 0
+
+
 def cmd_lm_eval(argv: list[str]) -> int:
     """The stock lm_eval CLI, with the `compressed` model and compbench's tasks available."""
     import compbench.harness.lm_model  # noqa: F401  (registers --model compressed)
@@ -218,6 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("methods", help="list compression methods and their recipe options")
     p.set_defaults(func=cmd_methods)
+    p = sub.add_parser("tasks", help="list compbench's tasks and whether their data is local",
+                       description="List every compbench task with its dataset, split, metrics, "
+                       "and the local JSONL files it reads from the data dir (found or missing).")
+    _add_data_dir(p)
+    p.set_defaults(func=cmd_tasks)
     p = sub.add_parser("models", help="list model presets")
     p.set_defaults(func=cmd_models)
     sub.add_parser("lm-eval", add_help=False,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import platform
 import re
 import subprocess
@@ -69,8 +70,19 @@ def _environment() -> dict[str, Any]:
 
 
 def _json_safe(value: Any) -> Any:
-    """lm-eval results hold numpy scalars and callables; keep what JSON can say."""
-    return json.loads(json.dumps(value, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+    """lm-eval results hold numpy scalars, NaN and callables; keep what strict JSON can say."""
+    plain = json.loads(json.dumps(value, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+    return _nan_to_none(plain)
+
+
+def _nan_to_none(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nan_to_none(v) for v in value]
+    return value
 
 
 def evaluate_run(spec: RunSpec) -> dict[str, Any]:

@@ -1,0 +1,120 @@
+"""Dataset hooks of the classification and MMLU tasks: KASUT's fixed split, MMLU's subset and
+few-shot prompts, and their per-class / per-category metrics."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+from lm_eval.tasks.mmlu._generate_configs import SUBJECTS as MMLU_CATEGORY
+
+from compbench.tasks.data import load_splits
+
+KASUT_TOPICS = [
+    "Algebra", "Geometry and Trigonometry", "Calculus and Analysis", "Probability and Statistics",
+    "Number Theory", "Combinatorics and Discrete Math", "Linear Algebra",
+    "Abstract Algebra and Topology",
+]
+KASUT_SPLIT_SEED = 42  # the fixed seed of the 90/10 split: 9170 train / 1019 test of 10,189 rows
+MMLU_CATEGORIES = ("stem", "humanities", "social_sciences", "other")
+
+
+def load_kasut(path: str, local_name: str, splits: list[str], name: str | None = None,
+               required_fields: list[str] | None = None, **_metadata):
+    """The labelled train.csv, split deterministically 90/10; the 10% part is the test split."""
+    import datasets
+
+    full = load_splits(path, local_name, splits, name=name, required_fields=required_fields)
+    parts = full["train"].train_test_split(test_size=0.1, seed=KASUT_SPLIT_SEED, shuffle=True)
+    return datasets.DatasetDict({"train": parts["train"], "test": parts["test"]})
+
+
+def _predicted(results) -> int:
+    return int(np.argmax([loglikelihood for loglikelihood, _ in results]))
+
+
+def kasut_results(doc, results) -> dict:
+    """acc, and (gold, prediction) pairs for the corpus-level F1 metrics."""
+    gold, pred = int(doc["label"]), _predicted(results)
+    pair = (gold, pred)
+    return {"acc": float(gold == pred), "f1_micro": pair, "f1_macro": pair,
+            **{f"f1_{_slug(topic)}": pair for topic in KASUT_TOPICS}}
+
+
+def _slug(topic: str) -> str:
+    return topic.lower().replace(" and ", "_").replace(" ", "_")
+
+
+def f1_micro(items: Iterable[tuple[int, int]]) -> float:
+    from sklearn.metrics import f1_score
+
+    golds, preds = zip(*items, strict=True)
+    return float(f1_score(golds, preds, average="micro"))
+
+
+def _class_f1(label: int):
+    def aggregate(items: Iterable[tuple[int, int]]) -> float:
+        from sklearn.metrics import f1_score
+
+        golds, preds = zip(*items, strict=True)
+        return float(f1_score(golds, preds, labels=[label], average="macro", zero_division=0))
+
+    aggregate.__name__ = f"f1_class_{label}"
+    return aggregate
+
+
+f1_algebra = _class_f1(0)
+f1_geometry_trigonometry = _class_f1(1)
+f1_calculus_analysis = _class_f1(2)
+f1_probability_statistics = _class_f1(3)
+f1_number_theory = _class_f1(4)
+f1_combinatorics_discrete_math = _class_f1(5)
+f1_linear_algebra = _class_f1(6)
+f1_abstract_algebra_topology = _class_f1(7)
+
+
+def _mmlu_question(doc) -> str:
+    options = "".join(f"{letter}. {choice}\n" for letter, choice in zip("ABCD", doc["choices"],
+                                                                        strict=True))
+    return f"{doc['question'].strip()}\n{options}Answer:"
+
+
+def load_mmlu(path: str, local_name: str, splits: list[str], name: str | None = None,
+              required_fields: list[str] | None = None, per_subject: int = 5, num_shots: int = 2,
+              **_metadata):
+    """MMLU test questions, the first `per_subject` of each subject (0: all), each with a prompt
+    holding the first `num_shots` dev questions of its subject, as lm-eval's mmlu k-shot does."""
+    import datasets
+
+    data = load_splits(path, local_name, splits, name=name, required_fields=required_fields)
+    shots: dict[str, list[dict]] = {}
+    for row in data["dev"]:
+        shots.setdefault(row["subject"], []).append(row)
+    taken: dict[str, int] = {}
+    rows = []
+    for row in data["test"]:
+        subject = row["subject"]
+        if per_subject and taken.get(subject, 0) >= per_subject:
+            continue
+        taken[subject] = taken.get(subject, 0) + 1
+        header = (f"The following are multiple choice questions (with answers) about "
+                  f"{subject.replace('_', ' ')}.\n\n")
+        examples = "".join(f"{_mmlu_question(s)} {'ABCD'[s['answer']]}\n\n"
+                           for s in shots.get(subject, [])[:num_shots])
+        rows.append({**row, "category": MMLU_CATEGORY[subject],
+                     "prompt": header + examples + _mmlu_question(row)})
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
+
+
+def mmlu_results(doc, results) -> dict:
+    """acc overall, and per category a (correct, in-category) pair averaged over its members."""
+    correct = float(_predicted(results) == int(doc["answer"]))
+    return {"acc": correct,
+            **{f"acc_{c}": (correct, doc["category"] == c) for c in MMLU_CATEGORIES}}
+
+
+def mean_of_members(items: Iterable[tuple[float, bool]]) -> float:
+    """Mean of the values whose flag is set (NaN when the category has no question in the run)."""
+    values = [value for value, member in items if member]
+    return sum(values) / len(values) if values else math.nan
