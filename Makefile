@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(VENV)/bin/compbench eval --model smollm2-135m \
 		$(foreach r,$(DEMO_RECIPES),--recipe $(r)) \
-		--tasks wikitext2_ppl --limit $(DEMO_LIMIT) --output-dir $(DEMO_OUT)
+		--tasks wikitext2_ppl,wikitext2_chunked --limit $(DEMO_LIMIT) --output-dir $(DEMO_OUT)
 	$(VENV)/bin/compbench report $(DEMO_OUT) --output $(DEMO_OUT)/report.md
 
 test: $(STAMP)

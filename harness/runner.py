@@ -85,6 +85,31 @@ def _nan_to_none(value: Any) -> Any:
     return value
 
 
+def perplexity_protocols(tasks, lm, configs: dict) -> dict[str, Any]:
+    """How each perplexity task counted, so numbers of different protocols are never mixed."""
+    from compbench.tasks.chunked import DEFAULT_SEQLEN
+
+    tokenizer = getattr(lm.tokenizer, "name_or_path", None)
+    protocols: dict[str, Any] = {}
+    if "wikitext2_ppl" in tasks:
+        protocols["wikitext2_ppl"] = {
+            "method": "lm-eval rolling loglikelihood over each article", "window_tokens": lm.max_length,
+            "stride_tokens": lm.max_length, "window_prefix_token_id": lm.prefix_token_id,
+            "tokenizer": tokenizer, "normalized_by": "words (word_perplexity), bytes (byte_perplexity)",
+        }
+    if "wikitext2_chunked" in tasks:
+        metadata = configs.get("wikitext2_chunked", {}).get("metadata", {}) or {}
+        context = getattr(lm.model.config, "max_position_embeddings", None)
+        seqlen = int(metadata.get("seqlen", DEFAULT_SEQLEN))
+        protocols["wikitext2_chunked"] = {
+            "method": "GPTQ: split joined with '\\n\\n', tokenized once, non-overlapping chunks",
+            "seqlen": min(seqlen, context or seqlen), "stride_tokens": min(seqlen, context or seqlen),
+            "bos": "none added beyond what the tokenizer adds", "tokenizer": tokenizer,
+            "normalized_by": "tokens (exp of mean token NLL)",
+        }
+    return protocols
+
+
 def evaluate_run(spec: RunSpec) -> dict[str, Any]:
     """Build the compressed model, evaluate it with lm-eval, and return the results record."""
     import lm_eval
@@ -105,7 +130,8 @@ def evaluate_run(spec: RunSpec) -> dict[str, Any]:
     with PeakMemory() as eval_memory, Timer() as eval_timer:
         output = lm_eval.simple_evaluate(
             model=lm, tasks=list(spec.tasks), limit=spec.limit,
-            task_manager=TaskManager(include_path=str(TASKS_DIR)),
+            task_manager=TaskManager(include_path=str(TASKS_DIR),
+                                     metadata={"pretrained": spec.model}),
             log_samples=False, bootstrap_iters=0,
         )
     counter.remove()
@@ -137,6 +163,7 @@ def evaluate_run(spec: RunSpec) -> dict[str, Any]:
             "configs": _json_safe(output.get("configs", {})),
             "versions": _json_safe(output.get("versions", {})),
             "n_samples": _json_safe(output.get("n-samples", {})),
+            "protocols": perplexity_protocols(spec.tasks, lm, output.get("configs", {})),
         },
         "timing": {
             "load_and_compress_seconds": load_timer.seconds,

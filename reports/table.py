@@ -21,6 +21,8 @@ class Metric:
 # The headline metric of each task; tasks not listed show every metric lm-eval reported.
 HEADLINE = {
     "wikitext2_ppl": Metric("wikitext2_ppl", "word_perplexity,none", "wikitext2 word ppl", True),
+    "wikitext2_chunked": Metric("wikitext2_chunked", "perplexity,none",
+                                "wikitext2 ppl (GPTQ chunks)", True),
     **{task: Metric(task, "acc,none", f"{task} acc", False)
        for task in ("commonsense_qa", "cosmos_qa", "logiqa", "reclor", "e_kar", "sst2")},
 }

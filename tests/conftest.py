@@ -9,7 +9,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_RECIPES = ["fp32", "int8", "nf4", "fp4", "magnitude:0.25", "magnitude:0.5"]
-SWEEP_LIMIT = 2  # wikitext-2 test articles 1-2: 6,756 tokens, four 2048-token windows
+SWEEP_TASKS = ("wikitext2_ppl", "wikitext2_chunked")
+SWEEP_LIMIT = 2  # wikitext2_ppl: articles 1-2 (6,756 tokens); wikitext2_chunked: 2 x 2048 tokens
 
 
 def _data_dir() -> Path:
@@ -53,18 +54,25 @@ def fp32_model(checkpoint):
     return model
 
 
+def sweep_spec(recipe: str):
+    from compbench.harness.runner import RunSpec
+
+    return RunSpec("smollm2-135m", recipe, SWEEP_TASKS, limit=SWEEP_LIMIT, device="cpu")
+
+
 @pytest.fixture(scope="session")
 def sweep(tmp_path_factory, checkpoint, offline_env):
-    """One real sweep of the demo recipes on the first wikitext-2 test articles."""
-    from compbench.harness.runner import RunSpec, run_sweep
+    """One real sweep of the demo recipes on the start of the wikitext-2 test split.
+
+    Returns the results folder, the results by recipe, and the RunSpec maker of the sweep.
+    """
+    from compbench.harness.runner import run_sweep
     from compbench.reports.store import load_results
 
     out = tmp_path_factory.mktemp("sweep")
-    specs = [RunSpec("smollm2-135m", r, ("wikitext2_ppl",), limit=SWEEP_LIMIT, device="cpu")
-             for r in DEMO_RECIPES]
-    failed = run_sweep(specs, out, echo=lambda _: None)
+    failed = run_sweep([sweep_spec(r) for r in DEMO_RECIPES], out, echo=lambda _: None)
     assert not failed
-    return out, {r["recipe"]["string"]: r for r in load_results(out)}
+    return out, {r["recipe"]["string"]: r for r in load_results(out)}, sweep_spec
 
 
 

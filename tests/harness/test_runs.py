@@ -8,25 +8,38 @@ import sys
 
 import pytest
 
-from compbench.harness.runner import RunSpec, run_sweep
+from compbench.harness.runner import run_sweep
 
 
 def word_ppl(result):
     return result["eval"]["tasks"]["wikitext2_ppl"]["word_perplexity,none"]
 
 
-def test_perplexity_moves_the_right_way(sweep):
-    _, runs = sweep
-    ppl = {recipe: word_ppl(result) for recipe, result in runs.items()}
-    assert 5 < ppl["fp32"] < 60  # a working 135M model on wikitext articles
+def chunked_ppl(result):
+    return result["eval"]["tasks"]["wikitext2_chunked"]["perplexity,none"]
+
+
+@pytest.mark.parametrize("metric", [word_ppl, chunked_ppl])
+def test_perplexity_moves_the_right_way(sweep, metric):
+    _, runs, _ = sweep
+    ppl = {recipe: metric(result) for recipe, result in runs.items()}
+    assert 5 < ppl["fp32"] < 60  # a working 135M model on wikitext
     assert abs(ppl["int8"] / ppl["fp32"] - 1) < 0.03  # LLM.int8() is near-lossless
     assert max(ppl["fp32"], ppl["int8"]) < ppl["nf4"] < ppl["fp4"]
     assert ppl["fp32"] < ppl["magnitude:0.25"]
     assert ppl["magnitude:0.5"] > 3 * ppl["magnitude:0.25"]  # 50% magnitude pruning breaks it
 
 
+def test_runs_record_their_perplexity_protocols(sweep):
+    _, runs, _ = sweep
+    protocols = runs["fp32"]["eval"]["protocols"]
+    assert protocols["wikitext2_ppl"]["window_tokens"] == 2048
+    assert protocols["wikitext2_chunked"]["seqlen"] == 2048
+    assert protocols["wikitext2_ppl"]["normalized_by"] != protocols["wikitext2_chunked"]["normalized_by"]
+
+
 def test_runs_record_true_sizes_and_measurements(sweep):
-    _, runs = sweep
+    _, runs, _ = sweep
     fp32 = runs["fp32"]["compression"]
     assert fp32["compression_ratio"] == 1.0
     assert runs["nf4"]["compression"]["size_bytes"] < runs["int8"]["compression"]["size_bytes"]
@@ -38,23 +51,22 @@ def test_runs_record_true_sizes_and_measurements(sweep):
     assert fp32["params_nonzero"] - pruned["params_nonzero"] == pytest.approx(target_zeros, rel=0.01)
     for result in runs.values():
         timing = result["timing"]
-        assert timing["eval_tokens"] >= 6756 and timing["eval_tokens_per_s"] > 0
+        assert timing["eval_tokens"] >= 6756 + 2 * 2048 and timing["eval_tokens_per_s"] > 0
         assert timing["peak_rss_mb"] > 300
         assert result["eval"]["n_samples"]["wikitext2_ppl"] == {"original": 62, "effective": 2}
+        assert result["eval"]["n_samples"]["wikitext2_chunked"] == {"original": 148, "effective": 2}
         assert result["env"]["versions"]["lm_eval"] == "0.4.13"
 
 
 def test_rerun_skips_finished_runs_and_redoes_failed_ones(sweep):
-    out, runs = sweep
-    fp32_file = out / RunSpec("smollm2-135m", "fp32", ("wikitext2_ppl",), limit=2).file_name()
+    out, runs, spec = sweep
+    fp32_file = out / spec("fp32").file_name()
     before = fp32_file.read_bytes()
-    broken = RunSpec("smollm2-135m", "int8", ("wikitext2_ppl",), limit=2)
+    broken = spec("int8")
     (out / broken.file_name()).write_text(json.dumps(
         {"schema_version": 1, "status": "error", "error": "killed", "run": broken.key()}))
     messages = []
-    specs = [RunSpec("smollm2-135m", r, ("wikitext2_ppl",), limit=2, device="cpu")
-             for r in ["fp32", "int8"]]
-    assert run_sweep(specs, out, echo=messages.append) == []
+    assert run_sweep([spec("fp32"), spec("int8")], out, echo=messages.append) == []
     assert "skipping" in messages[0] and "running" in messages[1]
     assert fp32_file.read_bytes() == before
     redone = json.loads((out / broken.file_name()).read_text())
@@ -70,14 +82,17 @@ def _compbench(*args, timeout=900):
 
 
 def test_lm_eval_cli_matches_compbench_eval(sweep, tmp_path):
-    _, runs = sweep
+    _, runs, _ = sweep
     _compbench("lm-eval", "--model", "compressed", "--model_args",
                "pretrained=smollm2-135m,recipe=magnitude:0.25,device=cpu",
-               "--tasks", "wikitext2_ppl", "--limit", "2", "--output_path", str(tmp_path))
+               "--tasks", "wikitext2_ppl,wikitext2_chunked", "--limit", "2",
+               "--output_path", str(tmp_path))
     [results_file] = list(tmp_path.rglob("results_*.json"))
-    results = json.loads(results_file.read_text())["results"]["wikitext2_ppl"]
-    assert results["word_perplexity,none"] == pytest.approx(word_ppl(runs["magnitude:0.25"]),
-                                                            rel=1e-6)
+    results = json.loads(results_file.read_text())["results"]
+    ours = runs["magnitude:0.25"]
+    assert results["wikitext2_ppl"]["word_perplexity,none"] == pytest.approx(word_ppl(ours), rel=1e-6)
+    assert results["wikitext2_chunked"]["perplexity,none"] == pytest.approx(chunked_ppl(ours),
+                                                                            rel=1e-6)
 
 
 def test_exported_int8_checkpoint_scores_the_same_with_stock_hf(sweep, tmp_path):
@@ -86,7 +101,7 @@ def test_exported_int8_checkpoint_scores_the_same_with_stock_hf(sweep, tmp_path)
 
     from compbench.tasks import TASKS_DIR
 
-    _, runs = sweep
+    _, runs, _ = sweep
     out = tmp_path / "smollm2-int8"
     _compbench("export", "--recipe", "int8", "--device", "cpu", str(out))
     config = json.loads((out / "config.json").read_text())

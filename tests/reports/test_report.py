@@ -10,12 +10,13 @@ from compbench.reports.store import load_results, write_json_atomic
 
 
 def test_report_table_holds_the_measured_numbers(sweep, tmp_path, capsys):
-    out, runs = sweep
+    out, runs, _ = sweep
     report = tmp_path / "report.md"
     assert main(["report", str(out), "--output", str(report)]) == 0
     text = report.read_text()
     header = next(line for line in text.splitlines() if line.startswith("| model"))
     assert "size MB" in header and "wikitext2 word ppl" in header and "Δ vs fp32" in header
+    assert "wikitext2 ppl (GPTQ chunks)" in header
     fp32 = runs["fp32"]["eval"]["tasks"]["wikitext2_ppl"]["word_perplexity,none"]
     for recipe, result in runs.items():
         row = next(line for line in text.splitlines() if f"| {recipe} " in line)

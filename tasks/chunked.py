@@ -1,0 +1,111 @@
+"""The GPTQ / SparseGPT / Wanda perplexity protocol as an lm-eval task.
+
+The test split is joined with "\\n\\n", tokenized once with the evaluated model's tokenizer,
+and cut into non-overlapping chunks of `seqlen` tokens (the remainder dropped). Each chunk is
+one document; the model sees the chunk and predicts its tokens 2..seqlen; perplexity is
+exp(total NLL / predicted tokens), which for equal chunks is exp(mean per-chunk loss), the
+number the pruning and quantization papers report. `--limit N` scores the first N chunks.
+
+lm-eval's requests are strings, and a string boundary cannot always reproduce a token boundary
+(a chunk that starts with a whitespace token is re-split by lm-eval's context handling), so this
+task sends the token ids themselves with its own request type, `loglikelihood_token_chunk`.
+Importing this module (lm-eval does, when it loads the YAML) adds that request to lm-eval's HF
+model class, so it runs with `--model hf` as well as with compbench's `compressed`.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import torch
+from lm_eval.api.instance import Instance
+from lm_eval.api.task import ConfigurableTask
+from lm_eval.models.huggingface import HFLM
+from tqdm import tqdm
+
+from compbench.errors import CompbenchError
+from compbench.tasks.data import load_splits
+
+REQUEST_TYPE = "loglikelihood_token_chunk"
+DEFAULT_SEQLEN = 2048
+
+
+def _tokenizer_source(metadata: dict) -> str:
+    source = metadata.get("tokenizer") or metadata.get("pretrained")
+    if not isinstance(source, str):
+        raise CompbenchError(
+            "wikitext2_chunked tokenizes with the evaluated model's tokenizer: pass it with "
+            "--metadata '{\"pretrained\": \"MODEL\"}' (lm_eval adds it from --model_args)"
+        )
+    from compbench.model_zoo.presets import PRESETS, resolve_source
+
+    return resolve_source(PRESETS[source]) if source in PRESETS else source
+
+
+@lru_cache(maxsize=4)
+def _chunks(text: str, tokenizer_source: str, seqlen: int) -> tuple[tuple[int, ...], ...]:
+    from transformers import AutoConfig, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+    context = getattr(AutoConfig.from_pretrained(tokenizer_source), "max_position_embeddings", None)
+    seqlen = min(seqlen, context or seqlen)
+    ids = tokenizer(text).input_ids
+    return tuple(tuple(ids[i * seqlen:(i + 1) * seqlen]) for i in range(len(ids) // seqlen))
+
+
+def load_chunks(path: str, local_name: str, splits: list[str], name: str | None = None,
+                required_fields: list[str] | None = None, seqlen: int = DEFAULT_SEQLEN,
+                **metadata):
+    """`custom_dataset` hook: the split's rows joined, tokenized, cut into `seqlen` chunks."""
+    import datasets
+
+    rows = load_splits(path, local_name, splits, name=name, required_fields=required_fields)
+    text = "\n\n".join(rows[splits[0]]["text"])
+    chunks = _chunks(text, _tokenizer_source(metadata), int(seqlen))
+    return datasets.DatasetDict({splits[0]: datasets.Dataset.from_dict(
+        {"chunk": list(range(len(chunks))), "input_ids": [list(c) for c in chunks]})})
+
+
+class ChunkedPerplexity(ConfigurableTask):
+    """A ConfigurableTask whose one request per document is the chunk's token ids."""
+
+    def __init__(self, config: dict | None = None, **kwargs) -> None:
+        # lm-eval hands the whole YAML over, including the `class` key that chose this class
+        super().__init__(config={k: v for k, v in (config or {}).items() if k != "class"},
+                         **kwargs)
+
+    def construct_requests(self, doc: dict, ctx, **kwargs) -> Instance:
+        kwargs.pop("apply_chat_template", None)
+        kwargs.pop("chat_template", None)
+        return Instance(request_type=REQUEST_TYPE, doc=doc, arguments=(tuple(doc["input_ids"]),),
+                        idx=0, **kwargs)
+
+
+def chunk_results(doc, results) -> dict:
+    """Per chunk: (summed NLL, predicted tokens), aggregated over all chunks."""
+    (nll_and_count,) = results
+    return {"perplexity": nll_and_count}
+
+
+def perplexity(items) -> float:
+    """exp(total NLL / total predicted tokens)."""
+    items = list(items)
+    return math.exp(sum(nll for nll, _ in items) / sum(count for _, count in items))
+
+
+def score_token_chunks(self: HFLM, requests, disable_tqdm: bool = False) -> list[tuple[float, int]]:
+    """For each chunk: the summed NLL of tokens 2..n given their prefix, and n - 1."""
+    scores = []
+    for request in tqdm(requests, desc="Scoring token chunks", disable=disable_tqdm):
+        ids = torch.tensor([request.args[0]], device=self.device)
+        with torch.no_grad():
+            logits = self._model_call(ids)
+        logprobs = torch.log_softmax(logits[0, :-1].float(), dim=-1)
+        targets = ids[0, 1:]
+        nll = -logprobs.gather(1, targets.unsqueeze(1)).sum()
+        scores.append((float(nll), int(targets.numel())))
+    return scores
+
+
+setattr(HFLM, REQUEST_TYPE, score_token_chunks)

@@ -1,0 +1,71 @@
+"""wikitext2_chunked: the GPTQ perplexity protocol, checked against a direct implementation."""
+
+import json
+import math
+
+import pytest
+import torch
+
+CHUNKS = 2
+
+
+@pytest.fixture(scope="module")
+def task_manager(data_dir, checkpoint):
+    from lm_eval.tasks import TaskManager
+
+    from compbench.tasks import TASKS_DIR
+
+    return TaskManager(include_path=str(TASKS_DIR), metadata={"pretrained": "smollm2-135m"})
+
+
+def _direct_perplexity(model, tokenizer, data_dir, chunks, seqlen=2048):
+    """The protocol as the GPTQ repository writes it: exp(mean over chunks of the mean loss)."""
+    rows = [json.loads(line)["text"] for line in
+            (data_dir / "wikitext-2-raw-v1" / "test.jsonl").read_text().splitlines()]
+    ids = tokenizer("\n\n".join(rows), return_tensors="pt").input_ids
+    assert ids.shape[1] // seqlen == 148  # 304,986 tokens
+    losses = []
+    for i in range(chunks):
+        batch = ids[:, i * seqlen:(i + 1) * seqlen]
+        with torch.no_grad():
+            logits = model(batch).logits
+        losses.append(torch.nn.functional.cross_entropy(logits[0, :-1].float(), batch[0, 1:]))
+    return math.exp(torch.stack(losses).mean().item())
+
+
+def test_chunked_matches_a_direct_implementation(task_manager, checkpoint, data_dir):
+    import lm_eval
+
+    from compbench.harness.lm_model import CompressedLM
+
+    lm = CompressedLM(pretrained="smollm2-135m", recipe="fp32", device="cpu")
+    results = lm_eval.simple_evaluate(model=lm, tasks=["wikitext2_chunked"], limit=CHUNKS,
+                                      task_manager=task_manager, log_samples=False,
+                                      bootstrap_iters=0)
+    assert results["n-samples"]["wikitext2_chunked"] == {"original": 148, "effective": CHUNKS}
+    ours = results["results"]["wikitext2_chunked"]["perplexity,none"]
+    direct = _direct_perplexity(lm.model, lm.tokenizer, data_dir, CHUNKS)
+    assert ours == pytest.approx(direct, rel=1e-4)
+    assert 10 < ours < 60
+
+
+def test_chunked_runs_on_lm_evals_stock_hf_model(task_manager, checkpoint):
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    from compbench.tasks import TASKS_DIR
+
+    results = lm_eval.simple_evaluate(
+        model="hf", model_args=f"pretrained={checkpoint},device=cpu", tasks=["wikitext2_chunked"],
+        limit=1, task_manager=TaskManager(include_path=str(TASKS_DIR),
+                                          metadata={"pretrained": str(checkpoint)}),
+        log_samples=False, bootstrap_iters=0)
+    assert math.isfinite(results["results"]["wikitext2_chunked"]["perplexity,none"])
+
+
+def test_chunked_without_a_tokenizer_says_how_to_pass_one(data_dir):
+    from compbench.errors import CompbenchError
+    from compbench.tasks.chunked import load_chunks
+
+    with pytest.raises(CompbenchError, match="--metadata"):
+        load_chunks("Salesforce/wikitext", "wikitext-2-raw-v1", ["test"])
