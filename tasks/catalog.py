@@ -37,12 +37,12 @@ def _read(path: Path) -> dict:
 
 
 def task_catalog() -> list[TaskInfo]:
-    """Every task YAML in the tasks folder (templates, which have no `task` key, skipped)."""
+    """Every task YAML in the tasks folder (groups, and templates without a `task` key, skipped)."""
     local = data_dir()
     infos = []
     for path in sorted(TASKS_DIR.glob("*.yaml")):
         config = _read(path)
-        if "task" not in config:
+        if "task" not in config or "group" in config:
             continue
         kwargs = config.get("dataset_kwargs", {})
         dataset = kwargs.get("path", "?") + (f" ({kwargs['name']})" if kwargs.get("name") else "")

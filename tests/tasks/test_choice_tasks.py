@@ -75,3 +75,16 @@ def test_f1_macro_matches_sklearn():
     assert f1_macro(zip(gold, pred, strict=True)) == pytest.approx(expected, abs=1e-12)
     assert f1_macro(zip(gold, pred, strict=True)) == pytest.approx(
         (1 / 2 + 1 / 2 + 4 / 7 + 4 / 5) / 4, abs=1e-12)  # per-class F1 worked by hand
+
+
+def test_groups_expand_to_their_tasks(task_manager):
+    from lm_eval.tasks import get_task_dict
+
+    def leaves(tree):
+        names = set()
+        for key, value in tree.items():
+            names |= leaves(value) if isinstance(value, dict) else {getattr(key, "group_name", key)}
+        return names
+
+    reasoning = leaves(get_task_dict(["compbench_reasoning"], task_manager))
+    assert reasoning == {"commonsense_qa", "cosmos_qa", "logiqa", "reclor", "e_kar"}
