@@ -20,6 +20,13 @@ HEADLINES = {"wikitext2_ppl": "word_perplexity,none", "wikitext2_chunked": "perp
              "kasut_math": "f1_macro,none"}
 
 
+def _shown(key: str, value) -> bool:
+    """Summary metrics only: no stderr, no per-topic F1 (the results JSON has them)."""
+    name = key.split(",")[0]
+    per_topic = name.startswith("f1_") and name not in ("f1_micro", "f1_macro")
+    return key.endswith(",none") and "stderr" not in key and isinstance(value, float) and not per_topic
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -54,8 +61,7 @@ def main() -> None:
         key = HEADLINES.get(task, "acc,none")
         full_minutes = seconds / counts["effective"] * counts["original"] / 60
         others = ", ".join(f"{k.split(',')[0]} {v:.3f}" for k, v in metrics.items()
-                           if k.endswith(",none") and "stderr" not in k and k != key
-                           and isinstance(v, float) and not k.startswith("f1_") or k == "f1,none")
+                           if _shown(k, v) and k != key)
         rows.append([task, counts["effective"], counts["original"], f"{metrics[key]:.3f}",
                      key.split(",")[0], others, f"{seconds:.0f}", f"{full_minutes:.0f}"])
         print(rows[-1], flush=True)
