@@ -10,6 +10,7 @@ import numpy as np
 from lm_eval.tasks.mmlu._generate_configs import SUBJECTS as MMLU_CATEGORY
 
 from compbench.tasks.data import load_splits
+from compbench.tasks.metrics import class_f1
 
 KASUT_TOPICS = [
     "Algebra", "Geometry and Trigonometry", "Calculus and Analysis", "Probability and Statistics",
@@ -46,32 +47,14 @@ def _slug(topic: str) -> str:
     return topic.lower().replace(" and ", "_").replace(" ", "_")
 
 
-def f1_micro(items: Iterable[tuple[int, int]]) -> float:
-    from sklearn.metrics import f1_score
-
-    golds, preds = zip(*items, strict=True)
-    return float(f1_score(golds, preds, average="micro"))
-
-
-def _class_f1(label: int):
-    def aggregate(items: Iterable[tuple[int, int]]) -> float:
-        from sklearn.metrics import f1_score
-
-        golds, preds = zip(*items, strict=True)
-        return float(f1_score(golds, preds, labels=[label], average="macro", zero_division=0))
-
-    aggregate.__name__ = f"f1_class_{label}"
-    return aggregate
-
-
-f1_algebra = _class_f1(0)
-f1_geometry_trigonometry = _class_f1(1)
-f1_calculus_analysis = _class_f1(2)
-f1_probability_statistics = _class_f1(3)
-f1_number_theory = _class_f1(4)
-f1_combinatorics_discrete_math = _class_f1(5)
-f1_linear_algebra = _class_f1(6)
-f1_abstract_algebra_topology = _class_f1(7)
+f1_algebra = class_f1(0)
+f1_geometry_trigonometry = class_f1(1)
+f1_calculus_analysis = class_f1(2)
+f1_probability_statistics = class_f1(3)
+f1_number_theory = class_f1(4)
+f1_combinatorics_discrete_math = class_f1(5)
+f1_linear_algebra = class_f1(6)
+f1_abstract_algebra_topology = class_f1(7)
 
 
 def _mmlu_question(doc) -> str:

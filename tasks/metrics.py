@@ -14,3 +14,20 @@ def f1_macro(items: Iterable[tuple[int, int]]) -> float:
     """
     golds, preds = zip(*items, strict=True)
     return float(f1_score(golds, preds, average="macro", zero_division=0))
+
+
+def f1_micro(items: Iterable[tuple[int, int]]) -> float:
+    """Micro F1 over (gold, prediction) pairs; equals accuracy for single-label classes."""
+    golds, preds = zip(*items, strict=True)
+    return float(f1_score(golds, preds, average="micro"))
+
+
+def class_f1(label: int):
+    """An aggregation computing the F1 of one class over (gold, prediction) pairs."""
+
+    def aggregate(items: Iterable[tuple[int, int]]) -> float:
+        golds, preds = zip(*items, strict=True)
+        return float(f1_score(golds, preds, labels=[label], average="macro", zero_division=0))
+
+    aggregate.__name__ = f"f1_class_{label}"
+    return aggregate

@@ -5,7 +5,7 @@ import json
 import pytest
 from sklearn.metrics import f1_score
 
-from compbench.tasks.metrics import f1_macro
+from compbench.tasks.metrics import class_f1, f1_macro, f1_micro
 
 # task -> (local file, row count from ../shared/data/SOURCES.md, field holding the question)
 TASKS = {
@@ -75,6 +75,8 @@ def test_f1_macro_matches_sklearn():
     assert f1_macro(zip(gold, pred, strict=True)) == pytest.approx(expected, abs=1e-12)
     assert f1_macro(zip(gold, pred, strict=True)) == pytest.approx(
         (1 / 2 + 1 / 2 + 4 / 7 + 4 / 5) / 4, abs=1e-12)  # per-class F1 worked by hand
+    assert class_f1(2)(zip(gold, pred, strict=True)) == pytest.approx(4 / 7, abs=1e-12)
+    assert f1_micro(zip(gold, pred, strict=True)) == pytest.approx(0.6, abs=1e-12)  # = accuracy
 
 
 def test_groups_expand_to_their_tasks(task_manager):
