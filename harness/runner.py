@@ -87,7 +87,7 @@ def _nan_to_none(value: Any) -> Any:
 
 def perplexity_protocols(tasks, lm, configs: dict) -> dict[str, Any]:
     """How each perplexity task counted, so numbers of different protocols are never mixed."""
-    from compbench.tasks.chunked import DEFAULT_SEQLEN
+    from compbench.tasks.chunked import DEFAULT_SEQLEN, capped_seqlen
 
     tokenizer = getattr(lm.tokenizer, "name_or_path", None)
     protocols: dict[str, Any] = {}
@@ -99,11 +99,11 @@ def perplexity_protocols(tasks, lm, configs: dict) -> dict[str, Any]:
         }
     if "wikitext2_chunked" in tasks:
         metadata = configs.get("wikitext2_chunked", {}).get("metadata", {}) or {}
-        context = getattr(lm.model.config, "max_position_embeddings", None)
-        seqlen = int(metadata.get("seqlen", DEFAULT_SEQLEN))
+        seqlen = capped_seqlen(int(metadata.get("seqlen", DEFAULT_SEQLEN)),
+                               getattr(lm.model.config, "max_position_embeddings", None))
         protocols["wikitext2_chunked"] = {
             "method": "GPTQ: split joined with '\\n\\n', tokenized once, non-overlapping chunks",
-            "seqlen": min(seqlen, context or seqlen), "stride_tokens": min(seqlen, context or seqlen),
+            "seqlen": seqlen, "stride_tokens": seqlen,
             "bos": "none added beyond what the tokenizer adds", "tokenizer": tokenizer,
             "normalized_by": "tokens (exp of mean token NLL)",
         }

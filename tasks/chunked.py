@@ -43,13 +43,18 @@ def _tokenizer_source(metadata: dict) -> str:
     return resolve_source(PRESETS[source]) if source in PRESETS else source
 
 
+def capped_seqlen(seqlen: int, context: int | None) -> int:
+    """The chunk length: the requested `seqlen`, at most the model's context."""
+    return min(seqlen, context or seqlen)
+
+
 @lru_cache(maxsize=4)
 def _chunks(text: str, tokenizer_source: str, seqlen: int) -> tuple[tuple[int, ...], ...]:
     from transformers import AutoConfig, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
     context = getattr(AutoConfig.from_pretrained(tokenizer_source), "max_position_embeddings", None)
-    seqlen = min(seqlen, context or seqlen)
+    seqlen = capped_seqlen(seqlen, context)
     ids = tokenizer(text).input_ids
     return tuple(tuple(ids[i * seqlen:(i + 1) * seqlen]) for i in range(len(ids) // seqlen))
 

@@ -7,27 +7,29 @@ from collections.abc import Iterable
 from sklearn.metrics import f1_score
 
 
+def _f1(items: Iterable[tuple[int, int]], **options) -> float:
+    golds, preds = zip(*items, strict=True)
+    return float(f1_score(golds, preds, zero_division=0, **options))
+
+
 def f1_macro(items: Iterable[tuple[int, int]]) -> float:
     """Macro F1 over (gold, prediction) pairs: the unweighted mean of per-class F1.
 
     Classes are those seen in gold or prediction; a class never predicted scores 0.
     """
-    golds, preds = zip(*items, strict=True)
-    return float(f1_score(golds, preds, average="macro", zero_division=0))
+    return _f1(items, average="macro")
 
 
 def f1_micro(items: Iterable[tuple[int, int]]) -> float:
     """Micro F1 over (gold, prediction) pairs; equals accuracy for single-label classes."""
-    golds, preds = zip(*items, strict=True)
-    return float(f1_score(golds, preds, average="micro"))
+    return _f1(items, average="micro")
 
 
 def class_f1(label: int):
     """An aggregation computing the F1 of one class over (gold, prediction) pairs."""
 
     def aggregate(items: Iterable[tuple[int, int]]) -> float:
-        golds, preds = zip(*items, strict=True)
-        return float(f1_score(golds, preds, labels=[label], average="macro", zero_division=0))
+        return _f1(items, labels=[label], average="macro")
 
     aggregate.__name__ = f"f1_class_{label}"
     return aggregate

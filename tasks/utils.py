@@ -8,12 +8,11 @@ from lm_eval.tasks.wikitext.preprocess_wikitext import process_results as wikite
 from lm_eval.tasks.wikitext.preprocess_wikitext import wikitext_detokenizer
 
 from compbench.tasks.data import load_splits
-from compbench.tasks.metrics import f1_macro
 
 _PAGE_TITLE = re.compile(r"^ = [^=].* = \n$")
 
 __all__ = [
-    "f1_macro", "load_dataset", "passage_prompt", "wikitext_detokenizer", "wikitext_pages",
+    "load_dataset", "passage_prompt", "wikitext_detokenizer", "wikitext_pages",
     "wikitext_results",
 ]
 
