@@ -14,7 +14,7 @@ import warnings
 from dataclasses import dataclass
 from typing import ClassVar
 
-from compbench.compressors.registry import StepOutput, register_compressor
+from compbench.compressors.registry import CompressionContext, StepOutput, register_compressor
 from compbench.compressors.targets import linear_layers, target_pattern
 
 
@@ -78,11 +78,11 @@ def _quantize(model, quantization_config) -> StepOutput:
     return StepOutput(quantized, {"quantized_layers": len(linear_layers(quantized))})
 
 
-def apply_int8(model, config: Int8Config) -> StepOutput:
+def apply_int8(model, config: Int8Config, context: CompressionContext) -> StepOutput:
     return _quantize(model, {"load_in_8bit": True, "llm_int8_threshold": config.threshold})
 
 
-def apply_4bit(model, config: NF4Config) -> StepOutput:
+def apply_4bit(model, config: NF4Config, context: CompressionContext) -> StepOutput:
     return _quantize(model, {
         "load_in_4bit": True,
         "bnb_4bit_quant_type": config.QUANT_TYPE,

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from compbench.compressors.registry import StepOutput, register_compressor
+from compbench.compressors.registry import CompressionContext, StepOutput, register_compressor
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _make_apply(dtype: torch.dtype):
-    def apply(model, config: CastConfig) -> StepOutput:
+    def apply(model, config: CastConfig, context: CompressionContext) -> StepOutput:
         model.to(dtype)
         return StepOutput(model, {"dtype": str(dtype).removeprefix("torch.")})
 

@@ -12,7 +12,7 @@ from typing import ClassVar
 
 import torch
 
-from compbench.compressors.registry import StepOutput, register_compressor
+from compbench.compressors.registry import CompressionContext, StepOutput, register_compressor
 from compbench.compressors.targets import linear_layers
 
 SCOPES = ("global", "layer")
@@ -54,7 +54,7 @@ def prune_smallest_(weights: list[torch.Tensor], n_prune: int) -> None:
             weight.masked_fill_(mask, 0.0)
 
 
-def apply(model, config: MagnitudeConfig) -> StepOutput:
+def apply(model, config: MagnitudeConfig, context: CompressionContext) -> StepOutput:
     """Prune the target layers; return the sparsity reached."""
     layers = linear_layers(model)
     weights = [m.weight.data for m in layers.values()]

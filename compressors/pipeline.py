@@ -8,7 +8,7 @@ from typing import Any
 from torch import nn
 
 from compbench.compressors.recipe import Recipe
-from compbench.compressors.registry import COMPRESSORS
+from compbench.compressors.registry import COMPRESSORS, CompressionContext
 from compbench.harness.measure import PeakMemory, Timer, state_bytes
 
 
@@ -23,13 +23,17 @@ class CompressionResult:
     size_bytes: int = 0
 
 
-def compress(model: nn.Module, recipe: Recipe) -> CompressionResult:
-    """Apply the recipe's steps in order. May return a new model object (quantizers reload)."""
+def compress(model: nn.Module, recipe: Recipe, tokenizer=None) -> CompressionResult:
+    """Apply the recipe's steps in order. May return a new model object (quantizers reload).
+
+    `tokenizer` turns calibration text into tokens; methods that need calibration require it.
+    """
+    context = CompressionContext(tokenizer=tokenizer)
     result = CompressionResult(model=model, size_bytes_before=state_bytes(model))
     for step in recipe.steps:
         compressor = COMPRESSORS[step.method]
         with PeakMemory() as memory, Timer() as timer:
-            output = compressor.apply(result.model, step.config)
+            output = compressor.apply(result.model, step.config, context)
         result.model = output.model
         result.steps.append({
             "method": step.method,

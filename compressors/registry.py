@@ -6,7 +6,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
-ApplyFn = Callable[[Any, Any], "StepOutput"]
+ApplyFn = Callable[[Any, Any, "CompressionContext"], "StepOutput"]
+
+
+@dataclass
+class CompressionContext:
+    """What a step may need beside the model and its config: the tokenizer, for calibration text."""
+
+    tokenizer: Any = None
 
 
 @dataclass

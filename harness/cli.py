@@ -114,7 +114,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise CompbenchError(f"{out} is not empty; choose another folder or pass --force")
     model, tokenizer = load_model(preset, device=args.device, dtype=args.dtype)
     model.compbench_compressible = preset.compressible
-    result = compress(model, recipe)
+    result = compress(model, recipe, tokenizer)
     result.model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     print(f"wrote {out} ({preset.name}, recipe {recipe}); evaluate it with:\n"

@@ -43,7 +43,7 @@ class CompressedLM(HFLM):
         device = choose_device(device)
         model, tokenizer = load_model(self.preset, device=device, dtype=dtype)
         model.compbench_compressible = self.preset.compressible
-        self.compression: CompressionResult = compress(model, self.recipe)
+        self.compression: CompressionResult = compress(model, self.recipe, tokenizer)
         super().__init__(
             pretrained=self.compression.model,
             tokenizer=tokenizer,

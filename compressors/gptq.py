@@ -1,0 +1,148 @@
+"""Integer weight quantization in groups: `gptq` (Hessian-aware, with calibration) and `rtn` (its baseline).
+
+Both produce the same storage format (compressed-tensors `pack-quantized`: b-bit integers
+packed into int32, one scale per group, zero points when asymmetric, group indices with
+act-order), so GPTQ and RTN differ only in how the integers are chosen: RTN rounds each weight
+to the nearest level; GPTQ quantizes column by column and spreads each column's error over the
+columns not yet quantized, weighted by the inverse Hessian of the layer's inputs. Both run
+through llm-compressor (see `llmc.py`). The packed model is what stays in memory and what
+`save_pretrained` writes; stock `from_pretrained` reloads it (with compressed-tensors installed).
+
+Weights that are exactly zero before quantization (an earlier pruning step) are zero after it:
+zero is a level of every symmetric grid and of every asymmetric grid of a group that holds a
+zero, so keeping the mask costs no extra storage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from compbench.compressors.calibration import Calibrated
+from compbench.compressors.llmc import oneshot_, target_names
+from compbench.compressors.registry import CompressionContext, StepOutput, register_compressor
+from compbench.compressors.targets import linear_layers
+from compbench.errors import CompbenchError
+
+BITS = (2, 3, 4, 8)
+
+
+def _check_bits_and_group(bits: int, group_size: int) -> None:
+    if bits not in BITS:
+        raise ValueError(f"bits must be one of {', '.join(map(str, BITS))}, got {bits}")
+    if group_size < 0:
+        raise ValueError(f"group_size must be >= 0 (0: one scale per output row), got {group_size}")
+
+
+@dataclass(frozen=True)
+class RTNConfig:
+    """Round-to-nearest b-bit integers, one scale (and zero point if asymmetric) per group."""
+
+    MAIN_OPTION: ClassVar[str] = "bits"
+    bits: int = 4  # bits per weight: 2, 3, 4 or 8
+    group_size: int = 64  # input columns sharing a scale; 0 = one per output row (channel)
+    sym: bool = True  # symmetric grid (no zero point)
+    version: int = 1  # bump when the method's behaviour changes
+
+    def __post_init__(self):
+        _check_bits_and_group(self.bits, self.group_size)
+
+
+@dataclass(frozen=True)
+class GPTQConfig(Calibrated):
+    """GPTQ (Frantar et al. 2022) with the options AutoGPTQ exposed, plus the calibration set."""
+
+    MAIN_OPTION: ClassVar[str] = "bits"
+    bits: int = 4  # bits per weight: 2, 3, 4 or 8
+    group_size: int = 64  # input columns sharing a scale; 0 = one per output row (channel)
+    sym: bool = True  # symmetric grid (no zero point)
+    act_order: bool = False  # quantize columns by decreasing Hessian diagonal (AutoGPTQ desc_act)
+    damp: float = 0.01  # fraction of the mean Hessian diagonal added for stability
+    block_size: int = 128  # columns per lazy batch update
+    version: int = 1  # bump when the method's behaviour changes
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_bits_and_group(self.bits, self.group_size)
+        if not 0.0 < self.damp < 1.0:
+            raise ValueError(f"damp must be in (0, 1), got {self.damp}")
+        if self.block_size < 1:
+            raise ValueError(f"block_size must be >= 1, got {self.block_size}")
+
+
+def _scheme(model: nn.Module, method: str, bits: int, group_size: int, sym: bool,
+            actorder: str | None = None, layers: dict[str, nn.Module] | None = None) -> dict:
+    """A compressed-tensors config group for the target layers; checks the group size fits them."""
+    layers = linear_layers(model) if layers is None else layers
+    if group_size:
+        for name, module in layers.items():
+            if module.in_features % group_size:
+                raise CompbenchError(
+                    f"{method}: group_size={group_size} does not divide the input width "
+                    f"{module.in_features} of {name}; use a divisor (e.g. 64 or 32)"
+                )
+    weights = {"num_bits": bits, "type": "int", "symmetric": sym,
+               "strategy": "group" if group_size else "channel"}
+    if group_size:
+        weights["group_size"] = group_size
+    if actorder:
+        weights["actorder"] = actorder
+    return {"targets": target_names(layers), "weights": weights}
+
+
+def _zero_masks(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: m.weight == 0 for name, m in linear_layers(model).items()
+            if bool((m.weight == 0).any())}
+
+
+def pack_(model: nn.Module, masks: dict[str, torch.Tensor]) -> dict:
+    """Restore pruned zeros, pack the quantized layers in memory, and measure their bytes."""
+    from compressed_tensors.compressors import ModelCompressor
+
+    layers = linear_layers(model)
+    with torch.no_grad():
+        for name, mask in masks.items():
+            layers[name].weight.masked_fill_(mask, 0.0)
+    fp16_bytes = sum(m.weight.numel() * 2 for m in layers.values())
+    zeros = sum(int((m.weight == 0).sum()) for m in layers.values())
+    total = sum(m.weight.numel() for m in layers.values())
+    ModelCompressor.from_pretrained_model(model).compress_model(model)
+    packed_bytes = sum(t.numel() * t.element_size()
+                       for m in layers.values() for t in [*m.parameters(), *m.buffers()])
+    return {"quantized_layers": len(layers), "quantized_linear_bytes": packed_bytes,
+            "fp16_linear_bytes": fp16_bytes, "linear_bytes_vs_fp16": packed_bytes / fp16_bytes,
+            "sparsity": zeros / total}
+
+
+def apply_rtn(model: nn.Module, config: RTNConfig, context: CompressionContext) -> StepOutput:
+    from llmcompressor.modifiers.quantization import QuantizationModifier
+
+    group = _scheme(model, "rtn", config.bits, config.group_size, config.sym)
+    masks = _zero_masks(model)
+    oneshot_(model, [QuantizationModifier(config_groups={"group_0": group})], "rtn", context)
+    return StepOutput(model, pack_(model, masks))
+
+
+def apply_gptq(model: nn.Module, config: GPTQConfig, context: CompressionContext) -> StepOutput:
+    from llmcompressor.modifiers.quantization import GPTQModifier
+
+    group = _scheme(model, "gptq", config.bits, config.group_size, config.sym,
+                    actorder="group" if config.act_order else None)
+    masks = _zero_masks(model)
+    modifier = GPTQModifier(config_groups={"group_0": group}, dampening_frac=config.damp,
+                            block_size=config.block_size)
+    oneshot_(model, [modifier], "gptq", context, calibration=config)
+    return StepOutput(model, pack_(model, masks))
+
+
+register_compressor(
+    "rtn", RTNConfig, apply_rtn, kind="quantize", terminal=True,
+    summary="round-to-nearest 2/3/4/8-bit integer weights in groups (the GPTQ baseline)",
+)
+register_compressor(
+    "gptq", GPTQConfig, apply_gptq, kind="quantize", terminal=True, needs_calibration=True,
+    summary="GPTQ 2/3/4/8-bit integer weights in groups, calibrated layer by layer",
+)

@@ -1,0 +1,56 @@
+"""The bridge to llm-compressor, which runs GPTQ, RTN, Wanda and SparseGPT for compbench.
+
+llm-compressor (vLLM project) is the maintained successor of AutoGPTQ's and SparseML's
+algorithms; auto-gptq no longer imports with transformers 5. Its `sequential` pipeline is the
+layer-by-layer calibration runner: it feeds the calibration batches through one decoder layer at
+a time, collects the layer's statistic with hooks (the Hessian for GPTQ/SparseGPT, input norms
+for Wanda), compresses the layer, then re-runs it so the next layer sees the compressed outputs.
+Peak memory is one layer's activations plus the weights.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from torch import nn
+
+from compbench.compressors.calibration import Calibrated, calibration_loader
+from compbench.compressors.registry import CompressionContext
+from compbench.compressors.targets import linear_layers
+from compbench.errors import CompbenchError
+
+
+def _quiet() -> None:
+    os.environ.setdefault("LLM_COMPRESSOR_LOG_DISABLED", "1")
+    from loguru import logger
+
+    logger.disable("llmcompressor")
+    logger.disable("compressed_tensors")
+
+
+def target_names(layers: dict[str, nn.Module]) -> list[str]:
+    """Layers as llm-compressor `re:` patterns of their exact names, so selection stays ours."""
+    return [f"re:^{re.escape(name)}$" for name in layers]
+
+
+def oneshot_(model: nn.Module, modifiers: list, method: str, context: CompressionContext,
+             calibration: Calibrated | None = None) -> None:
+    """Run llm-compressor's one-shot flow in place; calibrated modifiers go layer by layer."""
+    _quiet()
+    from llmcompressor import oneshot
+
+    if not linear_layers(model):
+        raise CompbenchError(f"{method}: the model has no target linear layers")
+    kwargs = {}
+    if calibration is not None:
+        if context.tokenizer is None:
+            raise CompbenchError(f"{method} needs calibration data, which needs the model's tokenizer")
+        kwargs = {"dataset": calibration_loader(context.tokenizer, calibration),
+                  "num_calibration_samples": calibration.nsamples, "pipeline": "sequential"}
+    oneshot(model=model, recipe=modifiers, **kwargs)
+
+
+def drop_compressed_save(model: nn.Module) -> None:
+    """Give back stock `save_pretrained` (oneshot wraps it) when the result is a plain dense model."""
+    model.__dict__.pop("save_pretrained", None)

@@ -1,0 +1,44 @@
+"""Options and checks shared by the calibrated pruners (Wanda, SparseGPT): unstructured or N:M."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from compbench.compressors.calibration import Calibrated
+
+
+@dataclass(frozen=True)
+class CalibratedSparsity(Calibrated):
+    """Unstructured `sparsity`, or N zeros in every M consecutive input weights when `n`:`m` is set."""
+
+    MAIN_OPTION: ClassVar[str] = "sparsity"
+    sparsity: float = 0.5  # fraction of target weights set to zero, in [0, 1); n/m when N:M
+    n: int = 0  # N:M pattern: zeros per group (0 = unstructured)
+    m: int = 0  # N:M pattern: group length along the input dimension
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0.0 <= self.sparsity < 1.0:
+            raise ValueError(f"sparsity must be in [0, 1), got {self.sparsity}")
+        if (self.n == 0) != (self.m == 0):
+            raise ValueError(f"give both n and m for an N:M pattern, got n={self.n} m={self.m}")
+        if self.m and not 0 < self.n < self.m:
+            raise ValueError(f"N:M needs 0 < n < m, got n={self.n} m={self.m}")
+        if self.m:
+            object.__setattr__(self, "sparsity", self.n / self.m)
+
+    def mask_structure(self) -> str:
+        """llm-compressor's spelling of the pattern: "N:M", or "0:0" for unstructured."""
+        return f"{self.n}:{self.m}"
+
+
+def follows_nm(weight: torch.Tensor, n: int, m: int) -> bool:
+    """Whether every group of `m` consecutive input weights of every row holds at least `n` zeros."""
+    rows, columns = weight.shape
+    if columns % m:
+        return False
+    zeros = (weight.reshape(rows, columns // m, m) == 0).sum(dim=2)
+    return bool((zeros >= n).all())
