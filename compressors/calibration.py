@@ -73,8 +73,9 @@ def _texts(name: str) -> list[str]:
         raise CompbenchError(f"no calibration data: {path} not found (calibration '{name}')")
     rows = read_jsonl(path)
     if name == "kasut_math":
-        from compbench.tasks.choices import KASUT_SPLIT_SEED
         import datasets
+
+        from compbench.tasks.choices import KASUT_SPLIT_SEED
 
         rows = list(datasets.Dataset.from_list(rows)
                     .train_test_split(test_size=0.1, seed=KASUT_SPLIT_SEED, shuffle=True)["train"])
@@ -100,7 +101,7 @@ def calibration_ids(tokenizer, config: Calibrated) -> torch.Tensor:
 
 
 def calibration_loader(tokenizer, config: Calibrated):
-    """The windows as a DataLoader of `{input_ids, attention_mask}` batches of one (llm-compressor's input)."""
+    """The windows as a DataLoader of single-row `{input_ids, attention_mask}` batches (llm-compressor)."""
     from torch.utils.data import DataLoader
 
     ids = calibration_ids(tokenizer, config)

@@ -26,13 +26,34 @@ def linear_layers(model: nn.Module, pattern: str | None = None) -> dict[str, nn.
 
 
 def _is_linear(module: nn.Module) -> bool:
-    if isinstance(module, nn.Linear):
-        return True
-    return type(module).__name__ in ("Linear8bitLt", "Linear4bit")
+    return isinstance(module, nn.Linear) or is_quantized_linear(module)
+
+
+def is_quantized_linear(module: nn.Module) -> bool:
+    """A Linear whose weight is stored quantized: bitsandbytes, packed compressed-tensors, torch dynamic."""
+    return (type(module).__name__ in ("Linear8bitLt", "Linear4bit")
+            or hasattr(module, "weight_packed")
+            or isinstance(module, torch.ao.nn.quantized.dynamic.Linear))
+
+
+def _unpacked_weight(module: nn.Module) -> torch.Tensor:
+    """Dequantize a compressed-tensors `pack-quantized` Linear (GPTQ / RTN) to its float weight."""
+    from compressed_tensors.compressors.pack_quantized.helpers import unpack_from_int32
+    from compressed_tensors.quantization.lifecycle.forward import dequantize
+
+    args = module.quantization_scheme.weights
+    shape = torch.Size(module.weight_shape.tolist())
+    levels = unpack_from_int32(module.weight_packed, args.num_bits, shape)
+    zero_point = getattr(module, "weight_zero_point", None)
+    return dequantize(levels, module.weight_scale, zero_point, args, dtype=torch.float32)
 
 
 def dense_weight(module: nn.Module) -> torch.Tensor:
-    """The weight as a float matrix, dequantized for bitsandbytes layers (for checks and stats)."""
+    """The weight as a float matrix, dequantized for quantized layers (for checks and stats)."""
+    if hasattr(module, "weight_packed"):
+        return _unpacked_weight(module)
+    if isinstance(module, torch.ao.nn.quantized.dynamic.Linear):
+        return module.weight().dequantize()
     name = type(module).__name__
     if name == "Linear4bit":
         import bitsandbytes.functional as bnbf

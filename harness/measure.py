@@ -16,9 +16,7 @@ def state_bytes(module: nn.Module) -> int:
     included), counting shared storage (tied embeddings) once."""
     seen: set[tuple[int, int]] = set()
     total = 0
-    for tensor in module.state_dict().values():
-        if not isinstance(tensor, torch.Tensor):
-            continue
+    for tensor in _tensors(module.state_dict().values()):
         key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
         if key in seen:
             continue
@@ -27,25 +25,37 @@ def state_bytes(module: nn.Module) -> int:
     return total
 
 
+def _tensors(values):
+    """Tensors in state-dict values, including those packed in tuples (torch's quantized Linear)."""
+    for value in values:
+        if isinstance(value, torch.Tensor):
+            yield value
+        elif isinstance(value, (tuple, list)):
+            yield from _tensors(value)
+
+
 def param_counts(model: nn.Module) -> tuple[int, int]:
-    """(total, nonzero) parameters of the original layer shapes; bitsandbytes layers are
-    dequantized to count their logical weights, not packed bytes."""
-    from compbench.compressors.targets import dense_weight
+    """(total, nonzero) parameters of the original layer shapes: quantized Linear layers are
+    dequantized to count their logical weights, not their packed bytes or scales."""
+    from compbench.compressors.targets import dense_weight, is_quantized_linear
 
     total = nonzero = 0
     seen: set[int] = set()
     for module in model.modules():
-        own = [(n, p) for n, p in module.named_parameters(recurse=False)]
-        for name, param in own:
-            if param.data_ptr() in seen:
-                continue
-            seen.add(param.data_ptr())
-            if name == "weight" and type(module).__name__ in ("Linear4bit", "Linear8bitLt"):
-                weight = dense_weight(module)
-            else:
-                weight = param.detach()
-            total += weight.numel()
-            nonzero += int(torch.count_nonzero(weight))
+        if is_quantized_linear(module):
+            tensors = [dense_weight(module)]
+            bias = getattr(module, "bias", None)
+            if isinstance(bias, torch.Tensor):
+                tensors.append(bias.detach())
+        else:
+            tensors = []
+            for param in module.parameters(recurse=False):
+                if param.data_ptr() not in seen:
+                    seen.add(param.data_ptr())
+                    tensors.append(param.detach())
+        for tensor in tensors:
+            total += tensor.numel()
+            nonzero += int(torch.count_nonzero(tensor))
     return total, nonzero
 
 
