@@ -3,7 +3,16 @@
 Each method module is imported explicitly here, so a module that fails to import fails loudly.
 """
 
-from compbench.compressors import bnb, cast, dynamic_int8, gptq, magnitude, sparsegpt, wanda  # noqa: F401  (registers the methods)
+from compbench.compressors import (  # noqa: F401  (each registers its methods)
+    bnb,
+    cast,
+    dynamic_int8,
+    gptq,
+    magnitude,
+    sparsegpt,
+    structured,
+    wanda,
+)
 from compbench.compressors.pipeline import CompressionResult, compress
 from compbench.compressors.recipe import Recipe, Step, parse_recipe
 from compbench.compressors.registry import COMPRESSORS, register_compressor
