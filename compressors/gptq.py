@@ -24,7 +24,7 @@ from torch import nn
 from compbench.compressors.calibration import Calibrated
 from compbench.compressors.llmc import oneshot_, target_names
 from compbench.compressors.registry import CompressionContext, StepOutput, register_compressor
-from compbench.compressors.targets import linear_layers
+from compbench.compressors.targets import dense_weight, linear_layers
 from compbench.errors import CompbenchError
 
 BITS = (2, 3, 4, 8)
@@ -73,9 +73,10 @@ class GPTQConfig(Calibrated):
             raise ValueError(f"block_size must be >= 1, got {self.block_size}")
 
 
-def _scheme(model: nn.Module, method: str, bits: int, group_size: int, sym: bool,
+def int_scheme(model: nn.Module, method: str, bits: int, group_size: int, sym: bool,
             actorder: str | None = None, layers: dict[str, nn.Module] | None = None) -> dict:
-    """A compressed-tensors config group for the target layers; checks the group size fits them."""
+    """A compressed-tensors config group for `layers` (default: all targets); checks the group
+    size divides their input widths."""
     layers = linear_layers(model) if layers is None else layers
     if group_size:
         for name, module in layers.items():
@@ -93,13 +94,15 @@ def _scheme(model: nn.Module, method: str, bits: int, group_size: int, sym: bool
     return {"targets": target_names(layers), "weights": weights}
 
 
-def _zero_masks(model: nn.Module) -> dict[str, torch.Tensor]:
+def zero_masks(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Where each target weight is exactly zero (pruned), for the layers that have any."""
     return {name: m.weight == 0 for name, m in linear_layers(model).items()
             if bool((m.weight == 0).any())}
 
 
 def pack_(model: nn.Module, masks: dict[str, torch.Tensor]) -> dict:
-    """Restore pruned zeros, pack the quantized layers in memory, and measure their bytes."""
+    """Restore pruned zeros, pack the quantized layers in memory, and measure their bytes and
+    the fraction of weights stored as exactly zero (pruned ones, and those that round to 0)."""
     from compressed_tensors.compressors import ModelCompressor
 
     layers = linear_layers(model)
@@ -107,11 +110,12 @@ def pack_(model: nn.Module, masks: dict[str, torch.Tensor]) -> dict:
         for name, mask in masks.items():
             layers[name].weight.masked_fill_(mask, 0.0)
     fp16_bytes = sum(m.weight.numel() * 2 for m in layers.values())
-    zeros = sum(int((m.weight == 0).sum()) for m in layers.values())
-    total = sum(m.weight.numel() for m in layers.values())
     ModelCompressor.from_pretrained_model(model).compress_model(model)
     packed_bytes = sum(t.numel() * t.element_size()
                        for m in layers.values() for t in [*m.parameters(), *m.buffers()])
+    unpacked = [dense_weight(m) for m in layers.values()]
+    zeros = sum(int((w == 0).sum()) for w in unpacked)
+    total = sum(w.numel() for w in unpacked)
     return {"quantized_layers": len(layers), "quantized_linear_bytes": packed_bytes,
             "fp16_linear_bytes": fp16_bytes, "linear_bytes_vs_fp16": packed_bytes / fp16_bytes,
             "sparsity": zeros / total}
@@ -120,8 +124,8 @@ def pack_(model: nn.Module, masks: dict[str, torch.Tensor]) -> dict:
 def apply_rtn(model: nn.Module, config: RTNConfig, context: CompressionContext) -> StepOutput:
     from llmcompressor.modifiers.quantization import QuantizationModifier
 
-    group = _scheme(model, "rtn", config.bits, config.group_size, config.sym)
-    masks = _zero_masks(model)
+    group = int_scheme(model, "rtn", config.bits, config.group_size, config.sym)
+    masks = zero_masks(model)
     oneshot_(model, [QuantizationModifier(config_groups={"group_0": group})], "rtn", context)
     return StepOutput(model, pack_(model, masks))
 
@@ -129,9 +133,9 @@ def apply_rtn(model: nn.Module, config: RTNConfig, context: CompressionContext) 
 def apply_gptq(model: nn.Module, config: GPTQConfig, context: CompressionContext) -> StepOutput:
     from llmcompressor.modifiers.quantization import GPTQModifier
 
-    group = _scheme(model, "gptq", config.bits, config.group_size, config.sym,
+    group = int_scheme(model, "gptq", config.bits, config.group_size, config.sym,
                     actorder="group" if config.act_order else None)
-    masks = _zero_masks(model)
+    masks = zero_masks(model)
     modifier = GPTQModifier(config_groups={"group_0": group}, dampening_frac=config.damp,
                             block_size=config.block_size)
     oneshot_(model, [modifier], "gptq", context, calibration=config)

@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import nn
 
+from compbench.compressors.calibration import Calibrated
 from compbench.compressors.recipe import Recipe
 from compbench.compressors.registry import COMPRESSORS, CompressionContext
 from compbench.harness.measure import PeakMemory, Timer, state_bytes
@@ -20,7 +21,9 @@ class CompressionResult:
     steps: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     size_bytes_before: int = 0
+    size_bytes_16bit_before: int = 0  # the uncompressed model's bytes in fp16/bf16
     size_bytes: int = 0
+    calibration: dict[str, Any] | None = None  # the first calibrated step's data choice
 
 
 def compress(model: nn.Module, recipe: Recipe, tokenizer=None) -> CompressionResult:
@@ -29,7 +32,8 @@ def compress(model: nn.Module, recipe: Recipe, tokenizer=None) -> CompressionRes
     `tokenizer` turns calibration text into tokens; methods that need calibration require it.
     """
     context = CompressionContext(tokenizer=tokenizer)
-    result = CompressionResult(model=model, size_bytes_before=state_bytes(model))
+    result = CompressionResult(model=model, size_bytes_before=state_bytes(model),
+                               size_bytes_16bit_before=state_bytes(model, float_bytes=2))
     for step in recipe.steps:
         compressor = COMPRESSORS[step.method]
         with PeakMemory() as memory, Timer() as timer:
@@ -44,5 +48,7 @@ def compress(model: nn.Module, recipe: Recipe, tokenizer=None) -> CompressionRes
             "stats": output.stats,
         })
         result.seconds += timer.seconds
+        if result.calibration is None and isinstance(step.config, Calibrated):
+            result.calibration = step.config.calibration_record()
     result.size_bytes = state_bytes(result.model)
     return result

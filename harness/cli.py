@@ -19,10 +19,12 @@ examples:
   compbench lm-eval --model compressed --model_args pretrained=smollm2-135m,recipe=nf4 \\
       --tasks wikitext2_ppl --limit 4
   compbench export --model smollm2-135m --recipe int8 exported/smollm2-int8
+  compbench eval --recipe gptq:bits=4:group_size=64 --recipe rtn:bits=4 --tasks wikitext2_chunked
+  compbench sensitivity --model smollm2-135m --method magnitude:0.5:scope=layer
 """
 
 RECIPE_HELP = ("compression recipe: steps joined by '+', arguments by ':', e.g. 'fp32', 'nf4', "
-               "'nf4:double_quant=true', 'magnitude:0.5:scope=layer', 'magnitude:0.25+int8', or "
+               "'nf4:double_quant=true', 'magnitude:0.5:scope=layer', 'wanda:0.5+gptq:bits=4', or "
                "a YAML recipe file (see `compbench methods`)")
 
 
@@ -109,7 +111,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise CompbenchError(f"recipe '{recipe}' cannot be exported as a Hugging Face checkpoint: "
                              f"{', '.join(blocked)} has no serialized format that "
                              "from_pretrained reloads")
-    out = Path(args.out_dir)
+    out = Path(args.out_dir) if args.out_dir else Path("exported") / export_name(
+        preset.name, recipe, args.revision or preset.revision or "main", args.gptq_revision)
     if out.exists() and any(out.iterdir()) and not args.force:
         raise CompbenchError(f"{out} is not empty; choose another folder or pass --force")
     model, tokenizer = load_model(preset, device=args.device, dtype=args.dtype)
@@ -119,6 +122,50 @@ def cmd_export(args: argparse.Namespace) -> int:
     tokenizer.save_pretrained(out)
     print(f"wrote {out} ({preset.name}, recipe {recipe}); evaluate it with:\n"
           f"  lm_eval --model hf --model_args pretrained={out} --tasks …")
+    return 0
+
+
+def export_name(model: str, recipe, revision: str, gptq_revision: str) -> str:
+    """The research's checkpoint names: `{model}-{revision}-{gptq_revision}-{bits}bits` for
+    GPTQ/RTN recipes, `{model}-{revision}-{recipe}` otherwise."""
+    import re
+
+    last = recipe.steps[-1]
+    if last.method in ("gptq", "rtn"):
+        return f"{model}-{revision}-{gptq_revision}-{last.config.bits}bits"
+    return f"{model}-{revision}-" + re.sub(r"[^A-Za-z0-9.=_-]+", "_", str(recipe))
+
+
+def cmd_sensitivity(args: argparse.Namespace) -> int:
+    from compbench.compressors.calibration import Calibrated
+    from compbench.compressors.recipe import parse_recipe
+    from compbench.compressors.sensitivity import measure_sensitivity
+    from compbench.model_zoo.presets import get_preset, load_model
+    from compbench.reports.store import write_json_atomic
+
+    preset = get_preset(args.model)
+    recipe = parse_recipe(args.method)
+    if len(recipe.steps) != 1:
+        raise CompbenchError(f"--method takes one step, got '{recipe}'")
+    try:
+        calibration = Calibrated(args.calibration, args.nsamples, args.seqlen, args.seed)
+    except ValueError as exc:
+        raise CompbenchError(str(exc)) from None
+    model, tokenizer = load_model(preset, device=args.device, dtype=args.dtype)
+    model.compbench_compressible = preset.compressible
+    result = measure_sensitivity(model, tokenizer, recipe.steps[0], args.unit, calibration,
+                                 use_cache=not args.no_cache)
+    from tabulate import tabulate
+
+    rows = sorted(result.delta().items(), key=lambda kv: -kv[1])
+    print(f"{preset.name}: perplexity on {calibration.nsamples} x {calibration.seqlen} "
+          f"{calibration.calibration} tokens, uncompressed {result.baseline_ppl:.3f}; "
+          f"each {args.unit} alone compressed by {recipe}:")
+    print(tabulate([(name, result.ppl[name], 100 * delta) for name, delta in rows],
+                   headers=[args.unit, "perplexity", "change %"], floatfmt=".2f", tablefmt="github"))
+    if args.output:
+        write_json_atomic(Path(args.output), result.__dict__)
+        print(f"wrote {args.output}")
     return 0
 
 
@@ -224,11 +271,37 @@ def build_parser() -> argparse.ArgumentParser:
                        "`lm_eval --model hf --model_args pretrained=OUT_DIR` loads it.")
     p.add_argument("--model", default="smollm2-135m", help="model preset or checkpoint folder")
     p.add_argument("--recipe", required=True, help=RECIPE_HELP)
-    p.add_argument("out_dir")
+    p.add_argument("out_dir", nargs="?", help="folder to write (default: exported/<name>, named "
+                   "{model}-{revision}-{gptq_revision}-{bits}bits for gptq/rtn recipes)")
+    p.add_argument("--revision", default=None, help="model revision in the default name "
+                   "(default: the preset's, else 'main')")
+    p.add_argument("--gptq-revision", default="v1", help="quantization revision in the default "
+                   "name of gptq/rtn exports (default: v1)")
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None)
     p.add_argument("--force", action="store_true", help="write into a non-empty OUT_DIR")
+    _add_data_dir(p)
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("sensitivity", help="per-layer damage of a compression step (perplexity)",
+                       description="Compress one decoder block (or one linear) at a time with "
+                       "--method and measure perplexity on calibration text (not the test text). "
+                       "Ranked magnitude pruning reads the same numbers. Results are cached.")
+    p.add_argument("--model", default="smollm2-135m", help="model preset or checkpoint folder")
+    p.add_argument("--method", default="magnitude:0.5:scope=layer",
+                   help="one recipe step applied to each unit alone (default: %(default)s)")
+    p.add_argument("--unit", choices=("block", "linear"), default="block",
+                   help="compress one decoder block or one linear layer at a time")
+    p.add_argument("--calibration", default="wikitext2", help="calibration text (default: %(default)s)")
+    p.add_argument("--nsamples", type=int, default=4, help="token windows (default: %(default)s)")
+    p.add_argument("--seqlen", type=int, default=512, help="tokens a window (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", help="also write the numbers to this JSON file")
+    p.add_argument("--no-cache", action="store_true", help="measure again even if cached")
+    p.add_argument("--device", default=None)
+    p.add_argument("--dtype", default=None)
+    _add_data_dir(p)
+    p.set_defaults(func=cmd_sensitivity)
 
     p = sub.add_parser("methods", help="list compression methods and their recipe options")
     p.set_defaults(func=cmd_methods)

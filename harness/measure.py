@@ -11,9 +11,10 @@ import torch
 from torch import nn
 
 
-def state_bytes(module: nn.Module) -> int:
+def state_bytes(module: nn.Module, float_bytes: int | None = None) -> int:
     """Bytes of every tensor in the module's state dict (packed weights and quantization state
-    included), counting shared storage (tied embeddings) once."""
+    included), counting shared storage (tied embeddings) once. With `float_bytes`, floating
+    tensors count that many bytes an element (2: the size of the model in fp16/bf16)."""
     seen: set[tuple[int, int]] = set()
     total = 0
     for tensor in _tensors(module.state_dict().values()):
@@ -21,8 +22,42 @@ def state_bytes(module: nn.Module) -> int:
         if key in seen:
             continue
         seen.add(key)
-        total += tensor.numel() * tensor.element_size()
+        element = float_bytes if float_bytes and tensor.is_floating_point() else tensor.element_size()
+        total += tensor.numel() * element
     return total
+
+
+def checkpoint_bytes(model: nn.Module) -> int:
+    """Bytes on disk of the model's `save_pretrained` checkpoint (weights, config, quantization)."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory(prefix="compbench-size-") as folder:
+        model.save_pretrained(folder)
+        return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
+
+
+@torch.no_grad()
+def throughput(model: nn.Module, prompt_ids: torch.Tensor, new_tokens: int = 16) -> dict[str, float]:
+    """Prefill tokens/s (one forward over the prompt) and generation tokens/s (greedy, KV cache),
+    each the best of two runs after a warm-up forward."""
+    device = next(model.parameters()).device
+    prompt = prompt_ids.to(device)
+    model(prompt[:, :8])
+    prefill = []
+    for _ in range(2):
+        with Timer() as timer:
+            model(prompt)
+        prefill.append(timer.seconds)
+    generate = []
+    for _ in range(2):
+        with Timer() as timer:
+            out = model.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                                 do_sample=False, pad_token_id=model.config.eos_token_id)
+        generate.append(timer.seconds - min(prefill))
+    produced = out.shape[1] - prompt.shape[1]
+    return {"prefill_tokens": prompt.shape[1], "prefill_tokens_per_s": prompt.numel() / min(prefill),
+            "generate_tokens": produced, "generate_tokens_per_s": produced / max(min(generate), 1e-9)}
 
 
 def _tensors(values):

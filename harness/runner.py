@@ -110,13 +110,30 @@ def perplexity_protocols(tasks, lm, configs: dict) -> dict[str, Any]:
     return protocols
 
 
+SPEED_PROMPT_TOKENS = 128
+
+
+def _speed_prompt(tokenizer):
+    """A fixed 128-token prompt (repeated English text) for the prefill/generation speed check."""
+    text = " ".join(["The history of the region is long and its people have many stories."] * 40)
+    return tokenizer(text, return_tensors="pt").input_ids[:, :SPEED_PROMPT_TOKENS]
+
+
 def evaluate_run(spec: RunSpec) -> dict[str, Any]:
     """Build the compressed model, evaluate it with lm-eval, and return the results record."""
     import lm_eval
     from lm_eval.tasks import TaskManager
 
+    from compbench.compressors import COMPRESSORS
     from compbench.harness.lm_model import CompressedLM
-    from compbench.harness.measure import PeakMemory, Timer, TokenCounter, param_counts
+    from compbench.harness.measure import (
+        PeakMemory,
+        Timer,
+        TokenCounter,
+        checkpoint_bytes,
+        param_counts,
+        throughput,
+    )
     from compbench.tasks import TASKS_DIR
 
     started = time.time()
@@ -135,6 +152,9 @@ def evaluate_run(spec: RunSpec) -> dict[str, Any]:
             log_samples=False, bootstrap_iters=0,
         )
     counter.remove()
+    speed = throughput(lm.model, _speed_prompt(lm.tokenizer))
+    exportable = all(COMPRESSORS[s.method].exportable for s in lm.recipe.steps)
+    disk_bytes = checkpoint_bytes(lm.model) if exportable else None
     baseline_bytes = compression.size_bytes_before
     return {
         "schema_version": SCHEMA_VERSION,
@@ -145,7 +165,7 @@ def evaluate_run(spec: RunSpec) -> dict[str, Any]:
                   "revision": lm.preset.revision, "dtype": str(lm.model.dtype).removeprefix("torch."),
                   "max_length": lm.max_length, "device": str(lm.device)},
         "recipe": lm.recipe.as_dict(),
-        "calibration": None,
+        "calibration": compression.calibration,
         "compression": {
             "steps": compression.steps,
             "seconds": compression.seconds,
@@ -153,6 +173,10 @@ def evaluate_run(spec: RunSpec) -> dict[str, Any]:
             "size_bytes": compression.size_bytes,
             "size_mb": compression.size_bytes / 2**20,
             "compression_ratio": baseline_bytes / compression.size_bytes,
+            "baseline_16bit_bytes": compression.size_bytes_16bit_before,
+            "compression_ratio_vs_16bit": compression.size_bytes_16bit_before / compression.size_bytes,
+            "checkpoint_bytes": disk_bytes,
+            "checkpoint_mb": None if disk_bytes is None else disk_bytes / 2**20,
             "params_total": params_total,
             "params_nonzero": params_nonzero,
         },
@@ -170,6 +194,7 @@ def evaluate_run(spec: RunSpec) -> dict[str, Any]:
             "eval_seconds": eval_timer.seconds,
             "eval_tokens": counter.tokens,
             "eval_tokens_per_s": counter.tokens / eval_timer.seconds if eval_timer.seconds else None,
+            **speed,
             "peak_rss_mb": max(load_memory.peak_rss_bytes, eval_memory.peak_rss_bytes) / 2**20,
             "peak_cuda_mb": None if eval_memory.peak_cuda_bytes is None
             else max(load_memory.peak_cuda_bytes or 0, eval_memory.peak_cuda_bytes) / 2**20,

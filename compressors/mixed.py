@@ -1,0 +1,103 @@
+"""Per-layer mixed 4/8-bit integer quantization under a bit budget (the research's "dynamic adaptive hybrid").
+
+Each decoder block's sensitivity to 4-bit is measured (perplexity on calibration text with that
+block alone rounded to 4 bits: `sensitivity.py`). All blocks start at 4 bits; the most
+sensitive are raised to 8 bits, in order, while the parameter-weighted mean stays within
+`budget_bits`. The two groups are then quantized together by GPTQ or RTN (`method`), in the
+same packed format as `gptq` / `rtn`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from torch import nn
+
+from compbench.compressors.calibration import Calibrated
+from compbench.compressors.gptq import int_scheme, pack_, zero_masks
+from compbench.compressors.llmc import oneshot_
+from compbench.compressors.registry import CompressionContext, StepOutput, register_compressor
+from compbench.compressors.targets import linear_layers
+from compbench.errors import CompbenchError
+
+METHODS = ("rtn", "gptq")
+LOW_BITS, HIGH_BITS = 4, 8
+
+
+@dataclass(frozen=True)
+class MixedConfig(Calibrated):
+    """Bit budget, quantizer and group size; calibration options are GPTQ's."""
+
+    MAIN_OPTION: ClassVar[str] = "budget_bits"
+    budget_bits: float = 5.0  # mean bits per target weight, in [4, 8]
+    method: str = "rtn"  # rtn or gptq
+    group_size: int = 64  # input columns sharing a scale (both bit-widths)
+    sym: bool = True  # symmetric grid
+    sensitivity_samples: int = 4  # calibration windows the 4-bit sensitivity is measured on
+    version: int = 1  # bump when the method's behaviour changes
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not LOW_BITS <= self.budget_bits <= HIGH_BITS:
+            raise ValueError(f"budget_bits must be in [{LOW_BITS}, {HIGH_BITS}], got {self.budget_bits}")
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got '{self.method}'")
+        if self.group_size < 0:
+            raise ValueError(f"group_size must be >= 0, got {self.group_size}")
+        if self.sensitivity_samples < 1:
+            raise ValueError(f"sensitivity_samples must be >= 1, got {self.sensitivity_samples}")
+
+
+def assign_bits(sizes: dict[str, int], sensitivity: dict[str, float], budget_bits: float) -> dict[str, int]:
+    """8 bits for the most sensitive units, in order, while the size-weighted mean stays in budget."""
+    bits = dict.fromkeys(sizes, LOW_BITS)
+    total = sum(sizes.values())
+    used = LOW_BITS * total
+    for unit in sorted(sizes, key=lambda u: (-sensitivity[u], u)):
+        extra = (HIGH_BITS - LOW_BITS) * sizes[unit]
+        if used + extra > budget_bits * total:
+            break
+        bits[unit] = HIGH_BITS
+        used += extra
+    return bits
+
+
+def apply(model: nn.Module, config: MixedConfig, context: CompressionContext) -> StepOutput:
+    from llmcompressor.modifiers.quantization import GPTQModifier, QuantizationModifier
+
+    from compbench.compressors.recipe import make_step
+    from compbench.compressors.sensitivity import measure_sensitivity, units_of
+
+    if context.tokenizer is None:
+        raise CompbenchError("mixed measures sensitivity on calibration text, which needs the tokenizer")
+    layers = linear_layers(model)
+    int_scheme(model, "mixed", LOW_BITS, config.group_size, config.sym)  # checks the group size
+    probe = make_step("rtn", {"bits": LOW_BITS, "group_size": config.group_size, "sym": config.sym})
+    probe_calibration = Calibrated(config.calibration, config.sensitivity_samples, config.seqlen,
+                                   config.seed)
+    delta = measure_sensitivity(model, context.tokenizer, probe, "block", probe_calibration).delta()
+    units = units_of(model, "block")
+    sizes = {u: sum(layers[n].weight.numel() for n in members) for u, members in units.items()}
+    bits = assign_bits(sizes, delta, config.budget_bits)
+    groups = {}
+    for width in (LOW_BITS, HIGH_BITS):
+        members = {n: layers[n] for u in units if bits[u] == width for n in units[u]}
+        if members:
+            groups[f"group_{width}bit"] = int_scheme(model, "mixed", width, config.group_size,
+                                                  config.sym, layers=members)
+    masks = zero_masks(model)
+    if config.method == "gptq":
+        oneshot_(model, [GPTQModifier(config_groups=groups)], "mixed", context, calibration=config)
+    else:
+        oneshot_(model, [QuantizationModifier(config_groups=groups)], "mixed", context)
+    stats = pack_(model, masks)
+    stats["mean_bits"] = sum(bits[u] * sizes[u] for u in units) / sum(sizes.values())
+    stats["blocks_8bit"] = [u for u in units if bits[u] == HIGH_BITS]
+    return StepOutput(model, stats)
+
+
+register_compressor(
+    "mixed", MixedConfig, apply, kind="quantize", terminal=True, needs_calibration=True,
+    summary="per-block 4/8-bit integer weights under a bit budget, by measured sensitivity",
+)
