@@ -8,6 +8,8 @@ Strategies (`scope`), those of the Qwen2 pruning study:
 - `groups`: `groups=self_attn@0.5/mlp@0.25` - linears whose name matches a pattern take its
   sparsity (first match wins), the others `sparsity`.
 - `single`: only the linear named by `layer` is pruned, to `sparsity`.
+With `n`:`m` set, every group of m consecutive input weights of every row loses its n smallest
+(N:M, the weight-only counterpart of Wanda's and SparseGPT's N:M).
 Ties at a threshold are broken by position, so exactly round(sparsity * n) weights are zeroed
 and the mask is deterministic.
 """
@@ -40,6 +42,8 @@ class MagnitudeConfig(Calibrated):
     top_sparsity: float = 0.5  # ranked: sparsity of those blocks
     groups: str = ""  # groups: pattern@sparsity joined by '/', e.g. self_attn@0.5/mlp@0.25
     layer: str = ""  # single: the full name of the one linear to prune
+    n: int = 0  # N:M pattern: zeros per group (0 = unstructured)
+    m: int = 0  # N:M pattern: group length along the input dimension
     nsamples: int = 4  # ranked: calibration windows the sensitivity is measured on
     version: int = 2  # bump when the method's behaviour changes
 
@@ -53,6 +57,17 @@ class MagnitudeConfig(Calibrated):
             raise ValueError(f"top_sparsity must be in [0, 1), got {self.top_sparsity}")
         if self.top < 1:
             raise ValueError(f"top must be >= 1, got {self.top}")
+        if (self.n == 0) != (self.m == 0):
+            raise ValueError(f"give both n and m for an N:M pattern, got n={self.n} m={self.m}")
+        if self.m and not 0 < self.n < self.m:
+            raise ValueError(f"N:M needs 0 < n < m, got n={self.n} m={self.m}")
+        if self.m and self.scope != "global":
+            raise ValueError("an N:M pattern applies to every layer; it takes no scope")
+        if self.m and self.sparsity not in (0.5, self.n / self.m):  # 0.5: the default
+            raise ValueError(f"an {self.n}:{self.m} pattern has sparsity {self.n / self.m:g}; "
+                             f"drop sparsity={self.sparsity:g}")
+        if self.m:
+            object.__setattr__(self, "sparsity", self.n / self.m)
         if self.scope == "groups":
             self.group_sparsities()
         elif self.groups:
@@ -101,6 +116,16 @@ def prune_smallest_(weights: list[torch.Tensor], n_prune: int) -> None:
             weight.masked_fill_(mask, 0.0)
 
 
+def prune_nm_(weight: torch.Tensor, n: int, m: int) -> None:
+    """Zero the `n` smallest-magnitude weights of every `m` consecutive inputs of each row."""
+    rows, columns = weight.shape
+    if columns % m:
+        raise CompbenchError(f"magnitude: N:M needs input widths divisible by m={m}, got {columns}")
+    groups = weight.view(rows, columns // m, m)
+    smallest = groups.abs().topk(n, dim=2, largest=False).indices
+    groups.scatter_(2, smallest, 0.0)
+
+
 def _ranked_sparsities(model, names: list[str], config: MagnitudeConfig,
                        context: CompressionContext) -> dict[str, float]:
     """Per-linear sparsity: `top_sparsity` in the least sensitive blocks, `sparsity` elsewhere."""
@@ -144,9 +169,12 @@ def apply(model, config: MagnitudeConfig, context: CompressionContext) -> StepOu
     names = list(layers)
     weights = [m.weight.data for m in layers.values()]
     total = sum(w.numel() for w in weights)
-    if config.scope == "global":
+    per_layer = None
+    if config.m:
+        for weight in weights:
+            prune_nm_(weight, config.n, config.m)
+    elif config.scope == "global":
         prune_smallest_(weights, round(config.sparsity * total))
-        per_layer = None
     else:
         per_layer = {
             "layer": lambda: dict.fromkeys(names, config.sparsity),

@@ -27,6 +27,9 @@ class CalibratedSparsity(Calibrated):
             raise ValueError(f"give both n and m for an N:M pattern, got n={self.n} m={self.m}")
         if self.m and not 0 < self.n < self.m:
             raise ValueError(f"N:M needs 0 < n < m, got n={self.n} m={self.m}")
+        if self.m and self.sparsity not in (0.5, self.n / self.m):  # 0.5: the default
+            raise ValueError(f"an {self.n}:{self.m} pattern has sparsity {self.n / self.m:g}; "
+                             f"drop sparsity={self.sparsity:g}")
         if self.m:
             object.__setattr__(self, "sparsity", self.n / self.m)
 

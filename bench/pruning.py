@@ -1,0 +1,128 @@
+"""The pruning studies on the embedded model.
+
+    python bench/pruning.py            # writes bench/results/pruning.{md,png} and qwen2_pruning.md
+
+1. The Phi-2 / Phi-3 Wanda report: sparsity 0.2-0.8 and 2:4 x {magnitude, Wanda, SparseGPT} ->
+   wikitext2_chunked perplexity (first 4 x 2048 test tokens), pruning seconds and peak RSS; and
+   for 50% and 2:4, accuracy and macro F1 on the five reasoning tasks (first --reasoning-limit
+   documents of each).
+2. The Qwen2 study's table: global magnitude 25% / 50%, ranked (the 4 least sensitive blocks
+   25% -> 50%), mixed groups (attention 50%, MLP 25%), each alone and followed by int8 / nf4.
+
+Every row is a `compbench eval` run whose results JSON lands under bench/results/, so an
+interrupted study resumes where it stopped. Calibration: 32 windows of 512 tokens of the
+wikitext-2 validation text.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tabulate import tabulate
+
+CALIBRATION = "nsamples=32:seqlen=512"
+SPARSITIES = (0.2, 0.4, 0.5, 0.6, 0.8)
+METHODS = ("magnitude", "wanda", "sparsegpt")
+REASONING = ("commonsense_qa", "cosmos_qa", "logiqa", "reclor", "e_kar")
+PPL_TASK, PPL_KEY = "wikitext2_chunked", "perplexity,none"
+QWEN2_PRUNING = ("magnitude:0.25", "magnitude:0.5",
+                 "magnitude:0.25:scope=ranked:top=4:top_sparsity=0.5",
+                 "magnitude:0.25:scope=groups:groups=self_attn@0.5")
+
+
+def recipe_for(method: str, pattern: float | str) -> str:
+    """`magnitude:0.5`, `wanda:0.5:nsamples=…`, `sparsegpt:n=2:m=4:nsamples=…`."""
+    shape = f"n={pattern[0]}:m={pattern[2]}" if isinstance(pattern, str) else f"{pattern}"
+    if method == "magnitude":
+        return f"magnitude:{shape}"
+    return f"{method}:{shape}:{CALIBRATION}"
+
+
+def _nm_magnitude_note() -> str:
+    return ("magnitude 2:4 keeps the 2 largest |w| of every 4 consecutive inputs "
+            "(Wanda's N:M with a weight-only score)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--reasoning-limit", type=int, default=30)
+    parser.add_argument("--output-dir", default="bench/results")
+    parser.add_argument("--data-dir")
+    args = parser.parse_args()
+
+    from compbench.harness.runner import RunSpec, run_sweep
+    from compbench.reports.plots import line_plot
+    from compbench.reports.store import load_results
+    from compbench.tasks.data import set_data_dir
+
+    if args.data_dir:
+        set_data_dir(args.data_dir)
+    out = Path(args.output_dir)
+    patterns: list[float | str] = [*SPARSITIES, "2:4"]
+    grid = {(m, p): recipe_for(m, p) for m in METHODS for p in patterns}
+    ppl_runs, reasoning_runs, qwen2_runs = (out / "pruning_ppl", out / "pruning_reasoning",
+                                            out / "qwen2_pruning")
+    run_sweep([RunSpec(args.model, r, (PPL_TASK,), limit=4) for r in ["fp32", *grid.values()]],
+              ppl_runs)
+    chosen = ["fp32", *(grid[(m, p)] for m in METHODS for p in (0.5, "2:4"))]
+    run_sweep([RunSpec(args.model, r, REASONING, limit=args.reasoning_limit) for r in chosen],
+              reasoning_runs)
+    qwen2 = [f"{p}{q}" for p in QWEN2_PRUNING for q in ("", "+int8", "+nf4")]
+    run_sweep([RunSpec(args.model, r, (PPL_TASK,), limit=4) for r in ["fp32", *qwen2]], qwen2_runs)
+
+    ppl = {r["recipe"]["string"]: r for r in load_results(ppl_runs) if r.get("status") == "ok"}
+    reasoning = {r["recipe"]["string"]: r for r in load_results(reasoning_runs)
+                 if r.get("status") == "ok"}
+    baseline = ppl["fp32"]["eval"]["tasks"][PPL_TASK][PPL_KEY]
+    rows = [["none (fp32)", "0", f"{baseline:.2f}", "-", "-", "-", *_reasoning_cells(reasoning.get("fp32"))]]
+    series: dict[str, list[tuple[float, float]]] = {m: [] for m in METHODS}
+    for (method, pattern), recipe in grid.items():
+        record = ppl.get(recipe)
+        if record is None:
+            continue
+        step = record["compression"]["steps"][0]
+        value = record["eval"]["tasks"][PPL_TASK][PPL_KEY]
+        rows.append([method, str(pattern), f"{value:.2f}", f"{step['stats']['sparsity']:.4f}",
+                     f"{step['seconds']:.1f}", f"{step['peak_rss_mb']:.0f}",
+                     *_reasoning_cells(reasoning.get(recipe))])
+        if not isinstance(pattern, str):
+            series[method].append((pattern, value))
+    header = ["method", "sparsity", f"ppl ({PPL_TASK}, 4x2048)", "sparsity reached", "prune s",
+              "peak RSS MB", *[f"{t} acc / F1" for t in REASONING]]
+    table = tabulate(rows, header, tablefmt="github", disable_numparse=True)
+    note = (f"\nReasoning columns: first {args.reasoning_limit} documents of each task, for 50% "
+            f"and 2:4 only ('-' elsewhere). {_nm_magnitude_note()}.\n")
+    (out / "pruning.md").write_text(table + "\n" + note)
+    print(table + "\n" + note)
+    line_plot(series, out / "pruning.png", xlabel="unstructured sparsity",
+              ylabel="wikitext-2 perplexity (log)", log_y=True,
+              title=f"{args.model}: pruning without retraining, fp32 = {baseline:.2f}")
+
+    qwen = {r["recipe"]["string"]: r for r in load_results(qwen2_runs) if r.get("status") == "ok"}
+    qrows = []
+    for pruning in QWEN2_PRUNING:
+        cells = [pruning]
+        for suffix in ("", "+int8", "+nf4"):
+            record = qwen.get(f"{pruning}{suffix}")
+            cells.append("-" if record is None else
+                         f"{record['eval']['tasks'][PPL_TASK][PPL_KEY]:.2f} "
+                         f"({record['compression']['size_mb']:.0f} MB)")
+        qrows.append(cells)
+    qtable = tabulate(qrows, ["pruning recipe", "pruned only", "+ int8", "+ nf4"],
+                      tablefmt="github", disable_numparse=True)
+    (out / "qwen2_pruning.md").write_text(qtable + "\n")
+    print(qtable)
+
+
+def _reasoning_cells(record: dict | None) -> list[str]:
+    if record is None:
+        return ["-"] * len(REASONING)
+    tasks = record["eval"]["tasks"]
+    return [f"{tasks[t]['acc,none']:.2f} / {tasks[t]['f1,none']:.2f}" for t in REASONING]
+
+
+if __name__ == "__main__":
+    main()
