@@ -73,7 +73,7 @@ def _format_args(method: str, config: Any) -> list[str]:
     """Canonical arguments: the main option bare, then every non-default option as key=value."""
     compressor = COMPRESSORS[method]
     main = _main_option(compressor)
-    defaults = compressor.config_cls()
+    defaults = compressor.defaults()
     args = []
     for f in fields(config):
         if f.name == "version":
@@ -81,7 +81,7 @@ def _format_args(method: str, config: Any) -> list[str]:
         value = getattr(config, f.name)
         if f.name == main:
             args.insert(0, _format_value(value))
-        elif value != getattr(defaults, f.name):
+        elif value != defaults[f.name]:
             args.append(f"{f.name}={_format_value(value)}")
     return args
 

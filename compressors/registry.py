@@ -39,6 +39,11 @@ class Compressor:
     needs_calibration: bool = False
     summary: str = ""
 
+    def defaults(self) -> dict[str, Any]:
+        """Each option's default, read from the config's fields (a config may refuse to be built
+        with no options at all, e.g. structured pruning with nothing to remove)."""
+        return {f.name: f.default for f in fields(self.config_cls) if f.name != "version"}
+
     def option_names(self) -> list[str]:
         """The recipe keys this method accepts (every config field except `version`)."""
         return [f.name for f in fields(self.config_cls) if f.name != "version"]

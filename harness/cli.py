@@ -170,14 +170,10 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
-    from dataclasses import fields
-
     from compbench.compressors import COMPRESSORS
 
     for name, compressor in sorted(COMPRESSORS.items()):
-        defaults = compressor.config_cls()
-        options = ", ".join(f"{f.name}={getattr(defaults, f.name)}"
-                            for f in fields(defaults) if f.name != "version")
+        options = ", ".join(f"{key}={value}" for key, value in compressor.defaults().items())
         main = getattr(compressor.config_cls, "MAIN_OPTION", None)
         print(f"{name:10s} {compressor.summary}")
         if options:

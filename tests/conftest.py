@@ -9,6 +9,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_RECIPES = ["fp32", "int8", "nf4", "fp4", "magnitude:0.25", "magnitude:0.5"]
+# the sweep also runs one calibrated pruner and one packed integer quantizer
+SWEEP_RECIPES = [*DEMO_RECIPES, "wanda:0.5:nsamples=4:seqlen=256", "rtn:4"]
 SWEEP_TASKS = ("wikitext2_ppl", "wikitext2_chunked")
 SWEEP_LIMIT = 2  # wikitext2_ppl: articles 1-2 (6,756 tokens); wikitext2_chunked: 2 x 2048 tokens
 
@@ -70,7 +72,7 @@ def sweep(tmp_path_factory, checkpoint, offline_env):
     from compbench.reports.store import load_results
 
     out = tmp_path_factory.mktemp("sweep")
-    failed = run_sweep([sweep_spec(r) for r in DEMO_RECIPES], out, echo=lambda _: None)
+    failed = run_sweep([sweep_spec(r) for r in SWEEP_RECIPES], out, echo=lambda _: None)
     assert not failed
     return out, {r["recipe"]["string"]: r for r in load_results(out)}, sweep_spec
 

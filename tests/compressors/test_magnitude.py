@@ -55,3 +55,71 @@ def test_mask_holds_through_quantization(fp32_model, quantizer):
     for name, module in linear_layers(quantized).items():
         assert type(module).__name__ != "Linear"
         assert bool((dense_weight(module)[masks[name]] == 0).all()), name
+
+
+@pytest.fixture(scope="module")
+def tokenizer(checkpoint):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(checkpoint)
+
+
+def _layer_sparsity(model):
+    return {n: float((m.weight == 0).float().mean()) for n, m in linear_layers(model).items()}
+
+
+def test_ranked_raises_the_least_sensitive_blocks(fp32_model, tokenizer, data_dir):
+    from compbench.compressors.calibration import Calibrated
+    from compbench.compressors.recipe import make_step
+    from compbench.compressors.sensitivity import measure_sensitivity
+
+    recipe = "magnitude:0.25:scope=ranked:top=3:top_sparsity=0.5:nsamples=1:seqlen=128"
+    probe = make_step("magnitude", {"sparsity": 0.5, "scope": "layer"})
+    delta = measure_sensitivity(fp32_model, tokenizer, probe, "block",
+                                Calibrated(nsamples=1, seqlen=128)).delta()
+    result = compress(fp32_model, parse_recipe(recipe), tokenizer)
+    per_layer = _layer_sparsity(result.model)
+    raised = {n.rsplit(".", 2)[0] for n, s in per_layer.items() if s == pytest.approx(0.5, abs=1e-3)}
+    assert raised == set(sorted(delta, key=lambda b: (delta[b], b))[:3])
+    assert all(s == pytest.approx(0.25, abs=1e-3) for n, s in per_layer.items()
+               if n.rsplit(".", 2)[0] not in raised)
+
+
+def test_groups_give_each_named_group_its_sparsity(fp32_model):
+    result = compress(fp32_model, parse_recipe("magnitude:0.25:scope=groups:groups=self_attn@0.5"))
+    for name, sparsity in _layer_sparsity(result.model).items():
+        assert sparsity == pytest.approx(0.5 if "self_attn" in name else 0.25, abs=1e-3), name
+
+
+def test_single_prunes_one_layer_only(fp32_model):
+    layer = "model.layers.3.mlp.down_proj"
+    result = compress(fp32_model, parse_recipe(f"magnitude:0.5:scope=single:layer={layer}"))
+    per_layer = _layer_sparsity(result.model)
+    assert per_layer.pop(layer) == pytest.approx(0.5, abs=1e-6)
+    assert max(per_layer.values()) < 0.01  # the others hold only the checkpoint's own exact zeros
+
+
+@pytest.mark.parametrize("recipe, message", [
+    ("magnitude:0.5:scope=single:layer=model.layers.3.mlp.down",
+     "did you mean 'model.layers.3.mlp.down_proj'"),
+    ("magnitude:0.5:scope=groups:groups=cross_attn@0.5", "matches no target layer"),
+])
+def test_unknown_layer_names_are_one_clear_error(fp32_model, recipe, message):
+    from compbench.errors import CompbenchError
+
+    with pytest.raises(CompbenchError, match=message):
+        compress(fp32_model, parse_recipe(recipe))
+
+
+@pytest.mark.parametrize("recipe, message", [
+    ("magnitude:0.5:scope=single", "scope=single needs layer="),
+    ("magnitude:0.5:groups=mlp@0.5", "option 'groups' needs scope=groups"),
+    ("magnitude:0.5:scope=groups:groups=mlp@1.5", "bad group 'mlp@1.5'"),
+    ("magnitude:n=2:m=4:scope=layer", "takes no scope"),
+    ("magnitude:1.0", r"sparsity must be in \[0, 1\)"),
+])
+def test_bad_strategy_options_are_rejected_at_parse_time(recipe, message):
+    from compbench.errors import CompbenchError
+
+    with pytest.raises(CompbenchError, match=message):
+        parse_recipe(recipe)

@@ -19,6 +19,11 @@ from compbench.harness.cli import main
      "data dir /nonexistent/data does not exist"),
     (["export", "--recipe", "bogus", "out"], "unknown compression method 'bogus'"),
     (["report", "/nonexistent/results"], "results dir /nonexistent/results does not exist"),
+    (["eval", "--recipe", "gptq:5"], "gptq: bits must be one of 2, 3, 4, 8, got 5"),
+    (["eval", "--recipe", "wanda:n=2"], "wanda: give both n and m"),
+    (["export", "--recipe", "dynamic-int8", "out"], "dynamic-int8 has no serialized format"),
+    (["sensitivity", "--method", "magnitude:0.5+int8"], "--method takes one step"),
+    (["sensitivity", "--method", "magnitude:0.5", "--nsamples", "0"], "nsamples must be >= 1"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
     assert main(argv) == 2
@@ -41,7 +46,7 @@ def test_missing_dataset_file_through_the_real_command(tmp_path):
 
 
 def test_every_command_has_help(capsys):
-    for command in ["eval", "report", "export", "methods", "models"]:
+    for command in ["eval", "report", "export", "methods", "models", "sensitivity", "tasks"]:
         with pytest.raises(SystemExit) as done:
             main([command, "--help"])
         assert done.value.code == 0
@@ -54,3 +59,38 @@ def test_methods_lists_every_registered_method(capsys):
     assert main(["methods"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in COMPRESSORS)
+
+
+def test_no_calibration_data_is_one_clear_line(tmp_path, capsys):
+    assert main(["eval", "--recipe", "wanda:0.5", "--device", "cpu", "--data-dir", str(tmp_path),
+                 "--output-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines()[-1].startswith("compbench: error: no calibration data: ")
+    assert "wikitext-2-v1/validation.jsonl not found" in err
+
+
+def test_sensitivity_prints_every_block_and_caches(tmp_path, capsys, data_dir):
+    import json
+
+    argv = ["sensitivity", "--method", "magnitude:0.5:scope=layer", "--nsamples", "1",
+            "--seqlen", "64", "--device", "cpu", "--output", str(tmp_path / "s.json")]
+    assert main([*argv, "--no-cache"]) == 0
+    out = capsys.readouterr().out
+    assert "model.layers.29" in out and "change %" in out
+    saved = json.loads((tmp_path / "s.json").read_text())
+    assert len(saved["ppl"]) == 30 and saved["baseline_ppl"] > 1
+    # magnitude 50% of a block never helps much; most blocks hurt
+    assert sum(v > saved["baseline_ppl"] for v in saved["ppl"].values()) > 20
+    assert main(argv) == 0  # the second call reads the cache: same numbers
+    assert json.loads((tmp_path / "s.json").read_text())["ppl"] == saved["ppl"]
+
+
+def test_export_names_gptq_checkpoints_as_the_research_did(tmp_path, data_dir):
+    proc = subprocess.run(
+        [sys.executable, "-m", "compbench.harness.cli", "export", "--recipe", "rtn:4",
+         "--device", "cpu", "--gptq-revision", "r2"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600, env=os.environ.copy())
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    folder = tmp_path / "exported" / "smollm2-135m-main-r2-4bits"
+    config = (folder / "config.json").read_text()
+    assert '"quant_method": "compressed-tensors"' in config and '"num_bits": 4' in config

@@ -28,6 +28,9 @@ def test_perplexity_moves_the_right_way(sweep, metric):
     assert max(ppl["fp32"], ppl["int8"]) < ppl["nf4"] < ppl["fp4"]
     assert ppl["fp32"] < ppl["magnitude:0.25"]
     assert ppl["magnitude:0.5"] > 3 * ppl["magnitude:0.25"]  # 50% magnitude pruning breaks it
+    wanda = ppl["wanda:0.5:nsamples=4:seqlen=256"]
+    assert ppl["fp32"] < wanda < ppl["magnitude:0.5"] / 3  # activation-aware pruning holds up
+    assert ppl["fp32"] < ppl["rtn:4"] < ppl["magnitude:0.5"]
 
 
 def test_runs_record_their_perplexity_protocols(sweep):
@@ -49,13 +52,31 @@ def test_runs_record_true_sizes_and_measurements(sweep):
     assert pruned["size_bytes"] == fp32["size_bytes"]
     target_zeros = pruned["steps"][0]["stats"]["sparsity"] * pruned["steps"][0]["stats"]["target_params"]
     assert fp32["params_nonzero"] - pruned["params_nonzero"] == pytest.approx(target_zeros, rel=0.01)
+    packed = runs["rtn:4"]["compression"]
+    assert packed["size_bytes"] < 0.35 * fp32["size_bytes"]
+    assert packed["checkpoint_bytes"] < 0.35 * fp32["checkpoint_bytes"]
+    assert fp32["baseline_16bit_bytes"] == fp32["size_bytes"] // 2
+    assert packed["compression_ratio_vs_16bit"] == pytest.approx(
+        fp32["baseline_16bit_bytes"] / packed["size_bytes"])
     for result in runs.values():
         timing = result["timing"]
+        assert timing["prefill_tokens"] == 128 and timing["prefill_tokens_per_s"] > 0
+        assert timing["generate_tokens"] == 16 and timing["generate_tokens_per_s"] > 0
         assert timing["eval_tokens"] >= 6756 + 2 * 2048 and timing["eval_tokens_per_s"] > 0
         assert timing["peak_rss_mb"] > 300
         assert result["eval"]["n_samples"]["wikitext2_ppl"] == {"original": 62, "effective": 2}
         assert result["eval"]["n_samples"]["wikitext2_chunked"] == {"original": 148, "effective": 2}
         assert result["env"]["versions"]["lm_eval"] == "0.4.13"
+
+
+def test_calibrated_runs_record_their_calibration_time_and_memory(sweep):
+    _, runs, _ = sweep
+    wanda = runs["wanda:0.5:nsamples=4:seqlen=256"]
+    assert wanda["calibration"] == {"dataset": "wikitext2", "nsamples": 4, "seqlen": 256, "seed": 0}
+    assert runs["fp32"]["calibration"] is None
+    step = wanda["compression"]["steps"][0]
+    assert step["seconds"] > 0 and step["peak_rss_mb"] > 300
+    assert step["stats"]["sparsity"] == pytest.approx(0.5, abs=0.001)
 
 
 def test_rerun_skips_finished_runs_and_redoes_failed_ones(sweep):
