@@ -61,7 +61,8 @@ def test_methods_lists_every_registered_method(capsys):
     assert all(name in out for name in COMPRESSORS)
 
 
-def test_no_calibration_data_is_one_clear_line(tmp_path, capsys):
+def test_no_calibration_data_is_one_clear_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COMPBENCH_DATA_DIR", str(tmp_path))  # restored after: --data-dir sets it
     assert main(["eval", "--recipe", "wanda:0.5", "--device", "cpu", "--data-dir", str(tmp_path),
                  "--output-dir", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
