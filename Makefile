@@ -15,7 +15,7 @@ export TOKENIZERS_PARALLELISM ?= false
 
 DEMO_OUT ?= results/demo
 DEMO_LIMIT ?= 4
-DEMO_RECIPES := fp32 int8 nf4 magnitude:0.25 magnitude:0.5
+DEMO_RECIPES := fp32 int8 nf4 gptq:4 magnitude:0.5 wanda:0.5
 
 .PHONY: install demo test test-slow lint clean
 

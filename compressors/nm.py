@@ -1,4 +1,4 @@
-"""Options and checks shared by the calibrated pruners (Wanda, SparseGPT): unstructured or N:M."""
+"""What the calibrated pruners (Wanda, SparseGPT) share: options, the N:M check, the llm-compressor run."""
 
 from __future__ import annotations
 
@@ -6,8 +6,12 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
+from torch import nn
 
 from compbench.compressors.calibration import Calibrated
+from compbench.compressors.llmc import drop_compressed_save, oneshot_, target_names
+from compbench.compressors.registry import CompressionContext, StepOutput
+from compbench.compressors.targets import linear_layers, sparsity_of
 
 
 @dataclass(frozen=True)
@@ -45,3 +49,14 @@ def follows_nm(weight: torch.Tensor, n: int, m: int) -> bool:
         return False
     zeros = (weight.reshape(rows, columns // m, m) == 0).sum(dim=2)
     return bool((zeros >= n).all())
+
+
+def run_pruner(model: nn.Module, modifier_cls: type, method: str, config: CalibratedSparsity,
+               context: CompressionContext, **options) -> StepOutput:
+    """Prune the target linears with an llm-compressor sparsity modifier, layer by layer."""
+    layers = linear_layers(model)
+    modifier = modifier_cls(sparsity=config.sparsity, mask_structure=config.mask_structure(),
+                            targets=target_names(layers), **options)
+    oneshot_(model, [modifier], method, context, calibration=config)
+    drop_compressed_save(model)  # the result is a plain dense model: stock save_pretrained
+    return StepOutput(model, {"sparsity": sparsity_of(model), "layers": len(layers)})

@@ -12,10 +12,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from compbench.compressors.llmc import drop_compressed_save, oneshot_, target_names
-from compbench.compressors.nm import CalibratedSparsity
+from compbench.compressors.nm import CalibratedSparsity, run_pruner
 from compbench.compressors.registry import CompressionContext, StepOutput, register_compressor
-from compbench.compressors.targets import linear_layers, sparsity_of
 
 
 @dataclass(frozen=True)
@@ -37,13 +35,8 @@ class SparseGPTConfig(CalibratedSparsity):
 def apply(model: nn.Module, config: SparseGPTConfig, context: CompressionContext) -> StepOutput:
     from llmcompressor.modifiers.pruning import SparseGPTModifier
 
-    layers = linear_layers(model)
-    modifier = SparseGPTModifier(sparsity=config.sparsity, mask_structure=config.mask_structure(),
-                                 dampening_frac=config.damp, block_size=config.block_size,
-                                 targets=target_names(layers))
-    oneshot_(model, [modifier], "sparsegpt", context, calibration=config)
-    drop_compressed_save(model)
-    return StepOutput(model, {"sparsity": sparsity_of(model), "layers": len(layers)})
+    return run_pruner(model, SparseGPTModifier, "sparsegpt", config, context,
+                      dampening_frac=config.damp, block_size=config.block_size)
 
 
 register_compressor(

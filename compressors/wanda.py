@@ -13,10 +13,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from compbench.compressors.llmc import drop_compressed_save, oneshot_, target_names
-from compbench.compressors.nm import CalibratedSparsity
+from compbench.compressors.nm import CalibratedSparsity, run_pruner
 from compbench.compressors.registry import CompressionContext, StepOutput, register_compressor
-from compbench.compressors.targets import linear_layers, sparsity_of
 
 
 @dataclass(frozen=True)
@@ -29,12 +27,7 @@ class WandaConfig(CalibratedSparsity):
 def apply(model: nn.Module, config: WandaConfig, context: CompressionContext) -> StepOutput:
     from llmcompressor.modifiers.pruning import WandaPruningModifier
 
-    layers = linear_layers(model)
-    modifier = WandaPruningModifier(sparsity=config.sparsity, mask_structure=config.mask_structure(),
-                                    targets=target_names(layers))
-    oneshot_(model, [modifier], "wanda", context, calibration=config)
-    drop_compressed_save(model)
-    return StepOutput(model, {"sparsity": sparsity_of(model), "layers": len(layers)})
+    return run_pruner(model, WandaPruningModifier, "wanda", config, context)
 
 
 register_compressor(

@@ -77,7 +77,6 @@ def sweep(tmp_path_factory, checkpoint, offline_env):
     return out, {r["recipe"]["string"]: r for r in load_results(out)}, sweep_spec
 
 
-
 @pytest.fixture(scope="session")
 def wikitext_ids(checkpoint, data_dir):
     """The first 256 tokens of the real wikitext-2 test text, as a (1, 256) batch."""
@@ -89,3 +88,50 @@ def wikitext_ids(checkpoint, data_dir):
     text = "".join(json.loads(line)["text"] for line in lines)
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     return tokenizer(text, return_tensors="pt").input_ids[:, :256]
+
+
+@pytest.fixture(scope="session")
+def tokenizer(checkpoint):
+    """The embedded model's tokenizer (calibration text needs it)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(checkpoint)
+
+
+@pytest.fixture
+def fresh_model(checkpoint):
+    """A maker of fresh fp32 copies of the embedded model, for tests that compare several recipes."""
+    from compbench.model_zoo import get_preset, load_model
+
+    def make():
+        preset = get_preset("smollm2-135m")
+        model, _ = load_model(preset, device="cpu")
+        model.compbench_compressible = preset.compressible
+        return model
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def perplexity():
+    """exp(mean token NLL) of a model on a batch of token rows, each row scored on its own."""
+    import math
+
+    import torch
+
+    def score(model, ids) -> float:
+        with torch.no_grad():
+            losses = [float(model(row[None], labels=row[None]).loss) for row in ids]
+        return math.exp(sum(losses) / len(losses))
+
+    return score
+
+
+@pytest.fixture(scope="session")
+def gptq_chunks(tokenizer, data_dir):
+    """The GPTQ papers' protocol: the test split joined by blank lines, the first 4 x 2048 tokens."""
+    import json
+
+    rows = [json.loads(line)["text"] for line in
+            (data_dir / "wikitext-2-raw-v1" / "test.jsonl").read_text().splitlines()]
+    return tokenizer("\n\n".join(rows), return_tensors="pt").input_ids[:, :4 * 2048].reshape(4, 2048)

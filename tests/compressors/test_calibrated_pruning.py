@@ -1,7 +1,5 @@
 """Wanda and SparseGPT on the real model: exact sparsity, exact N:M, determinism, far below magnitude."""
 
-import math
-
 import pytest
 import torch
 
@@ -14,36 +12,18 @@ CALIBRATION = "nsamples=8:seqlen=256"
 
 
 @pytest.fixture(scope="module")
-def tokenizer(checkpoint):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(checkpoint)
-
-
-def fresh():
+def magnitude_ppl(wikitext_ids, checkpoint, perplexity):
     from compbench.model_zoo import get_preset, load_model
 
-    preset = get_preset("smollm2-135m")
-    model, _ = load_model(preset, device="cpu")
-    model.compbench_compressible = preset.compressible
-    return model
-
-
-def perplexity(model, ids) -> float:
-    with torch.no_grad():
-        return math.exp(float(model(ids, labels=ids).loss))
-
-
-@pytest.fixture(scope="module")
-def magnitude_ppl(wikitext_ids):
-    return perplexity(compress(fresh(), parse_recipe("magnitude:0.6")).model, wikitext_ids)
+    model, _ = load_model(get_preset("smollm2-135m"), device="cpu")
+    return perplexity(compress(model, parse_recipe("magnitude:0.6")).model, wikitext_ids)
 
 
 @pytest.mark.parametrize("method, updates_kept_weights", [("wanda", False), ("sparsegpt", True)])
 def test_unstructured_pruning_is_exact_and_far_better_than_magnitude(
-        method, updates_kept_weights, tokenizer, wikitext_ids, magnitude_ppl, data_dir):
-    original = fresh()
-    result = compress(fresh(), parse_recipe(f"{method}:0.6:{CALIBRATION}"), tokenizer)
+        method, updates_kept_weights, tokenizer, wikitext_ids, magnitude_ppl, fresh_model, perplexity):
+    original = fresh_model()
+    result = compress(fresh_model(), parse_recipe(f"{method}:0.6:{CALIBRATION}"), tokenizer)
     zeros = total = 0
     for name, module in linear_layers(result.model).items():
         weight = module.weight
@@ -63,10 +43,10 @@ def test_unstructured_pruning_is_exact_and_far_better_than_magnitude(
 
 @pytest.mark.parametrize("recipe", [f"wanda:n=2:m=4:{CALIBRATION}", f"sparsegpt:n=2:m=4:{CALIBRATION}",
                                     f"wanda:n=4:m=8:{CALIBRATION}", "magnitude:n=2:m=4"])
-def test_nm_masks_hold_n_zeros_in_every_group_of_m(recipe, tokenizer, data_dir):
+def test_nm_masks_hold_n_zeros_in_every_group_of_m(recipe, tokenizer, fresh_model):
     step = parse_recipe(recipe).steps[0]
     n, m = step.config.n, step.config.m
-    model = compress(fresh(), parse_recipe(recipe), tokenizer).model
+    model = compress(fresh_model(), parse_recipe(recipe), tokenizer).model
     for name, module in linear_layers(model).items():
         weight = module.weight.detach()
         assert follows_nm(weight, n, m), name
@@ -75,32 +55,23 @@ def test_nm_masks_hold_n_zeros_in_every_group_of_m(recipe, tokenizer, data_dir):
         assert float((groups == n).float().mean()) > 0.995, name
 
 
-def test_wanda_is_deterministic(tokenizer, data_dir):
+def test_wanda_is_deterministic(tokenizer, fresh_model):
     recipe = parse_recipe(f"wanda:0.5:{CALIBRATION}")
-    first = compress(fresh(), recipe, tokenizer).model
-    second = compress(fresh(), recipe, tokenizer).model
+    first = compress(fresh_model(), recipe, tokenizer).model
+    second = compress(fresh_model(), recipe, tokenizer).model
     for (name, a), b in zip(linear_layers(first).items(), linear_layers(second).values(), strict=True):
         assert torch.equal(a.weight == 0, b.weight == 0), name
 
 
 @pytest.mark.slow
-def test_sparsegpt_at_or_below_wanda_with_the_default_calibration(tokenizer, data_dir):
+def test_sparsegpt_at_or_below_wanda_with_the_default_calibration(tokenizer, fresh_model, perplexity,
+                                                                  gptq_chunks):
     """The papers' ordering at 50% and 2:4, with 32 x 512 calibration tokens, on 4 x 2048 test tokens."""
-    import json
-
-    from compbench.tasks.data import data_dir as root
-
-    rows = [json.loads(line)["text"] for line in
-            (root() / "wikitext-2-raw-v1" / "test.jsonl").read_text().splitlines()]
-    ids = tokenizer("\n\n".join(rows), return_tensors="pt").input_ids[:, :4 * 2048].reshape(4, 2048)
-
-    def chunked(model):
-        with torch.no_grad():
-            return math.exp(sum(float(model(r[None], labels=r[None]).loss) for r in ids) / 4)
-
     for shape in ("0.5", "n=2:m=4"):
-        wanda = chunked(compress(fresh(), parse_recipe(f"wanda:{shape}"), tokenizer).model)
-        sparsegpt = chunked(compress(fresh(), parse_recipe(f"sparsegpt:{shape}"), tokenizer).model)
+        wanda = perplexity(compress(fresh_model(), parse_recipe(f"wanda:{shape}"), tokenizer).model,
+                           gptq_chunks)
+        sparsegpt = perplexity(compress(fresh_model(), parse_recipe(f"sparsegpt:{shape}"),
+                                        tokenizer).model, gptq_chunks)
         assert sparsegpt <= wanda, shape
 
 

@@ -7,13 +7,6 @@ from compbench.compressors.calibration import Calibrated, calibration_ids
 from compbench.errors import CompbenchError
 
 
-@pytest.fixture(scope="module")
-def tokenizer(checkpoint):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(checkpoint)
-
-
 def test_windows_are_deterministic_disjoint_and_seeded(tokenizer, data_dir):
     config = Calibrated(nsamples=8, seqlen=128, seed=0)
     first, again = calibration_ids(tokenizer, config), calibration_ids(tokenizer, config)

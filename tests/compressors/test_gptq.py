@@ -1,7 +1,5 @@
 """GPTQ and RTN on the real embedded model: packed storage, true sizes, GPTQ beats RTN, reload."""
 
-import math
-
 import pytest
 import torch
 
@@ -13,34 +11,9 @@ CALIBRATION = "nsamples=8:seqlen=256"
 
 
 @pytest.fixture(scope="module")
-def tokenizer(checkpoint):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(checkpoint)
-
-
-@pytest.fixture(scope="module")
-def test_chunk(checkpoint, data_dir, tokenizer):
-    """The first 2048 tokens of the wikitext-2 test text (GPTQ protocol: rows joined by blank lines)."""
-    import json
-
-    rows = [json.loads(line)["text"] for line in
-            (data_dir / "wikitext-2-raw-v1" / "test.jsonl").read_text().splitlines()[:400]]
-    return tokenizer("\n\n".join(rows), return_tensors="pt").input_ids[:, :2048]
-
-
-def perplexity(model, ids) -> float:
-    with torch.no_grad():
-        return math.exp(float(model(ids, labels=ids).loss))
-
-
-def fresh():
-    from compbench.model_zoo import get_preset, load_model
-
-    preset = get_preset("smollm2-135m")
-    model, _ = load_model(preset, device="cpu")
-    model.compbench_compressible = preset.compressible
-    return model
+def test_chunk(gptq_chunks):
+    """The first 2048 tokens of the GPTQ protocol's test text."""
+    return gptq_chunks[:1]
 
 
 def test_rtn_4bit_packs_weights_to_under_0_3_of_fp16(fp32_model, tokenizer):
@@ -58,48 +31,31 @@ def test_rtn_4bit_packs_weights_to_under_0_3_of_fp16(fp32_model, tokenizer):
     assert max(len(torch.unique(g)) for g in groups[:16].reshape(-1, 64)) <= 16
 
 
-def test_gptq_beats_round_to_nearest_at_3_bits(tokenizer, test_chunk, data_dir):
-    rtn = perplexity(compress(fresh(), parse_recipe("rtn:3"), tokenizer).model, test_chunk)
-    gptq = perplexity(compress(fresh(), parse_recipe("gptq:3:nsamples=16:seqlen=512"), tokenizer).model,
+def test_gptq_beats_round_to_nearest_at_3_bits(tokenizer, test_chunk, fresh_model, perplexity):
+    rtn = perplexity(compress(fresh_model(), parse_recipe("rtn:3"), tokenizer).model, test_chunk)
+    gptq = perplexity(compress(fresh_model(), parse_recipe("gptq:3:nsamples=16:seqlen=512"), tokenizer).model,
                       test_chunk)
-    assert perplexity(fresh(), test_chunk) < gptq < 0.8 * rtn  # measured: 82 vs 153 on 2 x 2048
+    assert perplexity(fresh_model(), test_chunk) < gptq < 0.8 * rtn  # measured: 82 vs 153 on 2 x 2048
 
 
 @pytest.mark.slow
-def test_gptq_beats_round_to_nearest_with_the_default_calibration(tokenizer, data_dir):
+def test_gptq_beats_round_to_nearest_with_the_default_calibration(tokenizer, fresh_model, perplexity,
+                                                                  gptq_chunks):
     """The GPTQ study's claim on its protocol: 4 x 2048 test tokens, 32 x 512 calibration tokens."""
-    import json
-
-    from compbench.tasks.data import data_dir as root
-
-    rows = [json.loads(line)["text"] for line in
-            (root() / "wikitext-2-raw-v1" / "test.jsonl").read_text().splitlines()]
-    ids = tokenizer("\n\n".join(rows), return_tensors="pt").input_ids[:, :4 * 2048].reshape(4, 2048)
-
-    def chunked(model):
-        with torch.no_grad():
-            return math.exp(sum(float(model(r[None], labels=r[None]).loss) for r in ids) / 4)
-
-    ppl = {r: chunked(compress(fresh(), parse_recipe(r), tokenizer).model)
+    ppl = {r: perplexity(compress(fresh_model(), parse_recipe(r), tokenizer).model, gptq_chunks)
            for r in ("fp32", "rtn:4", "gptq:4", "rtn:3", "gptq:3", "gptq:8")}
     assert ppl["fp32"] < ppl["gptq:4"] < ppl["rtn:4"]
     assert ppl["gptq:4"] < ppl["gptq:3"] < ppl["rtn:3"]
     assert abs(ppl["gptq:8"] / ppl["fp32"] - 1) < 0.01
 
 
-def test_8bit_is_within_one_percent_of_the_unquantized_model(tokenizer, test_chunk):
-    baseline = perplexity(fresh(), test_chunk)
-    eight = perplexity(compress(fresh(), parse_recipe("rtn:8"), tokenizer).model, test_chunk)
-    assert abs(eight / baseline - 1) < 0.01
-
-
-def test_packed_checkpoint_reloads_with_from_pretrained(tokenizer, test_chunk, tmp_path):
+def test_packed_checkpoint_reloads_with_from_pretrained(tokenizer, test_chunk, tmp_path, fresh_model):
     from transformers import AutoModelForCausalLM
 
     from compbench.harness.measure import checkpoint_bytes
 
-    fp32_disk = checkpoint_bytes(fresh())
-    model = compress(fresh(), parse_recipe("rtn:4"), tokenizer).model
+    fp32_disk = checkpoint_bytes(fresh_model())
+    model = compress(fresh_model(), parse_recipe("rtn:4"), tokenizer).model
     with torch.no_grad():
         logits = model(test_chunk[:, :256]).logits
     model.save_pretrained(tmp_path)
@@ -110,8 +66,8 @@ def test_packed_checkpoint_reloads_with_from_pretrained(tokenizer, test_chunk, t
         assert torch.allclose(reloaded(test_chunk[:, :256]).logits, logits, atol=1e-4)
 
 
-def test_pruned_zeros_stay_zero_through_gptq(tokenizer):
-    result = compress(fresh(), parse_recipe(f"wanda:0.5:{CALIBRATION}+gptq:4:{CALIBRATION}"), tokenizer)
+def test_pruned_zeros_stay_zero_through_gptq(tokenizer, fresh_model):
+    result = compress(fresh_model(), parse_recipe(f"wanda:0.5:{CALIBRATION}+gptq:4:{CALIBRATION}"), tokenizer)
     wanda, gptq = (s["stats"] for s in result.steps)
     assert wanda["sparsity"] == pytest.approx(0.5, abs=0.001)
     assert gptq["sparsity"] >= wanda["sparsity"]  # no pruned weight filled back in

@@ -57,13 +57,6 @@ def test_mask_holds_through_quantization(fp32_model, quantizer):
         assert bool((dense_weight(module)[masks[name]] == 0).all()), name
 
 
-@pytest.fixture(scope="module")
-def tokenizer(checkpoint):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(checkpoint)
-
-
 def _layer_sparsity(model):
     return {n: float((m.weight == 0).float().mean()) for n, m in linear_layers(model).items()}
 

@@ -9,13 +9,6 @@ from compbench.compressors import compress, parse_recipe
 from compbench.errors import CompbenchError
 
 
-@pytest.fixture(scope="module")
-def tokenizer(checkpoint):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(checkpoint)
-
-
 def test_removing_a_quarter_of_mlp_channels_shrinks_and_reloads(fp32_model, tokenizer, wikitext_ids,
                                                                  tmp_path, data_dir):
     from transformers import AutoModelForCausalLM
