@@ -6,7 +6,9 @@
    wikitext2_chunked perplexity (first 4 x 2048 test tokens), pruning seconds and peak RSS; and
    at 50%, accuracy and macro F1 on the five reasoning tasks (first --reasoning-limit documents
    of each).
-2. The Qwen2 study's table: global magnitude 25% / 50%, ranked (the 4 least sensitive blocks
+2. Structured pruning (25% of MLP channels; and a third of the query heads too): parameters,
+   checkpoint size on disk, prefill tokens/s against fp32 in the same sweep, perplexity.
+3. The Qwen2 study's table: global magnitude 25% / 50%, ranked (the 4 least sensitive blocks
    25% -> 50%), mixed groups (attention 50%, MLP 25%), each alone and followed by int8 / nf4.
 
 Every row is a `compbench eval` run whose results JSON lands under bench/results/, so an
@@ -28,6 +30,7 @@ REASONING = ("commonsense_qa", "cosmos_qa", "logiqa", "reclor", "e_kar")
 PPL_TASK, PPL_KEY = "wikitext2_chunked", "perplexity,none"
 NM_NOTE = ("magnitude 2:4 keeps the 2 largest |w| of every 4 consecutive inputs "
            "(Wanda's N:M with a weight-only score)")
+STRUCTURED = ("structured:ffn=0.25", "structured:heads=0.34:ffn=0.25")
 QWEN2_PRUNING = ("magnitude:0.25", "magnitude:0.5",
                  "magnitude:0.25:scope=ranked:top=4:top_sparsity=0.5",
                  "magnitude:0.25:scope=groups:groups=self_attn@0.5")
@@ -62,16 +65,16 @@ def main() -> None:
     grid = {(m, p): recipe_for(m, p) for m in METHODS for p in patterns}
     ppl_runs, reasoning_runs, qwen2_runs = (out / "pruning_ppl", out / "pruning_reasoning",
                                             out / "qwen2_pruning")
-    run_sweep([RunSpec(args.model, r, (PPL_TASK,), limit=4) for r in ["fp32", *grid.values()]],
-              ppl_runs)
+    run_sweep([RunSpec(args.model, r, (PPL_TASK,), limit=4)
+               for r in ["fp32", *grid.values(), *STRUCTURED]], ppl_runs)
     chosen = ["fp32", *(grid[(m, 0.5)] for m in METHODS)]
     run_sweep([RunSpec(args.model, r, REASONING, limit=args.reasoning_limit) for r in chosen],
               reasoning_runs)
     qwen2 = [f"{p}{q}" for p in QWEN2_PRUNING for q in ("", "+int8", "+nf4")]
     run_sweep([RunSpec(args.model, r, (PPL_TASK,), limit=4) for r in ["fp32", *qwen2]], qwen2_runs)
 
-    ppl = {r["recipe"]["string"]: r for r in load_results(ppl_runs) if r.get("status") == "ok"}
-    reasoning = {r["recipe"]["string"]: r for r in load_results(reasoning_runs)
+    ppl = {r["run"]["recipe"]: r for r in load_results(ppl_runs) if r.get("status") == "ok"}
+    reasoning = {r["run"]["recipe"]: r for r in load_results(reasoning_runs)
                  if r.get("status") == "ok"}
     baseline = ppl["fp32"]["eval"]["tasks"][PPL_TASK][PPL_KEY]
     rows = [["none (fp32)", "0", f"{baseline:.2f}", "-", "-", "-", *_reasoning_cells(reasoning.get("fp32"))]]
@@ -98,7 +101,22 @@ def main() -> None:
               ylabel="wikitext-2 perplexity (log)", log_y=True,
               title=f"{args.model}: pruning without retraining, fp32 = {baseline:.2f}")
 
-    qwen = {r["recipe"]["string"]: r for r in load_results(qwen2_runs) if r.get("status") == "ok"}
+    srows = []
+    for recipe in ("fp32", *STRUCTURED):
+        record = ppl.get(recipe)
+        if record is None:
+            continue
+        compression, timing = record["compression"], record["timing"]
+        speedup = timing["prefill_tokens_per_s"] / ppl["fp32"]["timing"]["prefill_tokens_per_s"]
+        srows.append([recipe, f"{compression['params_total'] / 1e6:.1f}",
+                      f"{compression['checkpoint_mb']:.0f}", f"{timing['prefill_tokens_per_s']:.0f}",
+                      f"{speedup:.2f}x", f"{record['eval']['tasks'][PPL_TASK][PPL_KEY]:.2f}"])
+    stable = tabulate(srows, ["recipe", "params M", "on disk MB", "prefill tok/s", "vs fp32",
+                              f"ppl ({PPL_TASK}, 4x2048)"], tablefmt="github", disable_numparse=True)
+    (out / "structured.md").write_text(stable + "\n")
+    print(stable)
+
+    qwen = {r["run"]["recipe"]: r for r in load_results(qwen2_runs) if r.get("status") == "ok"}
     qrows = []
     for pruning in QWEN2_PRUNING:
         cells = [pruning]

@@ -35,7 +35,7 @@ def _row(record: dict, baseline_ppl: float) -> list:
     linear_ratio = stats.get("linear_bytes_vs_fp16")
     disk = compression.get("checkpoint_mb")
     return [
-        record["recipe"]["string"].replace(f":{CALIBRATION}", ""),
+        record["run"]["recipe"].replace(f":{CALIBRATION}", ""),
         f"{compression['size_mb']:.1f}", "-" if disk is None else f"{disk:.1f}",
         f"{compression['compression_ratio_vs_16bit']:.2f}",
         "-" if linear_ratio is None else f"{linear_ratio:.3f}",
@@ -64,7 +64,7 @@ def main() -> None:
     out = Path(args.output_dir)
     runs = out / "quantization"
     run_sweep([RunSpec(args.model, r, (TASK,), limit=args.limit) for r in RECIPES], runs)
-    records = {r["recipe"]["string"]: r for r in load_results(runs) if r.get("status") == "ok"}
+    records = {r["run"]["recipe"]: r for r in load_results(runs) if r.get("status") == "ok"}
     baseline = records["fp32"]["eval"]["tasks"][TASK][KEY]
     rows = [_row(records[r], baseline) for r in RECIPES if r in records]
     header = ["recipe", "size MB", "on disk MB", "ratio vs 16-bit", "quantized linears / fp16",
