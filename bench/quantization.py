@@ -40,7 +40,8 @@ def _row(record: dict, baseline_ppl: float) -> list:
         f"{compression['compression_ratio_vs_16bit']:.2f}",
         "-" if linear_ratio is None else f"{linear_ratio:.3f}",
         f"{ppl:.2f}", f"{100 * (ppl / baseline_ppl - 1):+.1f}%",
-        f"{timing['prefill_tokens_per_s']:.0f}", f"{timing['generate_tokens_per_s']:.1f}",
+        f"{timing['prefill_tokens_per_s']:.0f}",
+        "-" if timing["generate_tokens_per_s"] is None else f"{timing['generate_tokens_per_s']:.1f}",
         f"{compression['seconds']:.1f}", f"{timing['peak_rss_mb']:.0f}",
     ]
 

