@@ -51,11 +51,13 @@ def main() -> None:
     parser.add_argument("--reasoning-limit", type=int, default=20)
     parser.add_argument("--output-dir", default="bench/results")
     parser.add_argument("--data-dir")
+    parser.add_argument("--run", default="ppl,reasoning,qwen2",
+                        help="which sweeps to run before the tables are built (comma-separated; "
+                        "'' builds the tables from the results already there)")
     args = parser.parse_args()
 
     from compbench.harness.runner import RunSpec, run_sweep
     from compbench.reports.plots import line_plot
-    from compbench.reports.store import load_results
     from compbench.tasks.data import set_data_dir
 
     if args.data_dir:
@@ -65,17 +67,19 @@ def main() -> None:
     grid = {(m, p): recipe_for(m, p) for m in METHODS for p in patterns}
     ppl_runs, reasoning_runs, qwen2_runs = (out / "pruning_ppl", out / "pruning_reasoning",
                                             out / "qwen2_pruning")
-    run_sweep([RunSpec(args.model, r, (PPL_TASK,), limit=4)
-               for r in ["fp32", *grid.values(), *STRUCTURED]], ppl_runs)
     chosen = ["fp32", *(grid[(m, 0.5)] for m in METHODS)]
-    run_sweep([RunSpec(args.model, r, REASONING, limit=args.reasoning_limit) for r in chosen],
-              reasoning_runs)
     qwen2 = [f"{p}{q}" for p in QWEN2_PRUNING for q in ("", "+int8", "+nf4")]
-    run_sweep([RunSpec(args.model, r, (PPL_TASK,), limit=4) for r in ["fp32", *qwen2]], qwen2_runs)
+    sweeps = {
+        "ppl": (ppl_runs, (PPL_TASK,), 4, ["fp32", *grid.values(), *STRUCTURED]),
+        "reasoning": (reasoning_runs, REASONING, args.reasoning_limit, chosen),
+        "qwen2": (qwen2_runs, (PPL_TASK,), 4, ["fp32", *qwen2]),
+    }
+    for name in filter(None, args.run.split(",")):
+        folder, tasks, limit, recipes = sweeps[name]
+        run_sweep([RunSpec(args.model, r, tasks, limit=limit) for r in recipes], folder)
 
-    ppl = {r["run"]["recipe"]: r for r in load_results(ppl_runs) if r.get("status") == "ok"}
-    reasoning = {r["run"]["recipe"]: r for r in load_results(reasoning_runs)
-                 if r.get("status") == "ok"}
+    ppl = {r["run"]["recipe"]: r for r in _results(ppl_runs)}
+    reasoning = {r["run"]["recipe"]: r for r in _results(reasoning_runs)}
     baseline = ppl["fp32"]["eval"]["tasks"][PPL_TASK][PPL_KEY]
     rows = [["none (fp32)", "0", f"{baseline:.2f}", "-", "-", "-", *_reasoning_cells(reasoning.get("fp32"))]]
     series: dict[str, list[tuple[float, float]]] = {m: [] for m in METHODS}
@@ -116,7 +120,7 @@ def main() -> None:
     (out / "structured.md").write_text(stable + "\n")
     print(stable)
 
-    qwen = {r["run"]["recipe"]: r for r in load_results(qwen2_runs) if r.get("status") == "ok"}
+    qwen = {r["run"]["recipe"]: r for r in _results(qwen2_runs)}
     qrows = []
     for pruning in QWEN2_PRUNING:
         cells = [pruning]
@@ -130,6 +134,12 @@ def main() -> None:
                       tablefmt="github", disable_numparse=True)
     (out / "qwen2_pruning.md").write_text(qtable + "\n")
     print(qtable)
+
+
+def _results(folder: Path) -> list[dict]:
+    from compbench.reports.store import load_results
+
+    return [r for r in load_results(folder) if r.get("status") == "ok"] if folder.is_dir() else []
 
 
 def _reasoning_cells(record: dict | None) -> list[str]:
