@@ -4,7 +4,8 @@ For each unit, a copy of the model has only that unit's linears compressed by th
 and its perplexity on calibration windows (the wikitext-2 validation text by default, never the
 test text) is compared with the uncompressed model's. Ranked magnitude pruning and mixed 4/8-bit
 quantization read these numbers; `compbench sensitivity` prints them. Results are cached in the
-user cache, keyed by the model, the step, the unit and the calibration windows.
+user cache, keyed by the model (its weights' fingerprint included), the step, the unit and the
+calibration windows.
 """
 
 from __future__ import annotations
@@ -68,11 +69,18 @@ def window_perplexity(model: nn.Module, ids: torch.Tensor) -> float:
     return math.exp(nll / len(ids))
 
 
+def _fingerprint(model: nn.Module) -> list:
+    """The target weights' names, shapes and sums: a model changed by an earlier recipe step
+    (pruned, resized) gets its own cache entry."""
+    return [(name, list(m.weight.shape), float(m.weight.double().abs().sum()))
+            for name, m in linear_layers(model).items()]
+
+
 def _cache_path(model: nn.Module, step: str, unit: str, calibration: Calibrated) -> Path:
     from compbench.model_zoo.embedded import cache_dir
 
     key = json.dumps([getattr(model, "name_or_path", ""), str(next(model.parameters()).dtype),
-                      step, unit, calibration.calibration_record()])
+                      _fingerprint(model), step, unit, calibration.calibration_record()])
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return cache_dir() / "sensitivity" / f"{digest}.json"
 
