@@ -14,6 +14,8 @@ import warnings
 from dataclasses import dataclass
 from typing import ClassVar
 
+from torch import nn
+
 from compbench.compressors.registry import CompressionContext, StepOutput, register_compressor
 from compbench.compressors.targets import linear_layers, target_pattern
 
@@ -89,6 +91,26 @@ def apply_4bit(model, config: NF4Config, context: CompressionContext) -> StepOut
         "bnb_4bit_use_double_quant": config.double_quant,
         "bnb_4bit_compute_dtype": model.dtype,
     })
+
+
+def swap_to_int8_(model, names: list[str], threshold: float = Int8Config.threshold) -> None:
+    """Replace the named float Linears by LLM.int8() `Linear8bitLt` layers, in place, built as
+    transformers' loader builds them. For models whose other layers are already 4-bit (mixed
+    4/8-bit): `BitsAndBytesConfig` holds one bit-width per model, so this mix is done by hand."""
+    import bitsandbytes as bnb
+
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        linear = getattr(parent, child)
+        layer = bnb.nn.Linear8bitLt(linear.in_features, linear.out_features,
+                                    bias=linear.bias is not None, has_fp16_weights=False,
+                                    threshold=threshold)
+        layer.weight = bnb.nn.Int8Params(linear.weight.data, requires_grad=False,
+                                         has_fp16_weights=False).to(linear.weight.device)
+        if linear.bias is not None:
+            layer.bias = nn.Parameter(linear.bias.data, requires_grad=False)
+        setattr(parent, child, layer)
 
 
 register_compressor("int8", Int8Config, apply_int8, kind="quantize", terminal=True,

@@ -24,6 +24,7 @@ from typing import ClassVar
 import torch
 
 from compbench.compressors.calibration import Calibrated
+from compbench.compressors.nm import check_sparsity
 from compbench.compressors.registry import CompressionContext, StepOutput, register_compressor
 from compbench.compressors.targets import linear_layers
 from compbench.errors import CompbenchError
@@ -49,25 +50,15 @@ class MagnitudeConfig(Calibrated):
 
     def __post_init__(self):
         super().__post_init__()
-        if not 0.0 <= self.sparsity < 1.0:
-            raise ValueError(f"sparsity must be in [0, 1), got {self.sparsity}")
+        object.__setattr__(self, "sparsity", check_sparsity(self.sparsity, self.n, self.m))
         if self.scope not in SCOPES:
             raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got '{self.scope}'")
         if not 0.0 <= self.top_sparsity < 1.0:
             raise ValueError(f"top_sparsity must be in [0, 1), got {self.top_sparsity}")
         if self.top < 1:
             raise ValueError(f"top must be >= 1, got {self.top}")
-        if (self.n == 0) != (self.m == 0):
-            raise ValueError(f"give both n and m for an N:M pattern, got n={self.n} m={self.m}")
-        if self.m and not 0 < self.n < self.m:
-            raise ValueError(f"N:M needs 0 < n < m, got n={self.n} m={self.m}")
         if self.m and self.scope != "global":
             raise ValueError("an N:M pattern applies to every layer; it takes no scope")
-        if self.m and self.sparsity not in (0.5, self.n / self.m):  # 0.5: the default
-            raise ValueError(f"an {self.n}:{self.m} pattern has sparsity {self.n / self.m:g}; "
-                             f"drop sparsity={self.sparsity:g}")
-        if self.m:
-            object.__setattr__(self, "sparsity", self.n / self.m)
         if self.scope == "groups":
             self.group_sparsities()
         elif self.groups:

@@ -3,12 +3,19 @@
 Each decoder block's sensitivity to 4-bit is measured (perplexity on calibration text with that
 block alone rounded to 4 bits: `sensitivity.py`). All blocks start at 4 bits; the most
 sensitive are raised to 8 bits, in order, while the parameter-weighted mean stays within
-`budget_bits`. The two groups are then quantized together by GPTQ or RTN (`method`), in the
-same packed format as `gptq` / `rtn`.
+`budget_bits`. The two groups are then quantized by `method`:
+
+- `rtn` / `gptq`: integers in groups of `group_size`, in the packed format of `gptq` / `rtn`
+  (sensitivity probed with RTN 4-bit); exports and reloads with stock `from_pretrained`.
+- `bnb`: bitsandbytes layers, NF4 (blocks of 64) for the 4-bit blocks and LLM.int8() for the
+  8-bit ones (sensitivity probed with NF4). transformers' `BitsAndBytesConfig` holds one
+  bit-width per model, so the 8-bit layers are swapped in by hand; the result runs and is
+  measured like any other, but stock `from_pretrained` cannot reload the mix: not exportable.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -18,10 +25,10 @@ from compbench.compressors.calibration import Calibrated
 from compbench.compressors.gptq import int_scheme, pack_, zero_masks
 from compbench.compressors.llmc import oneshot_
 from compbench.compressors.registry import CompressionContext, StepOutput, register_compressor
-from compbench.compressors.targets import linear_layers
+from compbench.compressors.targets import linear_layers, target_pattern
 from compbench.errors import CompbenchError
 
-METHODS = ("rtn", "gptq")
+METHODS = ("rtn", "gptq", "bnb")
 LOW_BITS, HIGH_BITS = 4, 8
 
 
@@ -31,9 +38,9 @@ class MixedConfig(Calibrated):
 
     MAIN_OPTION: ClassVar[str] = "budget_bits"
     budget_bits: float = 5.0  # mean bits per target weight, in [4, 8]
-    method: str = "rtn"  # rtn or gptq
-    group_size: int = 64  # input columns sharing a scale (both bit-widths)
-    sym: bool = True  # symmetric grid
+    method: str = "rtn"  # rtn, gptq or bnb
+    group_size: int = 64  # input columns sharing a scale, both bit-widths (rtn / gptq)
+    sym: bool = True  # symmetric grid (rtn / gptq)
     sensitivity_samples: int = 4  # calibration windows the 4-bit sensitivity is measured on
     version: int = 1  # bump when the method's behaviour changes
 
@@ -45,6 +52,9 @@ class MixedConfig(Calibrated):
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got '{self.method}'")
         if self.group_size < 0:
             raise ValueError(f"group_size must be >= 0, got {self.group_size}")
+        if self.method == "bnb" and (self.group_size != 64 or not self.sym):
+            raise ValueError("group_size and sym apply to method=rtn or gptq; bnb uses NF4 "
+                             "(blocks of 64) and LLM.int8() (one scale per row)")
         if self.sensitivity_samples < 1:
             raise ValueError(f"sensitivity_samples must be >= 1, got {self.sensitivity_samples}")
 
@@ -64,40 +74,69 @@ def assign_bits(sizes: dict[str, int], sensitivity: dict[str, float], budget_bit
 
 
 def apply(model: nn.Module, config: MixedConfig, context: CompressionContext) -> StepOutput:
-    from llmcompressor.modifiers.quantization import GPTQModifier, QuantizationModifier
-
     from compbench.compressors.recipe import make_step
     from compbench.compressors.sensitivity import measure_sensitivity, units_of
 
     if context.tokenizer is None:
         raise CompbenchError("mixed measures sensitivity on calibration text, which needs the tokenizer")
     layers = linear_layers(model)
-    int_scheme(model, "mixed", LOW_BITS, config.group_size, config.sym)  # checks the group size
-    probe = make_step("rtn", {"bits": LOW_BITS, "group_size": config.group_size, "sym": config.sym})
+    if config.method == "bnb":
+        probe = make_step("nf4", {})
+    else:
+        int_scheme(model, "mixed", LOW_BITS, config.group_size, config.sym)  # checks the group size
+        probe = make_step("rtn", {"bits": LOW_BITS, "group_size": config.group_size,
+                                  "sym": config.sym})
     probe_calibration = Calibrated(config.calibration, config.sensitivity_samples, config.seqlen,
                                    config.seed)
     delta = measure_sensitivity(model, context.tokenizer, probe, "block", probe_calibration).delta()
     units = units_of(model, "block")
     sizes = {u: sum(layers[n].weight.numel() for n in members) for u, members in units.items()}
     bits = assign_bits(sizes, delta, config.budget_bits)
-    groups = {}
-    for width in (LOW_BITS, HIGH_BITS):
-        members = {n: layers[n] for u in units if bits[u] == width for n in units[u]}
-        if members:
-            groups[f"group_{width}bit"] = int_scheme(model, "mixed", width, config.group_size,
-                                                  config.sym, layers=members)
-    masks = zero_masks(model)
-    if config.method == "gptq":
-        oneshot_(model, [GPTQModifier(config_groups=groups)], "mixed", context, calibration=config)
+    members = {width: {n: layers[n] for u in units if bits[u] == width for n in units[u]}
+               for width in (LOW_BITS, HIGH_BITS)}
+    if config.method == "bnb":
+        model, stats = _bnb_mixed(model, members[LOW_BITS], members[HIGH_BITS], context)
     else:
-        oneshot_(model, [QuantizationModifier(config_groups=groups)], "mixed", context)
-    stats = pack_(model, masks)
+        stats = _integer_mixed(model, members, config, context)
     stats["mean_bits"] = sum(bits[u] * sizes[u] for u in units) / sum(sizes.values())
     stats["blocks_8bit"] = [u for u in units if bits[u] == HIGH_BITS]
     return StepOutput(model, stats)
 
 
+def _integer_mixed(model: nn.Module, members: dict[int, dict], config: MixedConfig,
+                   context: CompressionContext) -> dict:
+    """Both groups in one llm-compressor pass (GPTQ or RTN), then packed."""
+    from llmcompressor.modifiers.quantization import GPTQModifier, QuantizationModifier
+
+    groups = {f"group_{width}bit": int_scheme(model, "mixed", width, config.group_size, config.sym,
+                                              layers=layers)
+              for width, layers in members.items() if layers}
+    masks = zero_masks(model)
+    if config.method == "gptq":
+        oneshot_(model, [GPTQModifier(config_groups=groups)], "mixed", context, calibration=config)
+    else:
+        oneshot_(model, [QuantizationModifier(config_groups=groups)], "mixed", context)
+    return pack_(model, masks)
+
+
+def _bnb_mixed(model: nn.Module, four_bit: dict, eight_bit: dict,
+               context: CompressionContext) -> tuple[nn.Module, dict]:
+    """NF4 through transformers' loader for the 4-bit layers, then LLM.int8() swapped in by hand."""
+    from compbench.compressors.bnb import NF4Config, apply_4bit, swap_to_int8_
+
+    pattern = target_pattern(model)
+    if four_bit:
+        model.compbench_compressible = "^(" + "|".join(map(re.escape, four_bit)) + ")$"
+        model = apply_4bit(model, NF4Config(), context).model
+        model.compbench_compressible = pattern
+    swap_to_int8_(model, list(eight_bit))
+    return model, {"quantized_layers": len(four_bit) + len(eight_bit),
+                   "layers_4bit": len(four_bit), "layers_8bit": len(eight_bit)}
+
+
 register_compressor(
     "mixed", MixedConfig, apply, kind="quantize", terminal=True, needs_calibration=True,
-    summary="per-block 4/8-bit integer weights under a bit budget, by measured sensitivity",
+    exportable=lambda config: config.method != "bnb",
+    summary="per-block 4/8-bit weights (packed integers or bitsandbytes) under a bit budget, "
+            "by measured sensitivity",
 )

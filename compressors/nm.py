@@ -14,6 +14,21 @@ from compbench.compressors.registry import CompressionContext, StepOutput
 from compbench.compressors.targets import linear_layers, sparsity_of
 
 
+def check_sparsity(sparsity: float, n: int, m: int) -> float:
+    """Validate an unstructured sparsity or an N:M pattern; the sparsity it means (n/m for N:M)."""
+    if not 0.0 <= sparsity < 1.0:
+        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+    if (n == 0) != (m == 0):
+        raise ValueError(f"give both n and m for an N:M pattern, got n={n} m={m}")
+    if not m:
+        return sparsity
+    if not 0 < n < m:
+        raise ValueError(f"N:M needs 0 < n < m, got n={n} m={m}")
+    if sparsity not in (0.5, n / m):  # 0.5: the default
+        raise ValueError(f"an {n}:{m} pattern has sparsity {n / m:g}; drop sparsity={sparsity:g}")
+    return n / m
+
+
 @dataclass(frozen=True)
 class CalibratedSparsity(Calibrated):
     """Unstructured `sparsity`, or N zeros in every M consecutive input weights when `n`:`m` is set."""
@@ -25,17 +40,7 @@ class CalibratedSparsity(Calibrated):
 
     def __post_init__(self):
         super().__post_init__()
-        if not 0.0 <= self.sparsity < 1.0:
-            raise ValueError(f"sparsity must be in [0, 1), got {self.sparsity}")
-        if (self.n == 0) != (self.m == 0):
-            raise ValueError(f"give both n and m for an N:M pattern, got n={self.n} m={self.m}")
-        if self.m and not 0 < self.n < self.m:
-            raise ValueError(f"N:M needs 0 < n < m, got n={self.n} m={self.m}")
-        if self.m and self.sparsity not in (0.5, self.n / self.m):  # 0.5: the default
-            raise ValueError(f"an {self.n}:{self.m} pattern has sparsity {self.n / self.m:g}; "
-                             f"drop sparsity={self.sparsity:g}")
-        if self.m:
-            object.__setattr__(self, "sparsity", self.n / self.m)
+        object.__setattr__(self, "sparsity", check_sparsity(self.sparsity, self.n, self.m))
 
     def mask_structure(self) -> str:
         """llm-compressor's spelling of the pattern: "N:M", or "0:0" for unstructured."""

@@ -34,10 +34,15 @@ class Compressor:
     kind: Literal["cast", "prune", "quantize"]
     # Quantizers that replace Linear layers by packed ones end a recipe: nothing can follow.
     terminal: bool = False
-    # Whether `save_pretrained` writes a checkpoint that stock `from_pretrained` reloads.
-    exportable: bool = True
+    # Whether `save_pretrained` writes a checkpoint that stock `from_pretrained` reloads; a
+    # predicate on the config where that depends on the options.
+    exportable: bool | Callable[[Any], bool] = True
     needs_calibration: bool = False
     summary: str = ""
+
+    def can_export(self, config: Any) -> bool:
+        """Whether this step, with these options, leaves a model stock `from_pretrained` reloads."""
+        return self.exportable(config) if callable(self.exportable) else self.exportable
 
     def defaults(self) -> dict[str, Any]:
         """Each option's default, read from the config's fields (a config may refuse to be built
@@ -59,7 +64,7 @@ def register_compressor(
     *,
     kind: Literal["cast", "prune", "quantize"],
     terminal: bool = False,
-    exportable: bool = True,
+    exportable: bool | Callable[[Any], bool] = True,
     needs_calibration: bool = False,
     summary: str = "",
 ) -> None:

@@ -106,7 +106,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     preset = get_preset(args.model)
     recipe = parse_recipe(args.recipe)
-    blocked = [s.method for s in recipe.steps if not COMPRESSORS[s.method].exportable]
+    blocked = [str(s) for s in recipe.steps if not COMPRESSORS[s.method].can_export(s.config)]
     if blocked:
         raise CompbenchError(f"recipe '{recipe}' cannot be exported as a Hugging Face checkpoint: "
                              f"{', '.join(blocked)} has no serialized format that "

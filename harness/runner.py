@@ -153,7 +153,7 @@ def evaluate_run(spec: RunSpec) -> dict[str, Any]:
         )
     counter.remove()
     speed = throughput(lm.model, _speed_prompt(lm.tokenizer))
-    exportable = all(COMPRESSORS[s.method].exportable for s in lm.recipe.steps)
+    exportable = all(COMPRESSORS[s.method].can_export(s.config) for s in lm.recipe.steps)
     disk_bytes = checkpoint_bytes(lm.model) if exportable else None
     baseline_bytes = compression.size_bytes_before
     return {

@@ -22,6 +22,7 @@ from compbench.harness.cli import main
     (["eval", "--recipe", "gptq:5"], "gptq: bits must be one of 2, 3, 4, 8, got 5"),
     (["eval", "--recipe", "wanda:n=2"], "wanda: give both n and m"),
     (["export", "--recipe", "dynamic-int8", "out"], "dynamic-int8 has no serialized format"),
+    (["export", "--recipe", "mixed:5:method=bnb", "out"], "method=bnb has no serialized format"),
     (["sensitivity", "--method", "magnitude:0.5+int8"], "--method takes one step"),
     (["sensitivity", "--method", "magnitude:0.5", "--nsamples", "0"], "nsamples must be >= 1"),
 ])
