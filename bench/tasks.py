@@ -1,21 +1,28 @@
 """Per-task cost and scores of the uncompressed embedded model, one task at a time.
 
-    python bench/tasks.py --output bench/results/tasks.md
+    python bench/tasks.py --limit 0     # full splits: bench/results/tasks_full.md
+    python bench/tasks.py               # 50 documents a task: bench/results/tasks_50.md
 
-Each task runs alone (so its wall time is its own) with a document limit; the full-split time
-is extrapolated from the measured seconds per document and labelled as an estimate. Needs the
-data dir ($COMPBENCH_DATA_DIR or --data-dir).
+Each task runs alone, so its wall time is its own: run nothing else on the machine meanwhile.
+With a limit, the full-split time is extrapolated from the measured seconds per document and
+labelled as an estimate; with `--limit 0` every split is run whole and the time is measured.
+Each task's result is written to its own JSON as soon as it ends, so an interrupted run resumes
+with the tasks not yet done. Needs the data dir ($COMPBENCH_DATA_DIR or --data-dir).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
 from tabulate import tabulate
 
-DEFAULT_LIMITS = {"wikitext2_ppl": 4, "wikitext2_chunked": 4}  # long documents
+TASKS = ("wikitext2_ppl,wikitext2_chunked,mmlu_subset,commonsense_qa,cosmos_qa,logiqa,reclor,"
+         "e_kar,kasut_math,sst2")
+PERPLEXITY_TASKS = ("wikitext2_ppl", "wikitext2_chunked")
+PERPLEXITY_LIMIT = 4  # documents of the perplexity tasks in a limited run: they are long
 HEADLINES = {"wikitext2_ppl": "word_perplexity,none", "wikitext2_chunked": "perplexity,none",
              "kasut_math": "f1_macro,none"}
 
@@ -27,49 +34,73 @@ def _shown(key: str, value) -> bool:
     return key.endswith(",none") and "stderr" not in key and isinstance(value, float) and not per_topic
 
 
+def run_task(lm, manager, task: str, limit: int | None) -> dict:
+    """One task alone: its wall seconds, document counts and metrics."""
+    import lm_eval
+
+    start = time.perf_counter()
+    out = lm_eval.simple_evaluate(model=lm, tasks=[task], limit=limit, task_manager=manager,
+                                  log_samples=False, bootstrap_iters=0)
+    return {"task": task, "limit": limit, "seconds": time.perf_counter() - start,
+            "n-samples": out["n-samples"][task], "metrics": out["results"][task]}
+
+
+def table_row(record: dict) -> list[str]:
+    task, counts, metrics = record["task"], record["n-samples"], record["metrics"]
+    key = HEADLINES.get(task, "acc,none")
+    others = ", ".join(f"{k.split(',')[0]} {v:.3f}" for k, v in metrics.items()
+                       if _shown(k, v) and k != key)
+    minutes = record["seconds"] / 60
+    full = minutes / counts["effective"] * counts["original"]
+    return [task, str(counts["effective"]), str(counts["original"]), f"{metrics[key]:.3f}",
+            key.split(",")[0], others, f"{minutes:.1f}",
+            f"{full:.1f}" if counts["effective"] < counts["original"] else "(measured)"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--limit", type=int, default=50, help="documents per classification task")
-    parser.add_argument("--tasks", default="wikitext2_ppl,wikitext2_chunked,mmlu_subset,"
-                        "commonsense_qa,cosmos_qa,logiqa,reclor,e_kar,kasut_math,sst2")
+    parser.add_argument("--limit", type=int, default=50,
+                        help=f"documents per classification task ({PERPLEXITY_LIMIT} for the "
+                        "perplexity tasks); 0 runs every split whole")
+    parser.add_argument("--tasks", default=TASKS)
     parser.add_argument("--data-dir")
-    parser.add_argument("--output", default="bench/results/tasks.md")
+    parser.add_argument("--output-dir", default="bench/results")
     args = parser.parse_args()
 
-    import lm_eval
     from lm_eval.tasks import TaskManager
 
     from compbench.harness.lm_model import CompressedLM
+    from compbench.reports.store import write_json_atomic
     from compbench.tasks import TASKS_DIR
     from compbench.tasks.data import set_data_dir
 
     if args.data_dir:
         set_data_dir(args.data_dir)
-    lm = CompressedLM(pretrained=args.model, recipe="fp32")
-    manager = TaskManager(include_path=str(TASKS_DIR), metadata={"pretrained": args.model})
-    rows = []
+    name = f"tasks_{args.limit or 'full'}"
+    folder = Path(args.output_dir) / name
+    lm = manager = None
+    records = []
     for task in args.tasks.split(","):
-        limit = DEFAULT_LIMITS.get(task, args.limit)
-        start = time.perf_counter()
-        out = lm_eval.simple_evaluate(model=lm, tasks=[task], limit=limit, task_manager=manager,
-                                      log_samples=False, bootstrap_iters=0)
-        seconds = time.perf_counter() - start
-        counts = out["n-samples"][task]
-        metrics = out["results"][task]
-        key = HEADLINES.get(task, "acc,none")
-        full_minutes = seconds / counts["effective"] * counts["original"] / 60
-        others = ", ".join(f"{k.split(',')[0]} {v:.3f}" for k, v in metrics.items()
-                           if _shown(k, v) and k != key)
-        rows.append([task, counts["effective"], counts["original"], f"{metrics[key]:.3f}",
-                     key.split(",")[0], others, f"{seconds:.0f}", f"{full_minutes:.0f}"])
-        print(rows[-1], flush=True)
+        path = folder / f"{task}.json"
+        if path.is_file():
+            print(f"{task}: done already ({path})", flush=True)
+        else:
+            if lm is None:
+                lm = CompressedLM(pretrained=args.model, recipe="fp32")
+                manager = TaskManager(include_path=str(TASKS_DIR),
+                                      metadata={"pretrained": args.model})
+            limit = None if not args.limit else (
+                PERPLEXITY_LIMIT if task in PERPLEXITY_TASKS else args.limit)
+            write_json_atomic(path, run_task(lm, manager, task, limit))
+        records.append(json.loads(path.read_text()))
+        print(table_row(records[-1]), flush=True)
     header = ["task", "docs run", "docs in split", "score", "metric", "other metrics",
-              "seconds", "full split, est. min"]
-    table = tabulate(rows, header, tablefmt="github", disable_numparse=True)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(table + "\n")
+              "minutes", "full split, est. min"]
+    table = tabulate([table_row(r) for r in records], header, tablefmt="github",
+                     disable_numparse=True)
+    (Path(args.output_dir) / f"{name}.md").write_text(table + "\n")
     print(table)
 
 

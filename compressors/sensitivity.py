@@ -72,7 +72,7 @@ def window_perplexity(model: nn.Module, ids: torch.Tensor) -> float:
 def _fingerprint(model: nn.Module) -> list:
     """The target weights' names, shapes and sums: a model changed by an earlier recipe step
     (pruned, resized) gets its own cache entry."""
-    return [(name, list(m.weight.shape), float(m.weight.double().abs().sum()))
+    return [(name, list(m.weight.shape), float(m.weight.detach().double().abs().sum()))
             for name, m in linear_layers(model).items()]
 
 
