@@ -22,7 +22,8 @@ RECIPES = (
     ["fp32", "bf16"]
     + [f"rtn:{b}" for b in (8, 4, 3, 2)]
     + [f"gptq:{b}:{CALIBRATION}" for b in (8, 4, 3, 2)]
-    + ["int8", "nf4", "fp4", "dynamic-int8", "mixed:5", f"mixed:5:method=gptq:{CALIBRATION}",
+    + ["int8", "nf4", "fp4", "dynamic-int8", "torchao-int8", "torchao-int8:activations=true",
+       "mixed:5", f"mixed:5:method=gptq:{CALIBRATION}",
        "mixed:5:method=bnb",
        f"wanda:0.5:{CALIBRATION}+gptq:4:{CALIBRATION}"]
 )

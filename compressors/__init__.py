@@ -12,6 +12,7 @@ from compbench.compressors import (  # noqa: F401  (each registers its methods)
     mixed,
     sparsegpt,
     structured,
+    torchao,
     wanda,
 )
 from compbench.compressors.pipeline import CompressionResult, compress

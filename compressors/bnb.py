@@ -1,23 +1,20 @@
 """bitsandbytes weight quantization: `int8` (LLM.int8()), `nf4` and `fp4` (4-bit, optional double quant).
 
 Quantization goes through transformers' own bitsandbytes integration (`from_pretrained` with a
-`BitsAndBytesConfig`), so the result is exactly what a Hugging Face user gets, and it saves
-and reloads with stock `save_pretrained` / `from_pretrained`. An in-memory model (e.g. one
-pruned by an earlier step) is written to a temporary checkpoint and reloaded quantized.
+`BitsAndBytesConfig`, see `hf_quantizer.py`), so the result is exactly what a Hugging Face user
+gets, and it saves and reloads with stock `save_pretrained` / `from_pretrained`.
 """
 
 from __future__ import annotations
 
-import logging
-import tempfile
-import warnings
 from dataclasses import dataclass
 from typing import ClassVar
 
 from torch import nn
 
+from compbench.compressors.hf_quantizer import reload_quantized
 from compbench.compressors.registry import CompressionContext, StepOutput, register_compressor
-from compbench.compressors.targets import linear_layers, target_pattern
+from compbench.compressors.targets import linear_layers
 
 
 @dataclass(frozen=True)
@@ -48,35 +45,11 @@ class FP4Config(NF4Config):
     QUANT_TYPE: ClassVar[str] = "fp4"
 
 
-def _skip_modules(model) -> list[str]:
-    """Linear modules outside the target set stay unquantized (lm_head, embeddings, heads)."""
-    targets = set(linear_layers(model))
-    return [name for name, module in model.named_modules()
-            if name not in targets and type(module).__name__ == "Linear"]
-
-
-def _quantize(model, quantization_config) -> StepOutput:
-    import torch
+def _quantize(model, options: dict) -> StepOutput:
     from transformers import BitsAndBytesConfig
 
-    device = next(model.parameters()).device
-    bnb_config = BitsAndBytesConfig(**quantization_config,
-                                    llm_int8_skip_modules=_skip_modules(model))
-    pattern = target_pattern(model)
-    with tempfile.TemporaryDirectory(prefix="compbench-bnb-") as folder:
-        model.save_pretrained(folder)
-        logging.getLogger("transformers").setLevel(logging.ERROR)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            quantized = type(model).from_pretrained(
-                folder, quantization_config=bnb_config, dtype=model.dtype,
-                device_map={"": device.index or 0} if device.type == "cuda" else {"": "cpu"},
-            )
-    quantized.compbench_compressible = pattern
-    quantized.eval()
-    del model
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    quantized = reload_quantized(
+        model, lambda skip: BitsAndBytesConfig(**options, llm_int8_skip_modules=skip))
     return StepOutput(quantized, {"quantized_layers": len(linear_layers(quantized))})
 
 

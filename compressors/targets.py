@@ -30,10 +30,12 @@ def _is_linear(module: nn.Module) -> bool:
 
 
 def is_quantized_linear(module: nn.Module) -> bool:
-    """A Linear whose weight is stored quantized: bitsandbytes, packed compressed-tensors, torch dynamic."""
+    """A Linear whose weight is stored quantized: bitsandbytes, packed compressed-tensors, torch
+    dynamic, or a torchao tensor subclass."""
     return (type(module).__name__ in ("Linear8bitLt", "Linear4bit")
             or hasattr(module, "weight_packed")
-            or isinstance(module, torch.ao.nn.quantized.dynamic.Linear))
+            or isinstance(module, torch.ao.nn.quantized.dynamic.Linear)
+            or (isinstance(module, nn.Linear) and hasattr(module.weight, "__tensor_flatten__")))
 
 
 def _unpacked_weight(module: nn.Module) -> torch.Tensor:
@@ -59,6 +61,8 @@ def dense_weight(module: nn.Module) -> torch.Tensor:
         import bitsandbytes.functional as bnbf
 
         return bnbf.dequantize_4bit(module.weight.data, module.weight.quant_state).float()
+    if hasattr(module.weight, "__tensor_flatten__"):
+        return module.weight.dequantize().float()
     if name == "Linear8bitLt":
         weight = module.weight
         scale = weight.SCB if getattr(weight, "SCB", None) is not None else module.state.SCB

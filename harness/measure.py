@@ -64,9 +64,13 @@ def throughput(model: nn.Module, prompt_ids: torch.Tensor, new_tokens: int = 16)
 
 
 def _tensors(values):
-    """Tensors in state-dict values, including those packed in tuples (torch's quantized Linear)."""
+    """Plain tensors in state-dict values: those packed in tuples (torch's quantized Linear) and
+    the inner tensors of wrapper subclasses (torchao's quantized weights) included."""
     for value in values:
-        if isinstance(value, torch.Tensor):
+        if hasattr(value, "__tensor_flatten__"):
+            names, _ = value.__tensor_flatten__()
+            yield from _tensors(getattr(value, name) for name in names)
+        elif isinstance(value, torch.Tensor):
             yield value
         elif isinstance(value, (tuple, list)):
             yield from _tensors(value)

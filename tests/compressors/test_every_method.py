@@ -13,7 +13,7 @@ RECIPES = {
     "fp32": "fp32", "bf16": "bf16", "fp16": "fp16",
     "int8": "int8", "nf4": "nf4:double_quant=true", "fp4": "fp4",
     "rtn": "rtn:4", "gptq": f"gptq:4:{TINY}", "mixed": "mixed:5:sensitivity_samples=1:seqlen=128",
-    "dynamic-int8": "dynamic-int8",
+    "dynamic-int8": "dynamic-int8", "torchao-int8": "torchao-int8:activations=true",
     "magnitude": "magnitude:0.3", "wanda": f"wanda:0.3:{TINY}", "sparsegpt": f"sparsegpt:0.3:{TINY}",
     "structured": f"structured:ffn=0.1:{TINY}",
 }

@@ -1,0 +1,50 @@
+"""Quantize through a transformers quantizer: save the model, reload it with a `quantization_config`.
+
+This is how a Hugging Face user quantizes (`from_pretrained(..., quantization_config=...)`), so
+the result is exactly theirs, and it saves and reloads with stock `save_pretrained` /
+`from_pretrained`. A model changed in memory by an earlier step (pruned, resized) is written to
+a temporary checkpoint first. Used by the bitsandbytes and torchao methods.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import warnings
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from compbench.compressors.targets import linear_layers, target_pattern
+
+
+def skip_modules(model: nn.Module) -> list[str]:
+    """Linear modules outside the target set, kept unquantized (lm_head, task heads)."""
+    targets = set(linear_layers(model))
+    return [name for name, module in model.named_modules()
+            if name not in targets and type(module).__name__ == "Linear"]
+
+
+def reload_quantized(model: nn.Module, make_config: Callable[[list[str]], object],
+                     dtype: torch.dtype | None = None) -> nn.Module:
+    """The model reloaded with `make_config(skip_modules)` as its quantization config, on its
+    device, in `dtype` (default: its own); the target pattern carries over."""
+    device = next(model.parameters()).device
+    pattern = target_pattern(model)
+    quantization_config = make_config(skip_modules(model))
+    with tempfile.TemporaryDirectory(prefix="compbench-quantize-") as folder:
+        model.save_pretrained(folder)
+        logging.getLogger("transformers").setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantized = type(model).from_pretrained(
+                folder, quantization_config=quantization_config, dtype=dtype or model.dtype,
+                device_map={"": device.index or 0} if device.type == "cuda" else {"": "cpu"},
+            )
+    quantized.compbench_compressible = pattern
+    quantized.eval()
+    del model
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return quantized
