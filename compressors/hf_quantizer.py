@@ -33,15 +33,20 @@ def reload_quantized(model: nn.Module, make_config: Callable[[list[str]], object
     device = next(model.parameters()).device
     pattern = target_pattern(model)
     quantization_config = make_config(skip_modules(model))
+    logger = logging.getLogger("transformers")
+    level = logger.level
     with tempfile.TemporaryDirectory(prefix="compbench-quantize-") as folder:
         model.save_pretrained(folder)
-        logging.getLogger("transformers").setLevel(logging.ERROR)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            quantized = type(model).from_pretrained(
-                folder, quantization_config=quantization_config, dtype=dtype or model.dtype,
-                device_map={"": device.index or 0} if device.type == "cuda" else {"": "cpu"},
-            )
+        logger.setLevel(logging.ERROR)  # its loading report flags the quantizer's renamed tensors
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                quantized = type(model).from_pretrained(
+                    folder, quantization_config=quantization_config, dtype=dtype or model.dtype,
+                    device_map={"": device.index or 0} if device.type == "cuda" else {"": "cpu"},
+                )
+        finally:
+            logger.setLevel(level)
     quantized.compbench_compressible = pattern
     quantized.eval()
     del model

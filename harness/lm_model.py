@@ -73,10 +73,24 @@ class CompressedLM(HFLM):
             args.pop("device")
         if "recipe" in args:
             args["recipe"] = str(args["recipe"])
-        try:
-            return cls(**args)
-        except TypeError as exc:
-            raise CompbenchError(f"bad --model_args for 'compressed': {exc}") from None
+        unknown = sorted(set(args) - model_arg_names())
+        if unknown:
+            raise CompbenchError(
+                f"bad --model_args for 'compressed': unknown key(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(model_arg_names()))}")
+        return cls(**args)
+
+
+def model_arg_names() -> set[str]:
+    """The `--model_args` keys `compressed` takes: its own and HFLM's, less those it sets itself
+    (HFLM would silently drop an unknown key, e.g. a misspelt `recipe`, and evaluate fp32)."""
+    import inspect
+
+    def named(function) -> set[str]:
+        return {name for name, p in inspect.signature(function).parameters.items()
+                if p.kind is p.POSITIONAL_OR_KEYWORD and name != "self"}
+
+    return (named(CompressedLM.__init__) | named(HFLM.__init__)) - {"tokenizer", "backend"}
 
 
 def _cuda_available() -> bool:

@@ -34,6 +34,15 @@ def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
     assert len(err.splitlines()) == 1
 
 
+def test_a_misspelt_model_arg_is_an_error_not_a_silent_fp32_run(capsys):
+    argv = ["lm-eval", "--model", "compressed", "--model_args", "recpie=nf4", "--tasks", "sst2"]
+    assert main(argv) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # lm-eval logs its task index first
+    assert last.startswith("compbench: error: bad --model_args for 'compressed': "
+                           "unknown key(s) recpie; known: ")
+    assert "recipe" in last
+
+
 def test_missing_dataset_file_through_the_real_command(tmp_path):
     (tmp_path / "sst2").mkdir()
     env = {**os.environ, "COMPBENCH_DATA_DIR": str(tmp_path)}
