@@ -37,7 +37,7 @@ def reload_quantized(model: nn.Module, make_config: Callable[[list[str]], object
     level = logger.level
     with tempfile.TemporaryDirectory(prefix="compbench-quantize-") as folder:
         model.save_pretrained(folder)
-        logger.setLevel(logging.ERROR)  # its loading report flags the quantizer's renamed tensors
+        logger.setLevel(logging.ERROR)  # the load report of a temporary checkpoint is noise here
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
