@@ -26,10 +26,9 @@ def skip_modules(model: nn.Module) -> list[str]:
             if name not in targets and type(module).__name__ == "Linear"]
 
 
-def reload_quantized(model: nn.Module, make_config: Callable[[list[str]], object],
-                     dtype: torch.dtype | None = None) -> nn.Module:
+def reload_quantized(model: nn.Module, make_config: Callable[[list[str]], object]) -> nn.Module:
     """The model reloaded with `make_config(skip_modules)` as its quantization config, on its
-    device, in `dtype` (default: its own); the target pattern carries over."""
+    device and in its dtype; the target pattern carries over."""
     device = next(model.parameters()).device
     pattern = target_pattern(model)
     quantization_config = make_config(skip_modules(model))
@@ -42,7 +41,7 @@ def reload_quantized(model: nn.Module, make_config: Callable[[list[str]], object
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 quantized = type(model).from_pretrained(
-                    folder, quantization_config=quantization_config, dtype=dtype or model.dtype,
+                    folder, quantization_config=quantization_config, dtype=model.dtype,
                     device_map={"": device.index or 0} if device.type == "cuda" else {"": "cpu"},
                 )
         finally:

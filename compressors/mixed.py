@@ -15,7 +15,6 @@ sensitive are raised to 8 bits, in order, while the parameter-weighted mean stay
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -25,7 +24,7 @@ from compbench.compressors.calibration import Calibrated
 from compbench.compressors.gptq import int_scheme, pack_, zero_masks
 from compbench.compressors.llmc import oneshot_
 from compbench.compressors.registry import CompressionContext, StepOutput, register_compressor
-from compbench.compressors.targets import linear_layers, target_pattern
+from compbench.compressors.targets import exact_pattern, linear_layers, target_pattern
 from compbench.errors import CompbenchError
 
 METHODS = ("rtn", "gptq", "bnb")
@@ -126,7 +125,7 @@ def _bnb_mixed(model: nn.Module, four_bit: dict, eight_bit: dict,
 
     pattern = target_pattern(model)
     if four_bit:
-        model.compbench_compressible = "^(" + "|".join(map(re.escape, four_bit)) + ")$"
+        model.compbench_compressible = exact_pattern(four_bit)
         model = apply_4bit(model, NF4Config(), context).model
         model.compbench_compressible = pattern
     swap_to_int8_(model, list(eight_bit))

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from compbench.compressors.calibration import Calibrated, calibration_ids
 from compbench.compressors.registry import COMPRESSORS, CompressionContext
-from compbench.compressors.targets import linear_layers
+from compbench.compressors.targets import exact_pattern, linear_layers
 from compbench.errors import CompbenchError
 
 UNITS = ("block", "linear")
@@ -106,7 +106,7 @@ def measure_sensitivity(model: nn.Module, tokenizer, step, unit: str = "block",
     ppl = {}
     for name, members in tqdm(units_of(model, unit).items(), desc=f"sensitivity to {step}"):
         trial = copy.deepcopy(model)
-        trial.compbench_compressible = "^(" + "|".join(re.escape(m) for m in members) + ")$"
+        trial.compbench_compressible = exact_pattern(members)
         trial = compressor.apply(trial, step.config, context).model
         ppl[name] = window_perplexity(trial, ids)
         del trial

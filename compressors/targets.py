@@ -15,6 +15,11 @@ def target_pattern(model: nn.Module) -> str:
     return getattr(model, "compbench_compressible", DECODER_LINEARS)
 
 
+def exact_pattern(names) -> str:
+    """A target pattern matching exactly these module names (to compress a chosen subset)."""
+    return "^(" + "|".join(re.escape(name) for name in names) + ")$"
+
+
 def linear_layers(model: nn.Module, pattern: str | None = None) -> dict[str, nn.Module]:
     """Linear-like modules (plain or bitsandbytes) whose qualified name matches `pattern`."""
     regex = re.compile(pattern or target_pattern(model))
