@@ -57,6 +57,10 @@ class Recipe:
     def as_dict(self) -> dict[str, Any]:
         return {"string": str(self), "steps": [s.as_dict() for s in self.steps]}
 
+    def unexportable_steps(self) -> list[Step]:
+        """Steps whose result `from_pretrained` cannot reload (no on-disk size, no export)."""
+        return [s for s in self.steps if not COMPRESSORS[s.method].can_export(s.config)]
+
 
 def _main_option(compressor: Compressor) -> str | None:
     """The option a bare first value sets (declared as `MAIN_OPTION` on the config class)."""

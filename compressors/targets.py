@@ -30,6 +30,11 @@ def linear_layers(model: nn.Module, pattern: str | None = None) -> dict[str, nn.
     }
 
 
+def is_tensor_subclass(tensor: torch.Tensor) -> bool:
+    """A wrapper tensor subclass holding inner tensors (torchao's quantized weights)."""
+    return hasattr(tensor, "__tensor_flatten__")
+
+
 def _is_linear(module: nn.Module) -> bool:
     return isinstance(module, nn.Linear) or is_quantized_linear(module)
 
@@ -40,7 +45,7 @@ def is_quantized_linear(module: nn.Module) -> bool:
     return (type(module).__name__ in ("Linear8bitLt", "Linear4bit")
             or hasattr(module, "weight_packed")
             or isinstance(module, torch.ao.nn.quantized.dynamic.Linear)
-            or (isinstance(module, nn.Linear) and hasattr(module.weight, "__tensor_flatten__")))
+            or (isinstance(module, nn.Linear) and is_tensor_subclass(module.weight)))
 
 
 def _unpacked_weight(module: nn.Module) -> torch.Tensor:
@@ -66,7 +71,7 @@ def dense_weight(module: nn.Module) -> torch.Tensor:
         import bitsandbytes.functional as bnbf
 
         return bnbf.dequantize_4bit(module.weight.data, module.weight.quant_state).float()
-    if hasattr(module.weight, "__tensor_flatten__"):
+    if is_tensor_subclass(module.weight):
         return module.weight.dequantize().float()
     if name == "Linear8bitLt":
         weight = module.weight

@@ -101,12 +101,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from compbench.compressors import COMPRESSORS, compress, parse_recipe
+    from compbench.compressors import compress, parse_recipe
     from compbench.model_zoo.presets import get_preset, load_model
 
     preset = get_preset(args.model)
     recipe = parse_recipe(args.recipe)
-    blocked = [str(s) for s in recipe.steps if not COMPRESSORS[s.method].can_export(s.config)]
+    blocked = [str(s) for s in recipe.unexportable_steps()]
     if blocked:
         raise CompbenchError(f"recipe '{recipe}' cannot be exported as a Hugging Face checkpoint: "
                              f"{', '.join(blocked)} has no serialized format that "

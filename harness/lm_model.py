@@ -73,11 +73,12 @@ class CompressedLM(HFLM):
             args.pop("device")
         if "recipe" in args:
             args["recipe"] = str(args["recipe"])
-        unknown = sorted(set(args) - model_arg_names())
+        known = model_arg_names()
+        unknown = sorted(set(args) - known)
         if unknown:
             raise CompbenchError(
                 f"bad --model_args for 'compressed': unknown key(s) {', '.join(unknown)}; "
-                f"known: {', '.join(sorted(model_arg_names()))}")
+                f"known: {', '.join(sorted(known))}")
         return cls(**args)
 
 

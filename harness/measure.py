@@ -66,8 +66,10 @@ def throughput(model: nn.Module, prompt_ids: torch.Tensor, new_tokens: int = 16)
 def _tensors(values):
     """Plain tensors in state-dict values: those packed in tuples (torch's quantized Linear) and
     the inner tensors of wrapper subclasses (torchao's quantized weights) included."""
+    from compbench.compressors.targets import is_tensor_subclass
+
     for value in values:
-        if hasattr(value, "__tensor_flatten__"):
+        if is_tensor_subclass(value):
             names, _ = value.__tensor_flatten__()
             yield from _tensors(getattr(value, name) for name in names)
         elif isinstance(value, torch.Tensor):

@@ -124,7 +124,6 @@ def evaluate_run(spec: RunSpec) -> dict[str, Any]:
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    from compbench.compressors import COMPRESSORS
     from compbench.harness.lm_model import CompressedLM
     from compbench.harness.measure import (
         PeakMemory,
@@ -153,8 +152,7 @@ def evaluate_run(spec: RunSpec) -> dict[str, Any]:
         )
     counter.remove()
     speed = throughput(lm.model, _speed_prompt(lm.tokenizer))
-    exportable = all(COMPRESSORS[s.method].can_export(s.config) for s in lm.recipe.steps)
-    disk_bytes = checkpoint_bytes(lm.model) if exportable else None
+    disk_bytes = None if lm.recipe.unexportable_steps() else checkpoint_bytes(lm.model)
     baseline_bytes = compression.size_bytes_before
     return {
         "schema_version": SCHEMA_VERSION,
@@ -205,9 +203,66 @@ def evaluate_run(spec: RunSpec) -> dict[str, Any]:
     }
 
 
+def _call_in_worker(function, *args) -> tuple[str, Any]:
+    """Call `function` inside the worker process; the outcome comes back as plain data, since
+    not every library's exception object survives pickling."""
+    from compbench.errors import CompbenchError
+
+    try:
+        return "ok", function(*args)
+    except CompbenchError as exc:
+        return "bad_input", str(exc)
+    except Exception as exc:
+        return "crashed", (f"{type(exc).__name__}: {exc}", traceback.format_exc())
+
+
+def _settings_to_inherit() -> tuple[dict[str, int], list]:
+    """This process's logger levels and (builtin-category) warning filters: a spawned worker
+    starts without them, and would print what the CLI silenced."""
+    import logging
+    import warnings
+
+    levels = {name: logger.level for name, logger in logging.root.manager.loggerDict.items()
+              if isinstance(logger, logging.Logger) and logger.level}
+    levels[""] = logging.root.level
+    filters = [f for f in warnings.filters if f[2].__module__ == "builtins"]
+    return levels, filters
+
+
+def _inherit_settings(levels: dict[str, int], filters: list) -> None:
+    import logging
+    import warnings
+
+    for name, level in levels.items():
+        logging.getLogger(name or None).setLevel(level)
+    warnings.filters[:] = filters
+
+
+def in_fresh_process(function, *args) -> tuple[str, Any]:
+    """Call a module-level `function(*args)` in a newly spawned process: a run's peak memory and
+    speed are then its own (not inflated by the runs before it), and a run killed by the OS
+    does not end the sweep.
+
+    Returns ("ok", result), ("bad_input", message) or ("crashed", (message, traceback)).
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    spawn = multiprocessing.get_context("spawn")  # fork would inherit this process's memory
+    with ProcessPoolExecutor(max_workers=1, mp_context=spawn, initializer=_inherit_settings,
+                             initargs=_settings_to_inherit()) as pool:
+        try:
+            return pool.submit(_call_in_worker, function, *args).result()
+        except BrokenProcessPool:
+            return "crashed", ("the run's process died without a result (killed by the OS, "
+                               "e.g. out of memory)", "")
+
+
 def run_sweep(specs: list[RunSpec], output_dir: Path, force: bool = False,
               echo=print) -> list[Path]:
-    """Run each spec unless its results file already holds a finished run; returns failed files.
+    """Run each spec, each in a fresh process, unless its results file already holds a finished
+    run; returns the files of runs that failed.
 
     Each finished run is written atomically before the next starts, so an interrupted sweep
     loses nothing and its rerun skips what was done.
@@ -226,16 +281,17 @@ def run_sweep(specs: list[RunSpec], output_dir: Path, force: bool = False,
             except CompbenchError:
                 pass
         echo(f"{label}: running")
-        try:
-            record = evaluate_run(spec)
-        except CompbenchError:
-            raise
-        except Exception as exc:  # a run that crashes is recorded, and the sweep goes on
-            record = {"schema_version": SCHEMA_VERSION, "status": "error",
-                      "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(),
-                      "run": spec.key()}
+        outcome, value = in_fresh_process(evaluate_run, spec)
+        if outcome == "bad_input":
+            raise CompbenchError(value)
+        if outcome == "ok":
+            record = value
+        else:  # a run that crashes is recorded, and the sweep goes on
+            message, trace = value
+            record = {"schema_version": SCHEMA_VERSION, "status": "error", "error": message,
+                      "traceback": trace, "run": spec.key()}
             failed.append(path)
-            echo(f"{label}: FAILED: {record['error']}")
+            echo(f"{label}: FAILED: {message}")
         write_json_atomic(path, record)
         if record["status"] == "ok":
             echo(f"{label}: wrote {path}")

@@ -47,6 +47,16 @@ def test_steps_record_method_version_and_full_config():
     assert steps[1]["method"] == "int8" and steps[1]["config"] == {"threshold": 6.0}
 
 
+@pytest.mark.parametrize("text, blocked", [
+    ("magnitude:0.5+nf4", []),
+    ("mixed:5:method=rtn", []),
+    ("mixed:5:method=bnb", ["mixed:5.0:method=bnb"]),
+    ("magnitude:0.5+dynamic-int8", ["dynamic-int8"]),
+])
+def test_unexportable_steps_are_those_from_pretrained_cannot_reload(text, blocked):
+    assert [str(s) for s in parse_recipe(text).unexportable_steps()] == blocked
+
+
 @pytest.mark.parametrize("text, message", [
     ("wnda:0.5", "unknown compression method 'wnda'"),
     ("magnitud:0.5", "did you mean 'magnitude'"),

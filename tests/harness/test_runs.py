@@ -2,13 +2,15 @@
 export to a stock checkpoint, measurements, resume."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
 
 import pytest
 
-from compbench.harness.runner import run_sweep
+from compbench.harness.runner import in_fresh_process, run_sweep
+from compbench.model_zoo.presets import get_preset
 
 
 def word_ppl(result):
@@ -94,6 +96,30 @@ def test_rerun_skips_finished_runs_and_redoes_failed_ones(sweep):
     redone = json.loads((out / broken.file_name()).read_text())
     assert redone["status"] == "ok"
     assert word_ppl(redone) == pytest.approx(word_ppl(runs["int8"]), rel=1e-6)
+    # measured in a fresh process: not inflated by the sweep and the tests run since
+    assert redone["timing"]["peak_rss_mb"] == pytest.approx(runs["int8"]["timing"]["peak_rss_mb"],
+                                                            rel=0.1)
+
+
+def test_fresh_process_reports_every_outcome_and_survives_a_killed_run():
+    outcome, pid = in_fresh_process(os.getpid)
+    assert outcome == "ok" and pid != os.getpid()
+    outcome, message = in_fresh_process(get_preset, "no-such-model")
+    assert outcome == "bad_input" and message.startswith("unknown model preset 'no-such-model'")
+    outcome, (message, trace) = in_fresh_process(json.loads, "{")
+    assert outcome == "crashed" and message.startswith("JSONDecodeError: Expecting property name")
+    assert "json/decoder.py" in trace
+    outcome, (message, _) = in_fresh_process(os._exit, 9)
+    assert outcome == "crashed" and "died without a result" in message
+
+
+def test_fresh_process_keeps_the_log_levels_set_here():
+    logger = logging.getLogger("compbench.test-quiet")
+    logger.setLevel(logging.ERROR)  # as the CLI quiets libraries before a sweep
+    try:
+        assert in_fresh_process(logger.getEffectiveLevel) == ("ok", logging.ERROR)
+    finally:
+        logger.setLevel(logging.NOTSET)
 
 
 def _compbench(*args, timeout=900):
