@@ -9,6 +9,7 @@ generation) applies unchanged.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from lm_eval.api.registry import register_model
@@ -17,6 +18,13 @@ from lm_eval.models.huggingface import HFLM
 from compbench.compressors import CompressionResult, compress, parse_recipe
 from compbench.errors import CompbenchError
 from compbench.model_zoo.presets import choose_device, get_preset, load_model
+
+
+def _passed_model_notices(record: logging.LogRecord) -> bool:
+    """Drops HFLM's warnings about being handed a model object: `compressed` does that by
+    design and reads every model arg itself, so "arguments may be ignored" would mislead."""
+    return not str(record.msg).startswith(("`pretrained` model kwarg is not of type `str`",
+                                           "Passed an already-initialized model"))
 
 
 @register_model("compressed")
@@ -44,15 +52,20 @@ class CompressedLM(HFLM):
         model, tokenizer = load_model(self.preset, device=device, dtype=dtype)
         model.compbench_compressible = self.preset.compressible
         self.compression: CompressionResult = compress(model, self.recipe, tokenizer)
-        super().__init__(
-            pretrained=self.compression.model,
-            tokenizer=tokenizer,
-            backend="causal" if self.preset.task_head == "causal-lm" else "default",
-            max_length=int(max_length or self.preset.max_length),
-            batch_size=batch_size,
-            device=device,
-            **kwargs,
-        )
+        hf_log = logging.getLogger("lm_eval.models.huggingface")
+        hf_log.addFilter(_passed_model_notices)
+        try:
+            super().__init__(
+                pretrained=self.compression.model,
+                tokenizer=tokenizer,
+                backend="causal" if self.preset.task_head == "causal-lm" else "default",
+                max_length=int(max_length or self.preset.max_length),
+                batch_size=batch_size,
+                device=device,
+                **kwargs,
+            )
+        finally:
+            hf_log.removeFilter(_passed_model_notices)
 
     @classmethod
     def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None):
