@@ -55,9 +55,10 @@ def main() -> None:
                         "'' builds the tables from the results already there)")
     args = parser.parse_args()
 
+    from compbench.core.io import set_data_dir, write_text_atomic
+    from compbench.harness.evaluate import EvalSettings
     from compbench.harness.runner import RunSpec, run_sweep
     from compbench.reports.plots import line_plot
-    from compbench.tasks.data import set_data_dir
 
     if args.data_dir:
         set_data_dir(args.data_dir)
@@ -74,22 +75,21 @@ def main() -> None:
     }
     for name in filter(None, args.run.split(",")):
         folder, tasks, limit, recipes = sweeps[name]
-        run_sweep([RunSpec(args.model, r, tasks, limit=limit) for r in recipes], folder)
+        run_sweep([RunSpec(args.model, r, EvalSettings(tasks, limit=limit)) for r in recipes], folder)
 
-    ppl = {r["run"]["recipe"]: r for r in _results(ppl_runs)}
-    reasoning = {r["run"]["recipe"]: r for r in _results(reasoning_runs)}
-    baseline = ppl["fp32"]["eval"]["tasks"][PPL_TASK][PPL_KEY]
+    ppl, reasoning = _results(ppl_runs), _results(reasoning_runs)
+    baseline = ppl["fp32"].metric(PPL_TASK, PPL_KEY).value
     rows = [["none (fp32)", "0", f"{baseline:.2f}", "-", "-", "-", *_reasoning_cells(reasoning.get("fp32"))]]
     series: dict[str, list[tuple[float, float]]] = {m: [] for m in METHODS}
     for (method, pattern), recipe in grid.items():
-        record = ppl.get(recipe)
+        record = ppl.get(_canonical(recipe))
         if record is None:
             continue
-        step = record["compression"]["steps"][0]
-        value = record["eval"]["tasks"][PPL_TASK][PPL_KEY]
+        step = record.compression.steps[0]
+        value = record.metric(PPL_TASK, PPL_KEY).value
         rows.append([method, str(pattern), f"{value:.2f}", f"{step['stats']['sparsity']:.4f}",
                      f"{step['seconds']:.1f}", f"{step['peak_rss_mb']:.0f}",
-                     *_reasoning_cells(reasoning.get(recipe))])
+                     *_reasoning_cells(reasoning.get(_canonical(recipe)))])
         if not isinstance(pattern, str):
             series[method].append((pattern, value))
     header = ["method", "sparsity", f"ppl ({PPL_TASK}, 4x2048)", "sparsity reached", "prune s",
@@ -97,7 +97,7 @@ def main() -> None:
     table = tabulate(rows, header, tablefmt="github", disable_numparse=True)
     note = (f"\nReasoning columns: accuracy / macro F1 on the first {args.reasoning_limit} "
             f"documents of each task. {NM_NOTE}.\n")
-    (out / "pruning.md").write_text(table + "\n" + note)
+    write_text_atomic(out / "pruning.md", table + "\n" + note)
     print(table + "\n" + note)
     line_plot(series, out / "pruning.png", xlabel="unstructured sparsity",
               ylabel="wikitext-2 perplexity (log)", log_y=True,
@@ -105,46 +105,53 @@ def main() -> None:
 
     srows = []
     for recipe in ("fp32", *STRUCTURED):
-        record = ppl.get(recipe)
+        record = ppl.get(_canonical(recipe))
         if record is None:
             continue
-        compression, timing = record["compression"], record["timing"]
-        speedup = timing["prefill_tokens_per_s"] / ppl["fp32"]["timing"]["prefill_tokens_per_s"]
-        srows.append([recipe, f"{compression['params_total'] / 1e6:.1f}",
-                      f"{compression['checkpoint_mb']:.0f}", f"{timing['prefill_tokens_per_s']:.0f}",
-                      f"{speedup:.2f}x", f"{record['eval']['tasks'][PPL_TASK][PPL_KEY]:.2f}"])
+        compression, timing = record.compression, record.timing
+        speedup = timing.prefill_tokens_per_s / ppl["fp32"].timing.prefill_tokens_per_s
+        srows.append([recipe, f"{compression.params_total / 1e6:.1f}",
+                      f"{compression.checkpoint_mb:.0f}", f"{timing.prefill_tokens_per_s:.0f}",
+                      f"{speedup:.2f}x", f"{record.metric(PPL_TASK, PPL_KEY).value:.2f}"])
     stable = tabulate(srows, ["recipe", "params M", "on disk MB", "prefill tok/s", "vs fp32",
                               f"ppl ({PPL_TASK}, 4x2048)"], tablefmt="github", disable_numparse=True)
-    (out / "structured.md").write_text(stable + "\n")
+    write_text_atomic(out / "structured.md", stable + "\n")
     print(stable)
 
-    qwen = {r["run"]["recipe"]: r for r in _results(qwen2_runs)}
+    qwen = _results(qwen2_runs)
     qrows = []
     for pruning in QWEN2_PRUNING:
         cells = [pruning]
         for suffix in ("", "+int8", "+nf4"):
-            record = qwen.get(f"{pruning}{suffix}")
+            record = qwen.get(_canonical(f"{pruning}{suffix}"))
             cells.append("-" if record is None else
-                         f"{record['eval']['tasks'][PPL_TASK][PPL_KEY]:.2f} "
-                         f"({record['compression']['size_mb']:.0f} MB)")
+                         f"{record.metric(PPL_TASK, PPL_KEY).value:.2f} "
+                         f"({record.compression.size_mb:.0f} MB)")
         qrows.append(cells)
     qtable = tabulate(qrows, ["pruning recipe", "pruned only", "+ int8", "+ nf4"],
                       tablefmt="github", disable_numparse=True)
-    (out / "qwen2_pruning.md").write_text(qtable + "\n")
+    write_text_atomic(out / "qwen2_pruning.md", qtable + "\n")
     print(qtable)
 
 
-def _results(folder: Path) -> list[dict]:
+def _canonical(recipe: str) -> str:
+    from compbench.compressors import parse_recipe
+
+    return str(parse_recipe(recipe))
+
+
+def _results(folder: Path) -> dict:
+    """The finished runs in `folder` by canonical recipe."""
     from compbench.reports.store import load_results
 
-    return [r for r in load_results(folder) if r.get("status") == "ok"] if folder.is_dir() else []
+    return {r.recipe: r for r in load_results(folder) if r.ok} if folder.is_dir() else {}
 
 
-def _reasoning_cells(record: dict | None) -> list[str]:
+def _reasoning_cells(record) -> list[str]:
     if record is None:
         return ["-"] * len(REASONING)
-    tasks = record["eval"]["tasks"]
-    return [f"{tasks[t]['acc,none']:.2f} / {tasks[t]['f1,none']:.2f}" for t in REASONING]
+    return [f"{record.metric(t, 'acc,none').value:.2f} / {record.metric(t, 'f1,none').value:.2f}"
+            for t in REASONING]
 
 
 if __name__ == "__main__":

@@ -30,21 +30,21 @@ RECIPES = (
 TASK, KEY = "wikitext2_chunked", "perplexity,none"
 
 
-def _row(record: dict, baseline_ppl: float) -> list:
-    compression, timing = record["compression"], record["timing"]
-    stats = compression["steps"][-1]["stats"] if compression["steps"] else {}
-    ppl = record["eval"]["tasks"][TASK][KEY]
+def _row(recipe: str, record, baseline_ppl: float) -> list:
+    compression, timing = record.compression, record.timing
+    stats = compression.steps[-1]["stats"] if compression.steps else {}
+    ppl = record.metric(TASK, KEY).value
     linear_ratio = stats.get("linear_bytes_vs_fp16")
-    disk = compression.get("checkpoint_mb")
+    disk = compression.checkpoint_mb
     return [
-        record["run"]["recipe"].replace(f":{CALIBRATION}", ""),
-        f"{compression['size_mb']:.1f}", "-" if disk is None else f"{disk:.1f}",
-        f"{compression['compression_ratio_vs_16bit']:.2f}",
+        recipe.replace(f":{CALIBRATION}", ""),
+        f"{compression.size_mb:.1f}", "-" if disk is None else f"{disk:.1f}",
+        f"{compression.compression_ratio_vs_16bit:.2f}",
         "-" if linear_ratio is None else f"{linear_ratio:.3f}",
         f"{ppl:.2f}", f"{100 * (ppl / baseline_ppl - 1):+.1f}%",
-        f"{timing['prefill_tokens_per_s']:.0f}",
-        "-" if timing["generate_tokens_per_s"] is None else f"{timing['generate_tokens_per_s']:.1f}",
-        f"{compression['seconds']:.1f}", f"{timing['peak_rss_mb']:.0f}",
+        f"{timing.prefill_tokens_per_s:.0f}",
+        "-" if timing.generate_tokens_per_s is None else f"{timing.generate_tokens_per_s:.1f}",
+        f"{compression.seconds:.1f}", f"{timing.peak_rss_mb:.0f}",
     ]
 
 
@@ -57,24 +57,28 @@ def main() -> None:
     parser.add_argument("--data-dir")
     args = parser.parse_args()
 
+    from compbench.compressors import parse_recipe
+    from compbench.core.io import set_data_dir, write_text_atomic
+    from compbench.harness.evaluate import EvalSettings
     from compbench.harness.runner import RunSpec, run_sweep
     from compbench.reports.plots import line_plot
     from compbench.reports.store import load_results
-    from compbench.tasks.data import set_data_dir
 
     if args.data_dir:
         set_data_dir(args.data_dir)
     out = Path(args.output_dir)
     runs = out / "quantization"
-    run_sweep([RunSpec(args.model, r, (TASK,), limit=args.limit) for r in RECIPES], runs)
-    records = {r["run"]["recipe"]: r for r in load_results(runs) if r.get("status") == "ok"}
-    baseline = records["fp32"]["eval"]["tasks"][TASK][KEY]
-    rows = [_row(records[r], baseline) for r in RECIPES if r in records]
+    settings = EvalSettings((TASK,), limit=args.limit)
+    run_sweep([RunSpec(args.model, r, settings) for r in RECIPES], runs)
+    finished = {r.recipe: r for r in load_results(runs) if r.ok}
+    records = {r: finished[str(parse_recipe(r))] for r in RECIPES if str(parse_recipe(r)) in finished}
+    baseline = records["fp32"].metric(TASK, KEY).value
+    rows = [_row(r, records[r], baseline) for r in RECIPES if r in records]
     header = ["recipe", "size MB", "on disk MB", "ratio vs 16-bit", "quantized linears / fp16",
               f"ppl ({args.limit}x2048)", "Δ ppl", "prefill tok/s", "generate tok/s",
               "compress s", "peak RSS MB"]
     table = tabulate(rows, header, tablefmt="github", disable_numparse=True)
-    (out / "quantization.md").write_text(table + "\n")
+    write_text_atomic(out / "quantization.md", table + "\n")
     print(table)
     series: dict[str, list[tuple[float, float]]] = {"GPTQ": [], "RTN": []}
     labels: dict[str, list[str]] = {"GPTQ": [], "RTN": []}
@@ -82,8 +86,8 @@ def main() -> None:
         method = {"gptq": "GPTQ", "rtn": "RTN"}.get(recipe.split(":")[0])
         if method and "+" not in recipe:
             bits = recipe.split(":")[1]
-            series[method].append((int(bits), record["eval"]["tasks"][TASK][KEY]))
-            labels[method].append(f"{record['compression']['size_mb']:.0f} MB")
+            series[method].append((int(bits), record.metric(TASK, KEY).value))
+            labels[method].append(f"{record.compression.size_mb:.0f} MB")
     line_plot(series, out / "quantization.png", xlabel="bits per weight (group size 64)",
               ylabel="wikitext-2 perplexity (log)", log_y=True, labels=labels,
               title=f"{args.model}: GPTQ vs round-to-nearest, fp32 = {baseline:.2f}")

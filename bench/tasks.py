@@ -23,8 +23,6 @@ TASKS = ("wikitext2_ppl,wikitext2_chunked,mmlu_subset,commonsense_qa,cosmos_qa,l
          "e_kar,kasut_math,sst2")
 PERPLEXITY_TASKS = ("wikitext2_ppl", "wikitext2_chunked")
 PERPLEXITY_LIMIT = 4  # documents of the perplexity tasks in a limited run: they are long
-HEADLINES = {"wikitext2_ppl": "word_perplexity,none", "wikitext2_chunked": "perplexity,none",
-             "kasut_math": "f1_macro,none"}
 
 
 def _shown(key: str, value) -> bool:
@@ -46,8 +44,10 @@ def run_task(lm, manager, task: str, limit: int | None) -> dict:
 
 
 def table_row(record: dict) -> list[str]:
+    from compbench.tasks.catalog import task_metadata
+
     task, counts, metrics = record["task"], record["n-samples"], record["metrics"]
-    key = HEADLINES.get(task, "acc,none")
+    key = task_metadata(task).get("headline", "acc") + ",none"  # the task YAML's headline
     others = ", ".join(f"{k.split(',')[0]} {v:.3f}" for k, v in metrics.items()
                        if _shown(k, v) and k != key)
     minutes = record["seconds"] / 60
@@ -71,10 +71,9 @@ def main() -> None:
 
     from lm_eval.tasks import TaskManager
 
+    from compbench.core.io import set_data_dir, write_json_atomic, write_text_atomic
     from compbench.harness.lm_model import CompressedLM
-    from compbench.reports.store import write_json_atomic
     from compbench.tasks import TASKS_DIR
-    from compbench.tasks.data import set_data_dir
 
     if args.data_dir:
         set_data_dir(args.data_dir)
@@ -100,7 +99,7 @@ def main() -> None:
               "minutes", "full split, est. min"]
     table = tabulate([table_row(r) for r in records], header, tablefmt="github",
                      disable_numparse=True)
-    (Path(args.output_dir) / f"{name}.md").write_text(table + "\n")
+    write_text_atomic(Path(args.output_dir) / f"{name}.md", table + "\n")
     print(table)
 
 

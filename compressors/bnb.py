@@ -14,23 +14,24 @@ from torch import nn
 
 from compbench.compressors.hf_quantizer import reload_quantized
 from compbench.compressors.registry import CompressionContext, StepOutput, register_compressor
-from compbench.compressors.targets import linear_layers
+from compbench.compressors.targets import Targeted, linear_layers
 
 
 @dataclass(frozen=True)
-class Int8Config:
+class Int8Config(Targeted):
     """LLM.int8(): per-row absmax int8 weights; activations above `threshold` stay in fp16."""
 
     threshold: float = 6.0  # outlier threshold of LLM.int8() mixed-precision decomposition
     version: int = 1  # bump when the method's behaviour changes
 
     def __post_init__(self):
+        super().__post_init__()
         if self.threshold < 0:
             raise ValueError(f"threshold must be >= 0, got {self.threshold}")
 
 
 @dataclass(frozen=True)
-class NF4Config:
+class NF4Config(Targeted):
     """4-bit NormalFloat weights in blocks of 64, one absmax per block."""
 
     QUANT_TYPE: ClassVar[str] = "nf4"
@@ -45,20 +46,21 @@ class FP4Config(NF4Config):
     QUANT_TYPE: ClassVar[str] = "fp4"
 
 
-def _quantize(model, options: dict) -> StepOutput:
+def _quantize(model, config: Targeted, method: str, options: dict) -> StepOutput:
     from transformers import BitsAndBytesConfig
 
     quantized = reload_quantized(
-        model, lambda skip: BitsAndBytesConfig(**options, llm_int8_skip_modules=skip))
-    return StepOutput(quantized, {"quantized_layers": len(linear_layers(quantized))})
+        model, config, method, lambda skip: BitsAndBytesConfig(**options, llm_int8_skip_modules=skip))
+    return StepOutput(quantized, {"quantized_layers": len(linear_layers(quantized, config))})
 
 
 def apply_int8(model, config: Int8Config, context: CompressionContext) -> StepOutput:
-    return _quantize(model, {"load_in_8bit": True, "llm_int8_threshold": config.threshold})
+    return _quantize(model, config, "int8",
+                     {"load_in_8bit": True, "llm_int8_threshold": config.threshold})
 
 
 def apply_4bit(model, config: NF4Config, context: CompressionContext) -> StepOutput:
-    return _quantize(model, {
+    return _quantize(model, config, config.QUANT_TYPE, {
         "load_in_4bit": True,
         "bnb_4bit_quant_type": config.QUANT_TYPE,
         "bnb_4bit_use_double_quant": config.double_quant,
@@ -87,8 +89,10 @@ def swap_to_int8_(model, names: list[str], threshold: float = Int8Config.thresho
 
 
 register_compressor("int8", Int8Config, apply_int8, kind="quantize", terminal=True,
-                    summary="bitsandbytes LLM.int8() 8-bit weights")
+                    libraries=("bitsandbytes",), summary="bitsandbytes LLM.int8() 8-bit weights")
 register_compressor("nf4", NF4Config, apply_4bit, kind="quantize", terminal=True,
+                    libraries=("bitsandbytes",),
                     summary="bitsandbytes 4-bit NormalFloat weights (double_quant optional)")
 register_compressor("fp4", FP4Config, apply_4bit, kind="quantize", terminal=True,
+                    libraries=("bitsandbytes",),
                     summary="bitsandbytes 4-bit float weights (double_quant optional)")

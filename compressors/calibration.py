@@ -1,36 +1,30 @@
 """Calibration data for the methods that look at activations (GPTQ, Wanda, SparseGPT, sensitivity).
 
 A calibration set is `nsamples` disjoint windows of `seqlen` tokens drawn with a fixed seed from
-a text corpus in the data dir: by default the wikitext-2-v1 validation text (never the test
-text that perplexity is reported on), or a task's training text (the math problems, SST-2, ...)
-for in-domain calibration as the GPTQ study does. The choice is part of the recipe, so it is part
-of a run's cache key and of its results.
+a named text corpus: by default the wikitext-2-v1 validation text (never the test text that
+perplexity is reported on), or a task's training text (the math problems, SST-2, ...) for
+in-domain calibration as the GPTQ study does. The choice is part of the recipe, so it is part
+of a compressed model's identity and of its results.
+
+Compressors do not read datasets: the corpus text comes from the `calibration_text` function
+in the `CompressionContext` (compbench's is `compbench.tasks.calibration.calibration_text`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
+from compbench.compressors.registry import CompressionContext
 from compbench.errors import CompbenchError
 
-
-@dataclass(frozen=True)
-class CalibrationSource:
-    """Where a calibration corpus lives in the data dir, and which field holds its text."""
-
-    dataset: str  # folder under the data dir
-    split: str
-    text_field: str
-
-
-CALIBRATION_SETS: dict[str, CalibrationSource] = {
-    "wikitext2": CalibrationSource("wikitext-2-v1", "validation", "text"),
-    # the 90% training part of KASUT's labelled file; the 10% the task scores on is left out
-    "kasut_math": CalibrationSource("kasut_math", "train", "question"),
-    "sst2": CalibrationSource("sst2", "train", "sentence"),
-    "commonsense_qa": CalibrationSource("commonsense_qa", "train", "question"),
+# The corpora a recipe may name, and what each holds (the text itself comes from the context).
+CALIBRATION_SETS: dict[str, str] = {
+    "wikitext2": "wikitext-2-v1 validation text",
+    "kasut_math": "KASUT math problems, the 90% training part (the scored 10% left out)",
+    "sst2": "SST-2 training sentences",
+    "commonsense_qa": "CommonsenseQA training questions",
 }
 
 
@@ -44,6 +38,9 @@ class Calibrated:
     seed: int = 0  # which windows are drawn
 
     def __post_init__(self):
+        parent = getattr(super(), "__post_init__", None)
+        if parent:
+            parent()
         if self.calibration not in CALIBRATION_SETS:
             raise ValueError(f"calibration must be one of {', '.join(CALIBRATION_SETS)}, "
                              f"got '{self.calibration}'")
@@ -58,37 +55,16 @@ class Calibrated:
                 "seed": self.seed}
 
 
-def _texts(name: str) -> list[str]:
-    from compbench.tasks.data import data_dir, read_jsonl
-
-    source = CALIBRATION_SETS[name]
-    root = data_dir()
-    if root is None:
-        raise CompbenchError(
-            f"no calibration data: calibration '{name}' reads {source.dataset}/{source.split}.jsonl "
-            "from the data dir; set COMPBENCH_DATA_DIR or pass --data-dir"
-        )
-    path = root / source.dataset / f"{source.split}.jsonl"
-    if not path.is_file():
-        raise CompbenchError(f"no calibration data: {path} not found (calibration '{name}')")
-    rows = read_jsonl(path)
-    if name == "kasut_math":
-        import datasets
-
-        from compbench.tasks.choices import KASUT_SPLIT_SEED
-
-        rows = list(datasets.Dataset.from_list(rows)
-                    .train_test_split(test_size=0.1, seed=KASUT_SPLIT_SEED, shuffle=True)["train"])
-    missing = [i for i, row in enumerate(rows, 1) if source.text_field not in row]
-    if missing:
-        raise CompbenchError(f"{path}:{missing[0]}: no '{source.text_field}' field")
-    return [str(row[source.text_field]) for row in rows]
+CALIBRATION_FIELDS = tuple(f.name for f in fields(Calibrated))
 
 
-def calibration_ids(tokenizer, config: Calibrated) -> torch.Tensor:
+def calibration_ids(context: CompressionContext, config: Calibrated) -> torch.Tensor:
     """`(nsamples, seqlen)` token ids: disjoint windows of the corpus, chosen with `config.seed`."""
-    text = "\n\n".join(_texts(config.calibration))
-    ids = tokenizer(text, return_tensors="pt").input_ids[0]
+    if context.tokenizer is None or context.calibration_text is None:
+        raise CompbenchError("calibration needs the model's tokenizer and a calibration_text "
+                             "function in the CompressionContext")
+    text = "\n\n".join(context.calibration_text(config.calibration))
+    ids = context.tokenizer(text, return_tensors="pt").input_ids[0]
     windows = ids.numel() // config.seqlen
     if windows < config.nsamples:
         raise CompbenchError(
@@ -100,10 +76,10 @@ def calibration_ids(tokenizer, config: Calibrated) -> torch.Tensor:
     return torch.stack([ids[i * config.seqlen:(i + 1) * config.seqlen] for i in chosen.tolist()])
 
 
-def calibration_loader(tokenizer, config: Calibrated):
+def calibration_loader(context: CompressionContext, config: Calibrated):
     """The windows as a DataLoader of single-row `{input_ids, attention_mask}` batches (llm-compressor)."""
     from torch.utils.data import DataLoader
 
-    ids = calibration_ids(tokenizer, config)
+    ids = calibration_ids(context, config)
     rows = [{"input_ids": row, "attention_mask": torch.ones_like(row)} for row in ids]
     return DataLoader(rows, batch_size=1)

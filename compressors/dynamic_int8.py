@@ -5,13 +5,12 @@
 at run time, fbgemm/onednn int8 GEMM); it is the CPU inference path the research used for
 encoders. On SmolLM2 the per-tensor activation quantization hurts `mlp.down_proj`, whose
 inputs (after SwiGLU) carry outliers: all layers cost +0.93 nats of loss on 1024 wikitext-2 test
-tokens, all but down_proj +0.14. `skip=down_proj` keeps those layers in float. The swapped
+tokens, all but down_proj +0.14. `ignore=down_proj` keeps those layers in float. The swapped
 modules have no Hugging Face save format, so the result is not exportable.
 """
 
 from __future__ import annotations
 
-import re
 import warnings
 from dataclasses import dataclass
 
@@ -19,23 +18,16 @@ import torch
 from torch import nn
 
 from compbench.compressors.registry import CompressionContext, StepOutput, register_compressor
-from compbench.compressors.targets import linear_layers
+from compbench.compressors.targets import Targeted, target_layers
 from compbench.errors import CompbenchError
 
 
 @dataclass(frozen=True)
-class DynamicInt8Config:
-    """Weight granularity, and which target layers (a name regex) stay in float."""
+class DynamicInt8Config(Targeted):
+    """Weight granularity; `ignore=down_proj` keeps the layers whose name matches in float."""
 
     per_channel: bool = True  # one weight scale per output row (False: one per tensor)
-    skip: str = ""  # regex of target layer names left unquantized, e.g. down_proj
-    version: int = 1  # bump when the method's behaviour changes
-
-    def __post_init__(self):
-        try:
-            re.compile(self.skip)
-        except re.error as exc:
-            raise ValueError(f"skip must be a regular expression: {exc}") from None
+    version: int = 2  # bump when the method's behaviour changes
 
 
 def apply(model: nn.Module, config: DynamicInt8Config, context: CompressionContext) -> StepOutput:
@@ -52,7 +44,7 @@ def apply(model: nn.Module, config: DynamicInt8Config, context: CompressionConte
         raise CompbenchError(f"dynamic-int8 needs fp32 weights, the model is {parameter.dtype}; "
                              "load it with --dtype float32")
     qconfig = per_channel_dynamic_qconfig if config.per_channel else default_dynamic_qconfig
-    names = [n for n in linear_layers(model) if not (config.skip and re.search(config.skip, n))]
+    names = list(target_layers(model, config, "dynamic-int8"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch deprecates quantized tensors in favour of torchao
         quantize_dynamic(model, dict.fromkeys(names, qconfig), dtype=torch.qint8, inplace=True)

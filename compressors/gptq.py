@@ -24,7 +24,8 @@ from torch import nn
 from compbench.compressors.calibration import Calibrated
 from compbench.compressors.llmc import oneshot_, target_names
 from compbench.compressors.registry import CompressionContext, StepOutput, register_compressor
-from compbench.compressors.targets import dense_weight, linear_layers
+from compbench.compressors.targets import Targeted, target_layers
+from compbench.core.tensors import dense_weight
 from compbench.errors import CompbenchError
 
 BITS = (2, 3, 4, 8)
@@ -38,7 +39,7 @@ def _check_bits_and_group(bits: int, group_size: int) -> None:
 
 
 @dataclass(frozen=True)
-class RTNConfig:
+class RTNConfig(Targeted):
     """Round-to-nearest b-bit integers, one scale (and zero point if asymmetric) per group."""
 
     MAIN_OPTION: ClassVar[str] = "bits"
@@ -48,11 +49,12 @@ class RTNConfig:
     version: int = 1  # bump when the method's behaviour changes
 
     def __post_init__(self):
+        super().__post_init__()
         _check_bits_and_group(self.bits, self.group_size)
 
 
 @dataclass(frozen=True)
-class GPTQConfig(Calibrated):
+class GPTQConfig(Calibrated, Targeted):
     """GPTQ (Frantar et al. 2022) with the options AutoGPTQ exposed, plus the calibration set."""
 
     MAIN_OPTION: ClassVar[str] = "bits"
@@ -73,11 +75,10 @@ class GPTQConfig(Calibrated):
             raise ValueError(f"block_size must be >= 1, got {self.block_size}")
 
 
-def int_scheme(model: nn.Module, method: str, bits: int, group_size: int, sym: bool,
-            actorder: str | None = None, layers: dict[str, nn.Module] | None = None) -> dict:
-    """A compressed-tensors config group for `layers` (default: all targets); checks the group
-    size divides their input widths."""
-    layers = linear_layers(model) if layers is None else layers
+def int_scheme(layers: dict[str, nn.Module], method: str, bits: int, group_size: int, sym: bool,
+               actorder: str | None = None) -> dict:
+    """A compressed-tensors config group for `layers`; checks the group size divides their
+    input widths."""
     if group_size:
         for name, module in layers.items():
             if module.in_features % group_size:
@@ -94,18 +95,16 @@ def int_scheme(model: nn.Module, method: str, bits: int, group_size: int, sym: b
     return {"targets": target_names(layers), "weights": weights}
 
 
-def zero_masks(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Where each target weight is exactly zero (pruned), for the layers that have any."""
-    return {name: m.weight == 0 for name, m in linear_layers(model).items()
-            if bool((m.weight == 0).any())}
+def zero_masks(layers: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
+    """Where each weight is exactly zero (pruned), for the layers that have any."""
+    return {name: m.weight == 0 for name, m in layers.items() if bool((m.weight == 0).any())}
 
 
-def pack_(model: nn.Module, masks: dict[str, torch.Tensor]) -> dict:
+def pack_(model: nn.Module, layers: dict[str, nn.Module], masks: dict[str, torch.Tensor]) -> dict:
     """Restore pruned zeros, pack the quantized layers in memory, and measure their bytes and
     the fraction of weights stored as exactly zero (pruned ones, and those that round to 0)."""
     from compressed_tensors.compressors import ModelCompressor
 
-    layers = linear_layers(model)
     with torch.no_grad():
         for name, mask in masks.items():
             layers[name].weight.masked_fill_(mask, 0.0)
@@ -124,29 +123,33 @@ def pack_(model: nn.Module, masks: dict[str, torch.Tensor]) -> dict:
 def apply_rtn(model: nn.Module, config: RTNConfig, context: CompressionContext) -> StepOutput:
     from llmcompressor.modifiers.quantization import QuantizationModifier
 
-    group = int_scheme(model, "rtn", config.bits, config.group_size, config.sym)
-    masks = zero_masks(model)
+    layers = target_layers(model, config, "rtn")
+    group = int_scheme(layers, "rtn", config.bits, config.group_size, config.sym)
+    masks = zero_masks(layers)
     oneshot_(model, [QuantizationModifier(config_groups={"group_0": group})], "rtn", context)
-    return StepOutput(model, pack_(model, masks))
+    return StepOutput(model, pack_(model, layers, masks))
 
 
 def apply_gptq(model: nn.Module, config: GPTQConfig, context: CompressionContext) -> StepOutput:
     from llmcompressor.modifiers.quantization import GPTQModifier
 
-    group = int_scheme(model, "gptq", config.bits, config.group_size, config.sym,
-                    actorder="group" if config.act_order else None)
-    masks = zero_masks(model)
+    layers = target_layers(model, config, "gptq")
+    group = int_scheme(layers, "gptq", config.bits, config.group_size, config.sym,
+                       actorder="group" if config.act_order else None)
+    masks = zero_masks(layers)
     modifier = GPTQModifier(config_groups={"group_0": group}, dampening_frac=config.damp,
                             block_size=config.block_size)
     oneshot_(model, [modifier], "gptq", context, calibration=config)
-    return StepOutput(model, pack_(model, masks))
+    return StepOutput(model, pack_(model, layers, masks))
 
 
 register_compressor(
     "rtn", RTNConfig, apply_rtn, kind="quantize", terminal=True,
+    libraries=("llmcompressor", "compressed-tensors"),
     summary="round-to-nearest 2/3/4/8-bit integer weights in groups (the GPTQ baseline)",
 )
 register_compressor(
     "gptq", GPTQConfig, apply_gptq, kind="quantize", terminal=True, needs_calibration=True,
+    libraries=("llmcompressor", "compressed-tensors"),
     summary="GPTQ 2/3/4/8-bit integer weights in groups, calibrated layer by layer",
 )

@@ -16,22 +16,21 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from compbench.compressors.targets import linear_layers, target_pattern
+from compbench.compressors.targets import Targeted, target_layers
 
 
-def skip_modules(model: nn.Module) -> list[str]:
+def skip_modules(model: nn.Module, targets: dict[str, nn.Module]) -> list[str]:
     """Linear modules outside the target set, kept unquantized (lm_head, task heads)."""
-    targets = set(linear_layers(model))
     return [name for name, module in model.named_modules()
             if name not in targets and type(module).__name__ == "Linear"]
 
 
-def reload_quantized(model: nn.Module, make_config: Callable[[list[str]], object]) -> nn.Module:
+def reload_quantized(model: nn.Module, selection: Targeted, method: str,
+                     make_config: Callable[[list[str]], object]) -> nn.Module:
     """The model reloaded with `make_config(skip_modules)` as its quantization config, on its
-    device and in its dtype; the target pattern carries over."""
+    device and in its dtype: only the selected layers are quantized."""
     device = next(model.parameters()).device
-    pattern = target_pattern(model)
-    quantization_config = make_config(skip_modules(model))
+    quantization_config = make_config(skip_modules(model, target_layers(model, selection, method)))
     logger = logging.getLogger("transformers")
     level = logger.level
     with tempfile.TemporaryDirectory(prefix="compbench-quantize-") as folder:
@@ -46,7 +45,6 @@ def reload_quantized(model: nn.Module, make_config: Callable[[list[str]], object
                 )
         finally:
             logger.setLevel(level)
-    quantized.compbench_compressible = pattern
     quantized.eval()
     del model
     if torch.cuda.is_available():

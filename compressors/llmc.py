@@ -17,8 +17,6 @@ from torch import nn
 
 from compbench.compressors.calibration import Calibrated, calibration_loader
 from compbench.compressors.registry import CompressionContext
-from compbench.compressors.targets import linear_layers
-from compbench.errors import CompbenchError
 
 
 def _quiet() -> None:
@@ -40,13 +38,9 @@ def oneshot_(model: nn.Module, modifiers: list, method: str, context: Compressio
     _quiet()
     from llmcompressor import oneshot
 
-    if not linear_layers(model):
-        raise CompbenchError(f"{method}: the model has no target linear layers")
     kwargs = {}
     if calibration is not None:
-        if context.tokenizer is None:
-            raise CompbenchError(f"{method} needs calibration data, which needs the model's tokenizer")
-        kwargs = {"dataset": calibration_loader(context.tokenizer, calibration),
+        kwargs = {"dataset": calibration_loader(context, calibration),
                   "num_calibration_samples": calibration.nsamples, "pipeline": "sequential"}
     oneshot(model=model, recipe=modifiers, **kwargs)
 

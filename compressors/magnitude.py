@@ -23,18 +23,21 @@ from typing import ClassVar
 
 import torch
 
-from compbench.compressors.calibration import Calibrated
+from compbench.compressors.calibration import CALIBRATION_FIELDS, Calibrated
 from compbench.compressors.nm import check_sparsity
 from compbench.compressors.registry import CompressionContext, StepOutput, register_compressor
-from compbench.compressors.targets import linear_layers
+from compbench.compressors.targets import Targeted, target_layers
 from compbench.errors import CompbenchError
 
 SCOPES = ("global", "layer", "ranked", "groups", "single")
 
 
 @dataclass(frozen=True)
-class MagnitudeConfig(Calibrated):
-    """Fraction of weights to zero and how it is spread over the layers (see the module doc)."""
+class MagnitudeConfig(Calibrated, Targeted):
+    """Fraction of weights to zero and how it is spread over the layers (see the module doc).
+
+    Magnitude pruning reads no data; only `scope=ranked` measures sensitivity on calibration
+    windows, so the calibration options are accepted with that scope alone."""
 
     MAIN_OPTION: ClassVar[str] = "sparsity"
     sparsity: float = 0.5  # fraction of target weights set to zero, in [0, 1)
@@ -46,10 +49,16 @@ class MagnitudeConfig(Calibrated):
     n: int = 0  # N:M pattern: zeros per group (0 = unstructured)
     m: int = 0  # N:M pattern: group length along the input dimension
     nsamples: int = 4  # ranked: calibration windows the sensitivity is measured on
-    version: int = 2  # bump when the method's behaviour changes
+    version: int = 3  # bump when the method's behaviour changes
 
     def __post_init__(self):
         super().__post_init__()
+        if self.scope != "ranked":
+            given = [f for f in CALIBRATION_FIELDS
+                     if getattr(self, f) != type(self).__dataclass_fields__[f].default]
+            if given:
+                raise ValueError(f"calibration options ({', '.join(given)}) apply to scope=ranked "
+                                 "only: magnitude pruning reads no data")
         object.__setattr__(self, "sparsity", check_sparsity(self.sparsity, self.n, self.m))
         if self.scope not in SCOPES:
             raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got '{self.scope}'")
@@ -123,12 +132,10 @@ def _ranked_sparsities(model, names: list[str], config: MagnitudeConfig,
     from compbench.compressors.recipe import make_step
     from compbench.compressors.sensitivity import measure_sensitivity, units_of
 
-    if context.tokenizer is None:
-        raise CompbenchError("magnitude scope=ranked measures sensitivity, which needs the tokenizer")
     probe = make_step("magnitude", {"sparsity": config.top_sparsity, "scope": "layer"})
     calibration = Calibrated(config.calibration, config.nsamples, config.seqlen, config.seed)
-    delta = measure_sensitivity(model, context.tokenizer, probe, "block", calibration).delta()
-    blocks = units_of(model, "block")
+    delta = measure_sensitivity(model, context, probe, "block", calibration, selection=config).delta()
+    blocks = units_of(model, "block", config)
     if config.top > len(blocks):
         raise CompbenchError(f"magnitude: top={config.top} but the model has {len(blocks)} blocks")
     least_sensitive = sorted(blocks, key=lambda b: (delta[b], b))[: config.top]
@@ -156,7 +163,7 @@ def _single(names: list[str], config: MagnitudeConfig) -> dict[str, float]:
 
 def apply(model, config: MagnitudeConfig, context: CompressionContext) -> StepOutput:
     """Prune the target layers by the chosen strategy; return the sparsity reached."""
-    layers = linear_layers(model)
+    layers = target_layers(model, config, "magnitude")
     names = list(layers)
     weights = [m.weight.data for m in layers.values()]
     total = sum(w.numel() for w in weights)
@@ -185,5 +192,6 @@ def apply(model, config: MagnitudeConfig, context: CompressionContext) -> StepOu
 
 register_compressor(
     "magnitude", MagnitudeConfig, apply, kind="prune",
+    needs_calibration=lambda config: config.scope == "ranked",
     summary="unstructured L1 magnitude pruning (global, layer, ranked, groups or single)",
 )

@@ -24,15 +24,14 @@ from compbench.compressors.calibration import Calibrated
 from compbench.compressors.gptq import int_scheme, pack_, zero_masks
 from compbench.compressors.llmc import oneshot_
 from compbench.compressors.registry import CompressionContext, StepOutput, register_compressor
-from compbench.compressors.targets import exact_pattern, linear_layers, target_pattern
-from compbench.errors import CompbenchError
+from compbench.compressors.targets import Targeted, exact_pattern, target_layers
 
 METHODS = ("rtn", "gptq", "bnb")
 LOW_BITS, HIGH_BITS = 4, 8
 
 
 @dataclass(frozen=True)
-class MixedConfig(Calibrated):
+class MixedConfig(Calibrated, Targeted):
     """Bit budget, quantizer and group size; calibration options are GPTQ's."""
 
     MAIN_OPTION: ClassVar[str] = "budget_bits"
@@ -76,19 +75,18 @@ def apply(model: nn.Module, config: MixedConfig, context: CompressionContext) ->
     from compbench.compressors.recipe import make_step
     from compbench.compressors.sensitivity import measure_sensitivity, units_of
 
-    if context.tokenizer is None:
-        raise CompbenchError("mixed measures sensitivity on calibration text, which needs the tokenizer")
-    layers = linear_layers(model)
+    layers = target_layers(model, config, "mixed")
     if config.method == "bnb":
         probe = make_step("nf4", {})
     else:
-        int_scheme(model, "mixed", LOW_BITS, config.group_size, config.sym)  # checks the group size
+        int_scheme(layers, "mixed", LOW_BITS, config.group_size, config.sym)  # checks the group size
         probe = make_step("rtn", {"bits": LOW_BITS, "group_size": config.group_size,
                                   "sym": config.sym})
     probe_calibration = Calibrated(config.calibration, config.sensitivity_samples, config.seqlen,
                                    config.seed)
-    delta = measure_sensitivity(model, context.tokenizer, probe, "block", probe_calibration).delta()
-    units = units_of(model, "block")
+    delta = measure_sensitivity(model, context, probe, "block", probe_calibration,
+                                selection=config).delta()
+    units = units_of(model, "block", config)
     sizes = {u: sum(layers[n].weight.numel() for n in members) for u, members in units.items()}
     bits = assign_bits(sizes, delta, config.budget_bits)
     members = {width: {n: layers[n] for u in units if bits[u] == width for n in units[u]}
@@ -96,26 +94,25 @@ def apply(model: nn.Module, config: MixedConfig, context: CompressionContext) ->
     if config.method == "bnb":
         model, stats = _bnb_mixed(model, members[LOW_BITS], members[HIGH_BITS], context)
     else:
-        stats = _integer_mixed(model, members, config, context)
+        stats = _integer_mixed(model, layers, members, config, context)
     stats["mean_bits"] = sum(bits[u] * sizes[u] for u in units) / sum(sizes.values())
     stats["blocks_8bit"] = [u for u in units if bits[u] == HIGH_BITS]
     return StepOutput(model, stats)
 
 
-def _integer_mixed(model: nn.Module, members: dict[int, dict], config: MixedConfig,
-                   context: CompressionContext) -> dict:
+def _integer_mixed(model: nn.Module, layers: dict[str, nn.Module], members: dict[int, dict],
+                   config: MixedConfig, context: CompressionContext) -> dict:
     """Both groups in one llm-compressor pass (GPTQ or RTN), then packed."""
     from llmcompressor.modifiers.quantization import GPTQModifier, QuantizationModifier
 
-    groups = {f"group_{width}bit": int_scheme(model, "mixed", width, config.group_size, config.sym,
-                                              layers=layers)
-              for width, layers in members.items() if layers}
-    masks = zero_masks(model)
+    groups = {f"group_{width}bit": int_scheme(group, "mixed", width, config.group_size, config.sym)
+              for width, group in members.items() if group}
+    masks = zero_masks(layers)
     if config.method == "gptq":
         oneshot_(model, [GPTQModifier(config_groups=groups)], "mixed", context, calibration=config)
     else:
         oneshot_(model, [QuantizationModifier(config_groups=groups)], "mixed", context)
-    return pack_(model, masks)
+    return pack_(model, layers, masks)
 
 
 def _bnb_mixed(model: nn.Module, four_bit: dict, eight_bit: dict,
@@ -123,11 +120,8 @@ def _bnb_mixed(model: nn.Module, four_bit: dict, eight_bit: dict,
     """NF4 through transformers' loader for the 4-bit layers, then LLM.int8() swapped in by hand."""
     from compbench.compressors.bnb import NF4Config, apply_4bit, swap_to_int8_
 
-    pattern = target_pattern(model)
     if four_bit:
-        model.compbench_compressible = exact_pattern(four_bit)
-        model = apply_4bit(model, NF4Config(), context).model
-        model.compbench_compressible = pattern
+        model = apply_4bit(model, NF4Config(targets=exact_pattern(four_bit)), context).model
     swap_to_int8_(model, list(eight_bit))
     return model, {"quantized_layers": len(four_bit) + len(eight_bit),
                    "layers_4bit": len(four_bit), "layers_8bit": len(eight_bit)}
@@ -135,6 +129,7 @@ def _bnb_mixed(model: nn.Module, four_bit: dict, eight_bit: dict,
 
 register_compressor(
     "mixed", MixedConfig, apply, kind="quantize", terminal=True, needs_calibration=True,
+    libraries=("bitsandbytes", "llmcompressor", "compressed-tensors"),
     exportable=lambda config: config.method != "bnb",
     summary="per-block 4/8-bit weights (packed integers or bitsandbytes) under a bit budget, "
             "by measured sensitivity",

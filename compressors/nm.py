@@ -11,7 +11,7 @@ from torch import nn
 from compbench.compressors.calibration import Calibrated
 from compbench.compressors.llmc import drop_compressed_save, oneshot_, target_names
 from compbench.compressors.registry import CompressionContext, StepOutput
-from compbench.compressors.targets import linear_layers, sparsity_of
+from compbench.compressors.targets import Targeted, linear_layers, sparsity_of, target_layers
 
 
 def check_sparsity(sparsity: float, n: int, m: int) -> float:
@@ -30,7 +30,7 @@ def check_sparsity(sparsity: float, n: int, m: int) -> float:
 
 
 @dataclass(frozen=True)
-class CalibratedSparsity(Calibrated):
+class CalibratedSparsity(Calibrated, Targeted):
     """Unstructured `sparsity`, or N zeros in every M consecutive input weights when `n`:`m` is set."""
 
     MAIN_OPTION: ClassVar[str] = "sparsity"
@@ -59,9 +59,10 @@ def follows_nm(weight: torch.Tensor, n: int, m: int) -> bool:
 def run_pruner(model: nn.Module, modifier_cls: type, method: str, config: CalibratedSparsity,
                context: CompressionContext, **options) -> StepOutput:
     """Prune the target linears with an llm-compressor sparsity modifier, layer by layer."""
-    layers = linear_layers(model)
+    layers = target_layers(model, config, method)
     modifier = modifier_cls(sparsity=config.sparsity, mask_structure=config.mask_structure(),
                             targets=target_names(layers), **options)
     oneshot_(model, [modifier], method, context, calibration=config)
     drop_compressed_save(model)  # the result is a plain dense model: stock save_pretrained
-    return StepOutput(model, {"sparsity": sparsity_of(model), "layers": len(layers)})
+    return StepOutput(model, {"sparsity": sparsity_of(linear_layers(model, config)),
+                              "layers": len(layers)})

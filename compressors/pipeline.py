@@ -7,10 +7,9 @@ from typing import Any
 
 from torch import nn
 
-from compbench.compressors.calibration import Calibrated
 from compbench.compressors.recipe import Recipe
 from compbench.compressors.registry import COMPRESSORS, CompressionContext
-from compbench.harness.measure import PeakMemory, Timer, state_bytes
+from compbench.core.measure import PeakMemory, Timer, state_bytes
 
 
 @dataclass
@@ -26,12 +25,13 @@ class CompressionResult:
     calibration: dict[str, Any] | None = None  # the first calibrated step's data choice
 
 
-def compress(model: nn.Module, recipe: Recipe, tokenizer=None) -> CompressionResult:
+def compress(model: nn.Module, recipe: Recipe,
+             context: CompressionContext | None = None) -> CompressionResult:
     """Apply the recipe's steps in order. May return a new model object (quantizers reload).
 
-    `tokenizer` turns calibration text into tokens; methods that need calibration require it.
+    Methods that read calibration data need the context's tokenizer and `calibration_text`.
     """
-    context = CompressionContext(tokenizer=tokenizer)
+    context = context or CompressionContext()
     result = CompressionResult(model=model, size_bytes_before=state_bytes(model),
                                size_bytes_16bit_before=state_bytes(model, float_bytes=2))
     for step in recipe.steps:
@@ -48,7 +48,7 @@ def compress(model: nn.Module, recipe: Recipe, tokenizer=None) -> CompressionRes
             "stats": output.stats,
         })
         result.seconds += timer.seconds
-        if result.calibration is None and isinstance(step.config, Calibrated):
+        if result.calibration is None and compressor.uses_calibration(step.config):
             result.calibration = step.config.calibration_record()
     result.size_bytes = state_bytes(result.model)
     return result

@@ -40,8 +40,13 @@ class Step:
 
     def as_dict(self) -> dict[str, Any]:
         """The step as stored in results JSON: method, config version, full config."""
+        from compbench.compressors.calibration import CALIBRATION_FIELDS
+
         values = dataclasses.asdict(self.config)
         version = values.pop("version")
+        if not COMPRESSORS[self.method].uses_calibration(self.config):
+            for name in CALIBRATION_FIELDS:
+                values.pop(name, None)
         return {"method": self.method, "version": version, "config": values}
 
 
@@ -70,6 +75,8 @@ def _main_option(compressor: Compressor) -> str | None:
 def _format_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # mixed:5, not mixed:5.0: one canonical spelling
     return str(value)
 
 

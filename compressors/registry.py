@@ -11,9 +11,12 @@ ApplyFn = Callable[[Any, Any, "CompressionContext"], "StepOutput"]
 
 @dataclass
 class CompressionContext:
-    """What a step may need beside the model and its config: the tokenizer, for calibration text."""
+    """What a step may need beside the model and its config: the tokenizer, and a function that
+    returns a named calibration corpus as a list of texts (handed in, so compressors read no
+    datasets themselves)."""
 
     tokenizer: Any = None
+    calibration_text: Callable[[str], list[str]] | None = None
 
 
 @dataclass
@@ -37,12 +40,20 @@ class Compressor:
     # Whether `save_pretrained` writes a checkpoint that stock `from_pretrained` reloads; a
     # predicate on the config where that depends on the options.
     exportable: bool | Callable[[Any], bool] = True
-    needs_calibration: bool = False
+    # Whether the step reads calibration data; a predicate where that depends on the options.
+    needs_calibration: bool | Callable[[Any], bool] = False
+    # Libraries whose code writes the compressed weights: their versions are part of the identity.
+    libraries: tuple[str, ...] = ()
     summary: str = ""
 
     def can_export(self, config: Any) -> bool:
         """Whether this step, with these options, leaves a model stock `from_pretrained` reloads."""
         return self.exportable(config) if callable(self.exportable) else self.exportable
+
+    def uses_calibration(self, config: Any) -> bool:
+        """Whether this step, with these options, reads calibration data."""
+        needs = self.needs_calibration
+        return needs(config) if callable(needs) else needs
 
     def defaults(self) -> dict[str, Any]:
         """Each option's default, read from the config's fields (a config may refuse to be built
@@ -65,7 +76,8 @@ def register_compressor(
     kind: Literal["cast", "prune", "quantize"],
     terminal: bool = False,
     exportable: bool | Callable[[Any], bool] = True,
-    needs_calibration: bool = False,
+    needs_calibration: bool | Callable[[Any], bool] = False,
+    libraries: tuple[str, ...] = (),
     summary: str = "",
 ) -> None:
     """Register a method under `name`; names are lowercase identifiers and unique."""
@@ -76,5 +88,5 @@ def register_compressor(
     if not any(f.name == "version" for f in fields(config_cls)):
         raise ValueError(f"{config_cls.__name__} needs a `version` field")
     COMPRESSORS[name] = Compressor(
-        name, config_cls, apply, kind, terminal, exportable, needs_calibration, summary
+        name, config_cls, apply, kind, terminal, exportable, needs_calibration, libraries, summary
     )

@@ -11,10 +11,10 @@ calibration windows.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,11 +24,11 @@ from tqdm import tqdm
 
 from compbench.compressors.calibration import Calibrated, calibration_ids
 from compbench.compressors.registry import COMPRESSORS, CompressionContext
-from compbench.compressors.targets import exact_pattern, linear_layers
+from compbench.compressors.targets import Targeted, block_of, exact_pattern, find_blocks, linear_layers
+from compbench.core.io import cache_dir, write_json_atomic
 from compbench.errors import CompbenchError
 
 UNITS = ("block", "linear")
-_BLOCK = re.compile(r"^(.*?\blayers\.\d+)\.")
 
 
 @dataclass(frozen=True)
@@ -46,16 +46,17 @@ class Sensitivity:
         return {name: value / self.baseline_ppl - 1.0 for name, value in self.ppl.items()}
 
 
-def units_of(model: nn.Module, unit: str) -> dict[str, list[str]]:
-    """Target linears grouped by decoder block (`model.layers.3`) or one linear a unit."""
-    names = list(linear_layers(model))
+def units_of(model: nn.Module, unit: str, selection: Targeted | None = None) -> dict[str, list[str]]:
+    """Target linears grouped by block (`model.layers.3`, found from the model's structure) or
+    one linear a unit."""
+    names = list(linear_layers(model, selection))
     if unit == "linear":
         return {name: [name] for name in names}
-    blocks: dict[str, list[str]] = {}
+    blocks = find_blocks(model)
+    units: dict[str, list[str]] = {}
     for name in names:
-        match = _BLOCK.match(name)
-        blocks.setdefault(match.group(1) if match else name, []).append(name)
-    return blocks
+        units.setdefault(block_of(name, blocks), []).append(name)
+    return units
 
 
 @torch.no_grad()
@@ -76,38 +77,40 @@ def _fingerprint(model: nn.Module) -> list:
             for name, m in linear_layers(model).items()]
 
 
-def _cache_path(model: nn.Module, step: str, unit: str, calibration: Calibrated) -> Path:
-    from compbench.model_zoo.embedded import cache_dir
-
+def _cache_path(model: nn.Module, step: str, unit: str, calibration: Calibrated,
+                selection: Targeted | None) -> Path:
     key = json.dumps([getattr(model, "name_or_path", ""), str(next(model.parameters()).dtype),
-                      _fingerprint(model), step, unit, calibration.calibration_record()])
+                      _fingerprint(model), step, unit, calibration.calibration_record(),
+                      [selection.targets, selection.ignore] if selection else None])
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return cache_dir() / "sensitivity" / f"{digest}.json"
 
 
-def measure_sensitivity(model: nn.Module, tokenizer, step, unit: str = "block",
-                        calibration: Calibrated | None = None, use_cache: bool = True) -> Sensitivity:
-    """Perplexity with each unit alone compressed by `step` (a recipe `Step`); cached on disk."""
-    from compbench.reports.store import write_json_atomic
-
+def measure_sensitivity(model: nn.Module, context: CompressionContext, step, unit: str = "block",
+                        calibration: Calibrated | None = None, use_cache: bool = True,
+                        selection: Targeted | None = None) -> Sensitivity:
+    """Perplexity with each unit of the `selection`'s layers alone compressed by `step` (a recipe
+    `Step` whose method selects layers); cached on disk."""
     if unit not in UNITS:
         raise CompbenchError(f"unit must be one of {', '.join(UNITS)}, got '{unit}'")
+    if not isinstance(step.config, Targeted):
+        raise CompbenchError(f"sensitivity: '{step.method}' compresses the whole model, not chosen "
+                             "layers; use a method with targets (magnitude, rtn, nf4, int8, …)")
     calibration = calibration or Calibrated(nsamples=4, seqlen=512)
-    path = _cache_path(model, str(step), unit, calibration)
+    path = _cache_path(model, str(step), unit, calibration, selection)
     if use_cache and path.is_file():
         try:
             return Sensitivity(**json.loads(path.read_text()))
         except (json.JSONDecodeError, TypeError):
             path.unlink()
-    ids = calibration_ids(tokenizer, calibration)
+    ids = calibration_ids(context, calibration)
     baseline = window_perplexity(model, ids)
     compressor = COMPRESSORS[step.method]
-    context = CompressionContext(tokenizer=tokenizer)
     ppl = {}
-    for name, members in tqdm(units_of(model, unit).items(), desc=f"sensitivity to {step}"):
+    for name, members in tqdm(units_of(model, unit, selection).items(), desc=f"sensitivity to {step}"):
         trial = copy.deepcopy(model)
-        trial.compbench_compressible = exact_pattern(members)
-        trial = compressor.apply(trial, step.config, context).model
+        config = dataclasses.replace(step.config, targets=exact_pattern(members), ignore="")
+        trial = compressor.apply(trial, config, context).model
         ppl[name] = window_perplexity(trial, ids)
         del trial
     result = Sensitivity(str(step), unit, calibration.calibration_record(), baseline, ppl)

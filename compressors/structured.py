@@ -4,8 +4,9 @@ Unlike unstructured sparsity, the weight matrices get smaller: the result is a s
 model whose config says so (`num_attention_heads`, `intermediate_size`), so it saves with
 `save_pretrained`, reloads with stock `from_pretrained`, and runs faster with no sparse kernel.
 Every block loses the same number of heads and channels (a Hugging Face config has one size for
-all blocks); which ones is decided per block by a data-free importance score (the L2 norms of the
-weights that read and write each head or channel, as TextPruner and LLM-Pruner's `l2` do).
+all blocks); which ones is decided per block by an activation-aware importance score: the L2
+norm of each head's or channel's activations over calibration windows times the norm of the
+output weights that read it (Wanda's |w| x ||x|| at the granularity of a head or a channel).
 
 Query heads are removed within each key/value group alike, so grouped-query attention keeps
 its key/value heads. Written by hand: no maintained library prunes decoder heads and channels
@@ -21,6 +22,7 @@ from torch import nn
 
 from compbench.compressors.calibration import Calibrated, calibration_ids
 from compbench.compressors.registry import CompressionContext, StepOutput, register_compressor
+from compbench.compressors.targets import find_blocks
 from compbench.errors import CompbenchError
 
 
@@ -91,11 +93,11 @@ def prune_heads_(attention: nn.Module, input_norm: torch.Tensor, head_dim: int, 
 
 
 def _blocks(model: nn.Module) -> list[nn.Module]:
-    blocks = [m for m in model.modules()
-              if hasattr(m, "self_attn") and hasattr(m, "mlp")
-              and all(hasattr(m.self_attn, p) for p in ("q_proj", "k_proj", "v_proj", "o_proj"))
-              and all(hasattr(m.mlp, p) for p in ("gate_proj", "up_proj", "down_proj"))]
-    if not blocks:
+    blocks = list(find_blocks(model).values())
+    if not all(hasattr(m, "self_attn") and hasattr(m, "mlp")
+               and all(hasattr(m.self_attn, p) for p in ("q_proj", "k_proj", "v_proj", "o_proj"))
+               and all(hasattr(m.mlp, p) for p in ("gate_proj", "up_proj", "down_proj"))
+               for m in blocks):
         raise CompbenchError("structured pruning needs decoder blocks with self_attn.{q,k,v,o}_proj "
                              "and a gated mlp.{gate,up,down}_proj (Llama, Qwen2, Mistral, Phi-3 style)")
     return blocks
@@ -138,10 +140,7 @@ def apply(model: nn.Module, config: StructuredConfig, context: CompressionContex
     if any(type(m).__name__ not in ("Linear",) for b in blocks
            for m in (b.mlp.gate_proj, b.self_attn.q_proj)):
         raise CompbenchError("structured pruning must come before quantization in a recipe")
-    if context.tokenizer is None:
-        raise CompbenchError("structured pruning scores channels on calibration data, which needs "
-                             "the model's tokenizer")
-    ids = calibration_ids(context.tokenizer, config)
+    ids = calibration_ids(context, config)
     norms = input_norms(model, [m for b in blocks for m in (b.mlp.down_proj, b.self_attn.o_proj)], ids)
     params_before = sum(p.numel() for p in model.parameters())
     kept_heads = heads

@@ -1,90 +1,101 @@
-"""Which layers a method touches, selected by module type and name pattern, never by model name."""
+"""Which layers a method touches, chosen from the model's structure and the config's patterns.
+
+By default a method compresses every linear layer inside the model's repeated blocks (decoder
+or encoder layers): not the embeddings, not `lm_head`, not a task head. The blocks are found
+from the module tree, never from a model name or a name regex, so the default holds for any
+architecture. A config narrows or widens that set with `targets` (a regex over module names:
+then every linear whose name matches) and `ignore` (a regex of names left alone), as
+llm-compressor's `targets`/`ignore`, peft's `target_modules` and torchao's `filter_fn` do.
+"""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
-import torch
 from torch import nn
 
-from compbench.model_zoo.presets import DECODER_LINEARS
+from compbench.core.tensors import dense_weight, is_linear
+from compbench.errors import CompbenchError
 
 
-def target_pattern(model: nn.Module) -> str:
-    """The compressible-module regex: the preset's (stored on the model on load), else decoder linears."""
-    return getattr(model, "compbench_compressible", DECODER_LINEARS)
+@dataclass(frozen=True)
+class Targeted:
+    """Layer selection options shared by the methods that compress linear layers."""
+
+    targets: str = ""  # regex of module names to compress; "" = every linear inside the blocks
+    ignore: str = ""  # regex of module names left uncompressed (applied after `targets`)
+
+    def __post_init__(self):
+        parent = getattr(super(), "__post_init__", None)
+        if parent:
+            parent()
+        for name in ("targets", "ignore"):
+            try:
+                re.compile(getattr(self, name))
+            except re.error as exc:
+                raise ValueError(f"{name} must be a regular expression: {exc}") from None
+
+
+def find_blocks(model: nn.Module) -> dict[str, nn.Module]:
+    """The model's repeated blocks by qualified name (`model.layers.0`, …): the ModuleList of
+    modules of one class that holds the most parameters (so a block's own lists, e.g. MoE
+    experts, never win over the list of blocks)."""
+    best_name, best_size, best = None, -1, None
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.ModuleList) or len(module) == 0:
+            continue
+        if len({type(member) for member in module}) != 1:
+            continue
+        size = sum(p.numel() for p in module.parameters())
+        if size > best_size:
+            best_name, best_size, best = name, size, module
+    if best is None:
+        raise CompbenchError(f"{type(model).__name__} has no list of repeated blocks (decoder or "
+                             "encoder layers); give the layers to compress with targets=<regex>")
+    return {f"{best_name}.{i}": block for i, block in enumerate(best)}
 
 
 def exact_pattern(names) -> str:
-    """A target pattern matching exactly these module names (to compress a chosen subset)."""
+    """A `targets` pattern matching exactly these module names (to compress a chosen subset)."""
     return "^(" + "|".join(re.escape(name) for name in names) + ")$"
 
 
-def linear_layers(model: nn.Module, pattern: str | None = None) -> dict[str, nn.Module]:
-    """Linear-like modules (plain or bitsandbytes) whose qualified name matches `pattern`."""
-    regex = re.compile(pattern or target_pattern(model))
-    return {
-        name: module
-        for name, module in model.named_modules()
-        if _is_linear(module) and regex.search(name)
-    }
+def linear_layers(model: nn.Module, selection: Targeted | None = None) -> dict[str, nn.Module]:
+    """Linear-like modules (plain or quantized) selected by `selection` (default: the blocks' linears)."""
+    if selection is not None and selection.targets:
+        regex = re.compile(selection.targets)
+        chosen = {n: m for n, m in model.named_modules() if is_linear(m) and regex.search(n)}
+    else:
+        prefixes = tuple(name + "." for name in find_blocks(model))
+        chosen = {n: m for n, m in model.named_modules() if is_linear(m) and n.startswith(prefixes)}
+    if selection is not None and selection.ignore:
+        regex = re.compile(selection.ignore)
+        chosen = {n: m for n, m in chosen.items() if not regex.search(n)}
+    return chosen
 
 
-def is_tensor_subclass(tensor: torch.Tensor) -> bool:
-    """A wrapper tensor subclass holding inner tensors (torchao's quantized weights)."""
-    return hasattr(tensor, "__tensor_flatten__")
+def block_of(name: str, blocks) -> str:
+    """The block holding module `name` (the name itself for a module outside every block)."""
+    return next((block for block in blocks if name.startswith(block + ".")), name)
 
 
-def _is_linear(module: nn.Module) -> bool:
-    return isinstance(module, nn.Linear) or is_quantized_linear(module)
-
-
-def is_quantized_linear(module: nn.Module) -> bool:
-    """A Linear whose weight is stored quantized: bitsandbytes, packed compressed-tensors, torch
-    dynamic, or a torchao tensor subclass."""
-    return (type(module).__name__ in ("Linear8bitLt", "Linear4bit")
-            or hasattr(module, "weight_packed")
-            or isinstance(module, torch.ao.nn.quantized.dynamic.Linear)
-            or (isinstance(module, nn.Linear) and is_tensor_subclass(module.weight)))
-
-
-def _unpacked_weight(module: nn.Module) -> torch.Tensor:
-    """Dequantize a compressed-tensors `pack-quantized` Linear (GPTQ / RTN) to its float weight."""
-    from compressed_tensors.compressors.pack_quantized.helpers import unpack_from_int32
-    from compressed_tensors.quantization.lifecycle.forward import dequantize
-
-    args = module.quantization_scheme.weights
-    shape = torch.Size(module.weight_shape.tolist())
-    levels = unpack_from_int32(module.weight_packed, args.num_bits, shape)
-    zero_point = getattr(module, "weight_zero_point", None)
-    return dequantize(levels, module.weight_scale, zero_point, args, dtype=torch.float32)
-
-
-def dense_weight(module: nn.Module) -> torch.Tensor:
-    """The weight as a float matrix, dequantized for quantized layers (for checks and stats)."""
-    if hasattr(module, "weight_packed"):
-        return _unpacked_weight(module)
-    if isinstance(module, torch.ao.nn.quantized.dynamic.Linear):
-        return module.weight().dequantize()
-    name = type(module).__name__
-    if name == "Linear4bit":
-        import bitsandbytes.functional as bnbf
-
-        return bnbf.dequantize_4bit(module.weight.data, module.weight.quant_state).float()
-    if is_tensor_subclass(module.weight):
-        return module.weight.dequantize().float()
-    if name == "Linear8bitLt":
-        weight = module.weight
-        scale = weight.SCB if getattr(weight, "SCB", None) is not None else module.state.SCB
-        return weight.data.float() * scale.float().unsqueeze(1) / 127.0
-    return module.weight.detach().float()
-
-
-def sparsity_of(model: nn.Module, pattern: str | None = None) -> float:
-    """Fraction of exactly-zero weights over the target layers."""
+def sparsity_of(layers: dict[str, nn.Module]) -> float:
+    """Fraction of exactly-zero weights over these layers."""
     zeros = total = 0
-    for module in linear_layers(model, pattern).values():
+    for module in layers.values():
         weight = dense_weight(module)
         zeros += int((weight == 0).sum())
         total += weight.numel()
     return zeros / total if total else 0.0
+
+
+
+def target_layers(model: nn.Module, selection: Targeted, method: str) -> dict[str, nn.Module]:
+    """The layers a step compresses; none is an error naming the selection."""
+    layers = linear_layers(model, selection)
+    if not layers:
+        chosen = f"targets='{selection.targets}'" if selection.targets else "the default targets"
+        ignored = f", ignore='{selection.ignore}'" if selection.ignore else ""
+        raise CompbenchError(f"{method}: no linear layer matches {chosen}{ignored}")
+    return layers

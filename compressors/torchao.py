@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 from compbench.compressors.hf_quantizer import reload_quantized
 from compbench.compressors.registry import CompressionContext, StepOutput, register_compressor
-from compbench.compressors.targets import linear_layers
+from compbench.compressors.targets import Targeted, linear_layers
 
 
 @dataclass(frozen=True)
-class TorchaoInt8Config:
+class TorchaoInt8Config(Targeted):
     """int8 weights with a scale per output row; `activations`: also int8 activations, per token."""
 
     activations: bool = False  # W8A8: quantize each token's activations on the fly as well
@@ -51,11 +51,11 @@ def apply(model, config: TorchaoInt8Config, context: CompressionContext) -> Step
 
     scheme = Int8DynamicActivationInt8WeightConfig() if config.activations else Int8WeightOnlyConfig()
     quantized = reload_quantized(
-        model, lambda skip: TorchAoConfig(scheme, modules_to_not_convert=skip))
-    return StepOutput(quantized, {"quantized_layers": len(linear_layers(quantized))})
+        model, config, "torchao-int8", lambda skip: TorchAoConfig(scheme, modules_to_not_convert=skip))
+    return StepOutput(quantized, {"quantized_layers": len(linear_layers(quantized, config))})
 
 
 register_compressor(
-    "torchao-int8", TorchaoInt8Config, apply, kind="quantize", terminal=True,
+    "torchao-int8", TorchaoInt8Config, apply, kind="quantize", terminal=True, libraries=("torchao",),
     summary="torchao int8 weights (weight-only; activations=true: W8A8 dynamic)",
 )

@@ -32,5 +32,6 @@ def apply(model: nn.Module, config: WandaConfig, context: CompressionContext) ->
 
 register_compressor(
     "wanda", WandaConfig, apply, kind="prune", needs_calibration=True,
+    libraries=("llmcompressor", "compressed-tensors"),
     summary="Wanda: prune by |weight| x input norm per output row (unstructured or N:M)",
 )

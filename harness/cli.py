@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 import warnings
@@ -34,9 +35,20 @@ def _limit(text: str) -> int | float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
     return int(value) if value >= 1 and value.is_integer() else value
+
+
+def _positive_int(text: str) -> int:
+    """--batch-size, --max-length: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
 
 
 def _add_data_dir(parser: argparse.ArgumentParser) -> None:
@@ -53,33 +65,36 @@ def _quiet_libraries() -> None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from compbench.compressors import parse_recipe
+    from compbench.harness.evaluate import EvalSettings
     from compbench.harness.runner import RunSpec, run_sweep
-    from compbench.model_zoo import get_preset
+    from compbench.model_zoo.presets import choose_device, get_preset
 
     get_preset(args.model)
+    choose_device(args.device)
     recipes = [str(parse_recipe(r)) for r in args.recipe]  # validate all before running any
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
     _check_tasks(tasks)
-    specs = [RunSpec(model=args.model, recipe=r, tasks=tasks, limit=args.limit,
-                     device=args.device, dtype=args.dtype, batch_size=args.batch_size,
-                     max_length=args.max_length) for r in recipes]
+    settings = EvalSettings(tasks=tasks, limit=args.limit, batch_size=args.batch_size,
+                            max_length=args.max_length)
+    specs = [RunSpec(model=args.model, recipe=r, settings=settings, device=args.device,
+                     dtype=args.dtype) for r in recipes]
     failed = run_sweep(specs, Path(args.output_dir), force=args.force)
     if failed:
-        print(f"compbench: {len(failed)} run(s) failed: " + ", ".join(map(str, failed)),
-              file=sys.stderr)
-        return 1
+        print(f"compbench: {len(failed)} of {len(specs)} run(s) failed: "
+              + ", ".join(r.recipe for r in failed), file=sys.stderr)
+        for record in failed:
+            print(f"compbench: error: {record.error}", file=sys.stderr)
+        return 2 if any(r.error_kind == "bad_input" for r in failed) else 1
     return 0
 
 
 def _check_tasks(tasks: tuple[str, ...]) -> None:
-    from lm_eval.tasks import TaskManager
-
+    from compbench.harness.evaluate import task_index
     from compbench.tasks import TASKS_DIR
 
     if not tasks:
         raise CompbenchError("no tasks given; e.g. --tasks wikitext2_ppl")
-    manager = TaskManager(include_path=str(TASKS_DIR))
-    known = set(manager.all_tasks)
+    known = set(task_index())
     unknown = [t for t in tasks if t not in known]
     if unknown:
         ours = sorted(p.stem for p in TASKS_DIR.glob("*.yaml"))
@@ -88,21 +103,25 @@ def _check_tasks(tasks: tuple[str, ...]) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from compbench.core.io import write_text_atomic
     from compbench.reports.store import load_results
     from compbench.reports.table import markdown_report
 
     text = markdown_report(load_results(Path(args.results_dir)), args.baseline)
     print(text)
     output = Path(args.output) if args.output else Path(args.results_dir) / "report.md"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text)
+    try:
+        write_text_atomic(output, text)
+    except OSError as exc:
+        raise CompbenchError(f"cannot write the report to {output}: {exc.strerror}") from None
     print(f"wrote {output}")
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from compbench.compressors import compress, parse_recipe
-    from compbench.model_zoo.presets import get_preset, load_model
+    from compbench.compressors import parse_recipe
+    from compbench.harness.artifact import build
+    from compbench.model_zoo.presets import get_preset
 
     preset = get_preset(args.model)
     recipe = parse_recipe(args.recipe)
@@ -115,11 +134,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         preset.name, recipe, args.revision or preset.revision or "main", args.gptq_revision)
     if out.exists() and any(out.iterdir()) and not args.force:
         raise CompbenchError(f"{out} is not empty; choose another folder or pass --force")
-    model, tokenizer = load_model(preset, device=args.device, dtype=args.dtype)
-    model.compbench_compressible = preset.compressible
-    result = compress(model, recipe, tokenizer)
-    result.model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    artifact = build(preset, recipe, device=args.device, dtype=args.dtype)
+    artifact.model.save_pretrained(out)
+    artifact.tokenizer.save_pretrained(out)
     print(f"wrote {out} ({preset.name}, recipe {recipe}); evaluate it with:\n"
           f"  lm_eval --model hf --model_args pretrained={out} --tasks …")
     return 0
@@ -140,8 +157,9 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     from compbench.compressors.calibration import Calibrated
     from compbench.compressors.recipe import parse_recipe
     from compbench.compressors.sensitivity import measure_sensitivity
+    from compbench.core.io import write_json_atomic
+    from compbench.harness.artifact import compression_context
     from compbench.model_zoo.presets import get_preset, load_model
-    from compbench.reports.store import write_json_atomic
 
     preset = get_preset(args.model)
     recipe = parse_recipe(args.method)
@@ -152,9 +170,8 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CompbenchError(str(exc)) from None
     model, tokenizer = load_model(preset, device=args.device, dtype=args.dtype)
-    model.compbench_compressible = preset.compressible
-    result = measure_sensitivity(model, tokenizer, recipe.steps[0], args.unit, calibration,
-                                 use_cache=not args.no_cache)
+    result = measure_sensitivity(model, compression_context(tokenizer), recipe.steps[0], args.unit,
+                                 calibration, use_cache=not args.no_cache)
     from tabulate import tabulate
 
     rows = sorted(result.delta().items(), key=lambda kv: -kv[1])
@@ -209,7 +226,7 @@ def cmd_lm_eval(argv: list[str]) -> int:
     from compbench.tasks import TASKS_DIR
 
     if "--data-dir" in argv:
-        from compbench.tasks.data import set_data_dir
+        from compbench.core.io import set_data_dir
 
         i = argv.index("--data-dir")
         if i + 1 >= len(argv):
@@ -246,8 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default="results", help="where results JSON files go")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if present)")
     p.add_argument("--dtype", default=None, help="load dtype (default: the preset's)")
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--max-length", type=int, default=None,
+    p.add_argument("--batch-size", type=_positive_int, default=1)
+    p.add_argument("--max-length", type=_positive_int, default=None,
                    help="evaluation window in tokens (default: the preset's)")
     p.add_argument("--force", action="store_true", help="rerun even if results exist")
     _add_data_dir(p)
@@ -327,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return 2
         if getattr(args, "data_dir", None):
-            from compbench.tasks.data import set_data_dir
+            from compbench.core.io import set_data_dir
 
             set_data_dir(args.data_dir)
         _quiet_libraries()

@@ -1,10 +1,11 @@
-"""The lm-eval model `compressed`: build a preset, apply a recipe on load, evaluate as `hf` does.
+"""The lm-eval model `compressed`: a thin lm-eval adapter over an `Artifact`.
 
     lm_eval --model compressed --model_args pretrained=smollm2-135m,recipe=nf4 --tasks …
 
-It subclasses lm-eval's `HFLM` (as lm-eval's own `SteeredModel` does) and hands it the
-compressed in-memory model, so every HFLM feature (batching, rolling loglikelihood,
-generation) applies unchanged.
+From `--model_args` it builds the artifact (`harness/artifact.py`: preset + recipe); from
+Python it takes one (`CompressedLM(artifact=…)`). It subclasses lm-eval's `HFLM` (as lm-eval's
+own `SteeredModel` does) and hands it the compressed in-memory model, so every HFLM feature
+(batching, rolling loglikelihood, generation) applies unchanged.
 """
 
 from __future__ import annotations
@@ -15,9 +16,8 @@ from typing import Any
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
-from compbench.compressors import CompressionResult, compress, parse_recipe
 from compbench.errors import CompbenchError
-from compbench.model_zoo.presets import choose_device, get_preset, load_model
+from compbench.harness.artifact import Artifact, build
 
 
 def _passed_model_notices(record: logging.LogRecord) -> bool:
@@ -29,7 +29,7 @@ def _passed_model_notices(record: logging.LogRecord) -> bool:
 
 @register_model("compressed")
 class CompressedLM(HFLM):
-    """An HFLM over a model_zoo preset compressed by a recipe (see `compbench methods`)."""
+    """An HFLM over a preset compressed by a recipe (see `compbench methods`), or over an artifact."""
 
     def __init__(
         self,
@@ -40,28 +40,27 @@ class CompressedLM(HFLM):
         max_length: int | None = None,
         batch_size: int | str = 1,
         data_dir: str | None = None,
+        artifact: Artifact | None = None,
         **kwargs: Any,
     ) -> None:
         if data_dir:
-            from compbench.tasks.data import set_data_dir
+            from compbench.core.io import set_data_dir
 
             set_data_dir(data_dir)
-        self.preset = get_preset(str(pretrained))
-        self.recipe = parse_recipe(str(recipe))
-        device = choose_device(device)
-        model, tokenizer = load_model(self.preset, device=device, dtype=dtype)
-        model.compbench_compressible = self.preset.compressible
-        self.compression: CompressionResult = compress(model, self.recipe, tokenizer)
+        if artifact is None:
+            artifact = build(str(pretrained), str(recipe), device=device, dtype=dtype)
+        self.artifact = artifact
+        self.preset, self.recipe = artifact.preset, artifact.recipe
         hf_log = logging.getLogger("lm_eval.models.huggingface")
         hf_log.addFilter(_passed_model_notices)
         try:
             super().__init__(
-                pretrained=self.compression.model,
-                tokenizer=tokenizer,
+                pretrained=artifact.model,
+                tokenizer=artifact.tokenizer,
                 backend="causal" if self.preset.task_head == "causal-lm" else "default",
                 max_length=int(max_length or self.preset.max_length),
                 batch_size=batch_size,
-                device=device,
+                device=artifact.device,
                 **kwargs,
             )
         finally:
@@ -104,7 +103,7 @@ def model_arg_names() -> set[str]:
         return {name for name, p in inspect.signature(function).parameters.items()
                 if p.kind is p.POSITIONAL_OR_KEYWORD and name != "self"}
 
-    return (named(CompressedLM.__init__) | named(HFLM.__init__)) - {"tokenizer", "backend"}
+    return (named(CompressedLM.__init__) | named(HFLM.__init__)) - {"tokenizer", "backend", "artifact"}
 
 
 def _cuda_available() -> bool:

@@ -1,298 +1,136 @@
-"""Run one evaluation (preset + recipe + tasks) and write its results JSON; sweeps resume."""
+"""Sweeps: plan runs (model x recipe x settings), skip those already done, execute the rest,
+write one results file per run as each ends.
+
+A run's file is named by its run key (the artifact identity plus the evaluation settings that
+can change a number), so a rerun with the same inputs finds it and a changed input makes a new
+run. Each finished run is written atomically before the next is recorded, so an interrupted
+sweep loses nothing and its rerun skips what was done.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
-import platform
 import re
-import subprocess
 import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from compbench.reports.store import SCHEMA_VERSION, read_result, write_json_atomic
+from compbench.errors import CompbenchError
+from compbench.harness.evaluate import EvalSettings, run_key
+from compbench.harness.executors import Executor, LocalExecutor, Outcome
+from compbench.reports.record import RunRecord
+from compbench.reports.store import read_record, write_record
 
 
 @dataclass(frozen=True)
 class RunSpec:
-    """Everything that determines a run's numbers; its hash names the results file."""
+    """One run to make: a model preset (or folder), a recipe, how to load and evaluate it."""
 
     model: str
     recipe: str
-    tasks: tuple[str, ...]
-    limit: int | float | None = None
-    device: str | None = None
-    dtype: str | None = None
-    batch_size: int = 1
-    max_length: int | None = None
-
-    def key(self) -> dict[str, Any]:
-        return {"model": self.model, "recipe": self.recipe, "tasks": list(self.tasks),
-                "limit": self.limit, "dtype": self.dtype, "max_length": self.max_length}
-
-    def file_name(self) -> str:
-        digest = hashlib.sha256(json.dumps(self.key(), sort_keys=True).encode()).hexdigest()[:10]
-        slug = re.sub(r"[^A-Za-z0-9.=_-]+", "_", f"{self.model}__{self.recipe}")
-        return f"{slug}__{digest}.json"
+    settings: EvalSettings
+    device: str | None = None  # None: CUDA when present, else the CPU
+    dtype: str | None = None  # None: the preset's
 
 
-def _git_hash() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parent, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
+@dataclass(frozen=True)
+class PlannedRun:
+    """A spec with its key (computed before anything runs) and the results file it writes."""
+
+    spec: RunSpec
+    key: str
+    artifact: dict
+    eval_fields: dict
+    path: Path
 
 
-def _environment() -> dict[str, Any]:
-    import bitsandbytes
-    import lm_eval
-    import torch
-    import transformers
-
-    import compbench
-
-    return {
-        "git_hash": _git_hash(),
-        "versions": {"compbench": compbench.__version__, "torch": torch.__version__,
-                     "transformers": transformers.__version__, "lm_eval": lm_eval.__version__,
-                     "bitsandbytes": bitsandbytes.__version__,
-                     "python": platform.python_version()},
-        "machine": {"platform": platform.platform(), "processor": platform.machine(),
-                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-                    "torch_threads": torch.get_num_threads()},
-    }
+def _slug(spec: RunSpec, canonical_recipe: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.=_-]+", "_", f"{spec.model}__{canonical_recipe}")
 
 
-def _json_safe(value: Any) -> Any:
-    """lm-eval results hold numpy scalars, NaN and callables; keep what strict JSON can say."""
-    plain = json.loads(json.dumps(value, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
-    return _nan_to_none(plain)
+def plan(specs: list[RunSpec], output_dir: Path) -> list[PlannedRun]:
+    """Each spec's key and file: its artifact identity (source content hashes, canonical recipe,
+    versions) and its evaluation key fields (task versions, data hashes, settings)."""
+    from compbench.compressors import parse_recipe
+    from compbench.harness.artifact import artifact_identity
+    from compbench.harness.evaluate import task_index
+    from compbench.model_zoo.presets import choose_device, get_preset
+
+    index = task_index()
+    planned = []
+    for spec in specs:
+        device = choose_device(spec.device)
+        recipe = parse_recipe(spec.recipe)
+        identity = artifact_identity(get_preset(spec.model), recipe, spec.dtype, device)
+        fields = spec.settings.key_fields(index, device)
+        key = run_key(identity["key"], fields)
+        path = output_dir / f"{_slug(spec, str(recipe))}__{key[:10]}.json"
+        planned.append(PlannedRun(spec, key, identity, fields, path))
+    return planned
 
 
-def _nan_to_none(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _nan_to_none(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_nan_to_none(v) for v in value]
-    return value
-
-
-def perplexity_protocols(tasks, lm, configs: dict) -> dict[str, Any]:
-    """How each perplexity task counted, so numbers of different protocols are never mixed."""
-    from compbench.tasks.chunked import DEFAULT_SEQLEN, capped_seqlen
-
-    tokenizer = getattr(lm.tokenizer, "name_or_path", None)
-    protocols: dict[str, Any] = {}
-    if "wikitext2_ppl" in tasks:
-        protocols["wikitext2_ppl"] = {
-            "method": "lm-eval rolling loglikelihood over each article", "window_tokens": lm.max_length,
-            "stride_tokens": lm.max_length, "window_prefix_token_id": lm.prefix_token_id,
-            "tokenizer": tokenizer, "normalized_by": "words (word_perplexity), bytes (byte_perplexity)",
-        }
-    if "wikitext2_chunked" in tasks:
-        metadata = configs.get("wikitext2_chunked", {}).get("metadata", {}) or {}
-        seqlen = capped_seqlen(int(metadata.get("seqlen", DEFAULT_SEQLEN)),
-                               getattr(lm.model.config, "max_position_embeddings", None))
-        protocols["wikitext2_chunked"] = {
-            "method": "GPTQ: split joined with '\\n\\n', tokenized once, non-overlapping chunks",
-            "seqlen": seqlen, "stride_tokens": seqlen,
-            "bos": "none added beyond what the tokenizer adds", "tokenizer": tokenizer,
-            "normalized_by": "tokens (exp of mean token NLL)",
-        }
-    return protocols
-
-
-SPEED_PROMPT_TOKENS = 128
-
-
-def _speed_prompt(tokenizer):
-    """A fixed 128-token prompt (repeated English text) for the prefill/generation speed check."""
-    text = " ".join(["The history of the region is long and its people have many stories."] * 40)
-    return tokenizer(text, return_tensors="pt").input_ids[:, :SPEED_PROMPT_TOKENS]
-
-
-def evaluate_run(spec: RunSpec) -> dict[str, Any]:
-    """Build the compressed model, evaluate it with lm-eval, and return the results record."""
-    import lm_eval
-    from lm_eval.tasks import TaskManager
-
-    from compbench.harness.lm_model import CompressedLM
-    from compbench.harness.measure import (
-        PeakMemory,
-        Timer,
-        TokenCounter,
-        checkpoint_bytes,
-        param_counts,
-        throughput,
-    )
-    from compbench.tasks import TASKS_DIR
+def run_planned(run: PlannedRun) -> dict:
+    """Build the artifact and evaluate it (in the executor's process); the record as a dict."""
+    from compbench.core.measure import PeakMemory, Timer
+    from compbench.harness.artifact import build
+    from compbench.harness.evaluate import evaluate
 
     started = time.time()
-    with PeakMemory() as load_memory, Timer() as load_timer:
-        lm = CompressedLM(pretrained=spec.model, recipe=spec.recipe, device=spec.device,
-                          dtype=spec.dtype, max_length=spec.max_length,
-                          batch_size=spec.batch_size)
-    compression = lm.compression
-    params_total, params_nonzero = param_counts(lm.model)
-    counter = TokenCounter(lm.model)
-    with PeakMemory() as eval_memory, Timer() as eval_timer:
-        output = lm_eval.simple_evaluate(
-            model=lm, tasks=list(spec.tasks), limit=spec.limit,
-            task_manager=TaskManager(include_path=str(TASKS_DIR),
-                                     metadata={"pretrained": spec.model}),
-            log_samples=False, bootstrap_iters=0,
-        )
-    counter.remove()
-    speed = throughput(lm.model, _speed_prompt(lm.tokenizer))
-    disk_bytes = None if lm.recipe.unexportable_steps() else checkpoint_bytes(lm.model)
-    baseline_bytes = compression.size_bytes_before
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "status": "ok",
-        "error": None,
-        "run": spec.key(),
-        "model": {"preset": lm.preset.name, "source": lm.preset.source,
-                  "revision": lm.preset.revision, "dtype": str(lm.model.dtype).removeprefix("torch."),
-                  "max_length": lm.max_length, "device": str(lm.device)},
-        "recipe": lm.recipe.as_dict(),
-        "calibration": compression.calibration,
-        "compression": {
-            "steps": compression.steps,
-            "seconds": compression.seconds,
-            "baseline_size_bytes": baseline_bytes,
-            "size_bytes": compression.size_bytes,
-            "size_mb": compression.size_bytes / 2**20,
-            "compression_ratio": baseline_bytes / compression.size_bytes,
-            "baseline_16bit_bytes": compression.size_bytes_16bit_before,
-            "compression_ratio_vs_16bit": compression.size_bytes_16bit_before / compression.size_bytes,
-            "checkpoint_bytes": disk_bytes,
-            "checkpoint_mb": None if disk_bytes is None else disk_bytes / 2**20,
-            "params_total": params_total,
-            "params_nonzero": params_nonzero,
-        },
-        "eval": {
-            "lm_eval_version": lm_eval.__version__,
-            "limit": spec.limit,
-            "tasks": _json_safe(output["results"]),
-            "configs": _json_safe(output.get("configs", {})),
-            "versions": _json_safe(output.get("versions", {})),
-            "n_samples": _json_safe(output.get("n-samples", {})),
-            "protocols": perplexity_protocols(spec.tasks, lm, output.get("configs", {})),
-        },
-        "timing": {
-            "load_and_compress_seconds": load_timer.seconds,
-            "eval_seconds": eval_timer.seconds,
-            "eval_tokens": counter.tokens,
-            "eval_tokens_per_s": counter.tokens / eval_timer.seconds if eval_timer.seconds else None,
-            **speed,
-            "peak_rss_mb": max(load_memory.peak_rss_bytes, eval_memory.peak_rss_bytes) / 2**20,
-            "peak_cuda_mb": None if eval_memory.peak_cuda_bytes is None
-            else max(load_memory.peak_cuda_bytes or 0, eval_memory.peak_cuda_bytes) / 2**20,
-            "started_at": started,
-            "wall_seconds": time.time() - started,
-        },
-        "env": _environment(),
-    }
+    spec = run.spec
+    with PeakMemory() as memory, Timer() as timer:
+        artifact = build(spec.model, spec.recipe, device=spec.device, dtype=spec.dtype)
+    if artifact.key != run.artifact["key"]:
+        raise RuntimeError("the artifact built differs from the one planned (its source or "
+                           "libraries changed while the sweep ran)")
+    record = evaluate(artifact, spec.settings, key=run.key, eval_fields=run.eval_fields,
+                      started_at=started, load_seconds=timer.seconds,
+                      load_peak_rss_bytes=memory.peak_rss_bytes)
+    return record.to_dict()
 
 
-def _call_in_worker(function, *args) -> tuple[str, Any]:
-    """Call `function` inside the worker process; the outcome comes back as plain data, since
-    not every library's exception object survives pickling."""
-    from compbench.errors import CompbenchError
+def _failure(run: PlannedRun, outcome: Outcome) -> RunRecord:
+    return RunRecord(status="error", run_key=run.key, model={"preset": run.spec.model},
+                     artifact=run.artifact, settings=run.eval_fields, error=outcome.error,
+                     error_kind=outcome.status, traceback=outcome.traceback)
 
+
+def _finished(path: Path) -> bool:
     try:
-        return "ok", function(*args)
-    except CompbenchError as exc:
-        return "bad_input", str(exc)
-    except Exception as exc:
-        return "crashed", (f"{type(exc).__name__}: {exc}", traceback.format_exc())
+        return path.exists() and read_record(path).ok
+    except CompbenchError:
+        return False
 
 
-def _settings_to_inherit() -> tuple[dict[str, int], list]:
-    """This process's logger levels and (builtin-category) warning filters: a spawned worker
-    starts without them, and would print what the CLI silenced."""
-    import logging
-    import warnings
-
-    levels = {name: logger.level for name, logger in logging.root.manager.loggerDict.items()
-              if isinstance(logger, logging.Logger) and logger.level}
-    levels[""] = logging.root.level
-    filters = [f for f in warnings.filters if f[2].__module__ == "builtins"]
-    return levels, filters
-
-
-def _inherit_settings(levels: dict[str, int], filters: list) -> None:
-    import logging
-    import warnings
-
-    for name, level in levels.items():
-        logging.getLogger(name or None).setLevel(level)
-    warnings.filters[:] = filters
-
-
-def in_fresh_process(function, *args) -> tuple[str, Any]:
-    """Call a module-level `function(*args)` in a newly spawned process: a run's peak memory and
-    speed are then its own (not inflated by the runs before it), and a run killed by the OS
-    does not end the sweep.
-
-    Returns ("ok", result), ("bad_input", message) or ("crashed", (message, traceback)).
-    """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
-
-    spawn = multiprocessing.get_context("spawn")  # fork would inherit this process's memory
-    with ProcessPoolExecutor(max_workers=1, mp_context=spawn, initializer=_inherit_settings,
-                             initargs=_settings_to_inherit()) as pool:
-        try:
-            return pool.submit(_call_in_worker, function, *args).result()
-        except BrokenProcessPool:
-            return "crashed", ("the run's process died without a result (killed by the OS, "
-                               "e.g. out of memory)", "")
-
-
-def run_sweep(specs: list[RunSpec], output_dir: Path, force: bool = False,
-              echo=print) -> list[Path]:
-    """Run each spec, each in a fresh process, unless its results file already holds a finished
-    run; returns the files of runs that failed.
-
-    Each finished run is written atomically before the next starts, so an interrupted sweep
-    loses nothing and its rerun skips what was done.
-    """
-    from compbench.errors import CompbenchError
-
+def run_sweep(specs: list[RunSpec], output_dir: Path, force: bool = False, echo=print,
+              executor: Executor | None = None) -> list[RunRecord]:
+    """Run every spec not already finished in `output_dir`; returns the records of runs that
+    failed (bad input or a crash is that run's failure: the sweep goes on)."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CompbenchError(f"cannot write results to {output_dir}: {exc.strerror}") from None
+    planned = plan(specs, output_dir)
+    labels = {run.key: f"[{i}/{len(planned)}] {run.spec.model} recipe={run.spec.recipe}"
+              for i, run in enumerate(planned, 1)}
+    todo = {}
+    for run in planned:
+        if not force and _finished(run.path):
+            echo(f"{labels[run.key]}: done already ({run.path}), skipping")
+        else:
+            todo[run.key] = run
     failed = []
-    for index, spec in enumerate(specs, 1):
-        path = output_dir / spec.file_name()
-        label = f"[{index}/{len(specs)}] {spec.model} recipe={spec.recipe}"
-        if path.exists() and not force:
-            try:
-                if read_result(path).get("status") == "ok":
-                    echo(f"{label}: done already ({path}), skipping")
-                    continue
-            except CompbenchError:
-                pass
-        echo(f"{label}: running")
-        outcome, value = in_fresh_process(evaluate_run, spec)
-        if outcome == "bad_input":
-            raise CompbenchError(value)
-        if outcome == "ok":
-            record = value
-        else:  # a run that crashes is recorded, and the sweep goes on
-            message, trace = value
-            record = {"schema_version": SCHEMA_VERSION, "status": "error", "error": message,
-                      "traceback": trace, "run": spec.key()}
-            failed.append(path)
-            echo(f"{label}: FAILED: {message}")
-        write_json_atomic(path, record)
-        if record["status"] == "ok":
-            echo(f"{label}: wrote {path}")
+    executor = executor or LocalExecutor()
+    def jobs():
+        for key, run in todo.items():
+            echo(f"{labels[key]}: running")
+            yield key, run_planned, (run,)
+
+    for key, outcome in executor.run(jobs()):
+        run = todo[key]
+        record = RunRecord.from_dict(outcome.value) if outcome.status == "ok" else _failure(run, outcome)
+        write_record(run.path, record)
+        if record.ok:
+            echo(f"{labels[key]}: wrote {run.path}")
+        else:
+            failed.append(record)
+            echo(f"{labels[key]}: FAILED: {record.error}")
     return failed

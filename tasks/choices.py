@@ -10,14 +10,9 @@ import numpy as np
 from lm_eval.tasks.mmlu._generate_configs import SUBJECTS as MMLU_CATEGORY
 
 from compbench.tasks.data import load_splits
+from compbench.tasks.kasut import TOPICS, kasut_split, topic_slug
 from compbench.tasks.metrics import class_f1
 
-KASUT_TOPICS = [
-    "Algebra", "Geometry and Trigonometry", "Calculus and Analysis", "Probability and Statistics",
-    "Number Theory", "Combinatorics and Discrete Math", "Linear Algebra",
-    "Abstract Algebra and Topology",
-]
-KASUT_SPLIT_SEED = 42  # the fixed seed of the 90/10 split: 9170 train / 1019 test of 10,189 rows
 MMLU_CATEGORIES = ("stem", "humanities", "social_sciences", "other")
 
 
@@ -27,8 +22,8 @@ def load_kasut(path: str, local_name: str, splits: list[str], name: str | None =
     import datasets
 
     full = load_splits(path, local_name, splits, name=name, required_fields=required_fields)
-    parts = full["train"].train_test_split(test_size=0.1, seed=KASUT_SPLIT_SEED, shuffle=True)
-    return datasets.DatasetDict({"train": parts["train"], "test": parts["test"]})
+    train, test = kasut_split(full["train"])
+    return datasets.DatasetDict({"train": train, "test": test})
 
 
 def _predicted(results) -> int:
@@ -40,21 +35,12 @@ def kasut_results(doc, results) -> dict:
     gold, pred = int(doc["label"]), _predicted(results)
     pair = (gold, pred)
     return {"acc": float(gold == pred), "f1_micro": pair, "f1_macro": pair,
-            **{f"f1_{_slug(topic)}": pair for topic in KASUT_TOPICS}}
+            **{f"f1_{topic_slug(topic)}": pair for topic in TOPICS}}
 
 
-def _slug(topic: str) -> str:
-    return topic.lower().replace(" and ", "_").replace(" ", "_")
-
-
-f1_algebra = class_f1(0)
-f1_geometry_trigonometry = class_f1(1)
-f1_calculus_analysis = class_f1(2)
-f1_probability_statistics = class_f1(3)
-f1_number_theory = class_f1(4)
-f1_combinatorics_discrete_math = class_f1(5)
-f1_linear_algebra = class_f1(6)
-f1_abstract_algebra_topology = class_f1(7)
+# The per-topic F1 aggregations the YAML names (`!function choices.f1_algebra`, …).
+for _label, _topic in enumerate(TOPICS):
+    globals()[f"f1_{topic_slug(_topic)}"] = class_f1(_label)
 
 
 def _mmlu_question(doc) -> str:

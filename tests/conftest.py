@@ -52,14 +52,14 @@ def fp32_model(checkpoint):
 
     preset = get_preset("smollm2-135m")
     model, tokenizer = load_model(preset, device="cpu")
-    model.compbench_compressible = preset.compressible
     return model
 
 
 def sweep_spec(recipe: str):
+    from compbench.harness.evaluate import EvalSettings
     from compbench.harness.runner import RunSpec
 
-    return RunSpec("smollm2-135m", recipe, SWEEP_TASKS, limit=SWEEP_LIMIT, device="cpu")
+    return RunSpec("smollm2-135m", recipe, EvalSettings(SWEEP_TASKS, limit=SWEEP_LIMIT), device="cpu")
 
 
 @pytest.fixture(scope="session")
@@ -74,7 +74,7 @@ def sweep(tmp_path_factory, checkpoint, offline_env):
     out = tmp_path_factory.mktemp("sweep")
     failed = run_sweep([sweep_spec(r) for r in SWEEP_RECIPES], out, echo=lambda _: None)
     assert not failed
-    return out, {r["recipe"]["string"]: r for r in load_results(out)}, sweep_spec
+    return out, {r.recipe: r for r in load_results(out)}, sweep_spec
 
 
 @pytest.fixture(scope="session")
@@ -98,6 +98,14 @@ def tokenizer(checkpoint):
     return AutoTokenizer.from_pretrained(checkpoint)
 
 
+@pytest.fixture(scope="session")
+def context(tokenizer, data_dir):
+    """What compressors get in a real run: the tokenizer and compbench's calibration corpora."""
+    from compbench.harness.artifact import compression_context
+
+    return compression_context(tokenizer)
+
+
 @pytest.fixture
 def fresh_model(checkpoint):
     """A maker of fresh fp32 copies of the embedded model, for tests that compare several recipes."""
@@ -106,7 +114,6 @@ def fresh_model(checkpoint):
     def make():
         preset = get_preset("smollm2-135m")
         model, _ = load_model(preset, device="cpu")
-        model.compbench_compressible = preset.compressible
         return model
 
     return make

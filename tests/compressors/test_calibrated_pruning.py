@@ -21,9 +21,9 @@ def magnitude_ppl(wikitext_ids, checkpoint, perplexity):
 
 @pytest.mark.parametrize("method, updates_kept_weights", [("wanda", False), ("sparsegpt", True)])
 def test_unstructured_pruning_is_exact_and_far_better_than_magnitude(
-        method, updates_kept_weights, tokenizer, wikitext_ids, magnitude_ppl, fresh_model, perplexity):
+        method, updates_kept_weights, context, wikitext_ids, magnitude_ppl, fresh_model, perplexity):
     original = fresh_model()
-    result = compress(fresh_model(), parse_recipe(f"{method}:0.6:{CALIBRATION}"), tokenizer)
+    result = compress(fresh_model(), parse_recipe(f"{method}:0.6:{CALIBRATION}"), context)
     zeros = total = 0
     for name, module in linear_layers(result.model).items():
         weight = module.weight
@@ -43,10 +43,10 @@ def test_unstructured_pruning_is_exact_and_far_better_than_magnitude(
 
 @pytest.mark.parametrize("recipe", [f"wanda:n=2:m=4:{CALIBRATION}", f"sparsegpt:n=2:m=4:{CALIBRATION}",
                                     f"wanda:n=4:m=8:{CALIBRATION}", "magnitude:n=2:m=4"])
-def test_nm_masks_hold_n_zeros_in_every_group_of_m(recipe, tokenizer, fresh_model):
+def test_nm_masks_hold_n_zeros_in_every_group_of_m(recipe, context, fresh_model):
     step = parse_recipe(recipe).steps[0]
     n, m = step.config.n, step.config.m
-    model = compress(fresh_model(), parse_recipe(recipe), tokenizer).model
+    model = compress(fresh_model(), parse_recipe(recipe), context).model
     for name, module in linear_layers(model).items():
         weight = module.weight.detach()
         assert follows_nm(weight, n, m), name
@@ -55,23 +55,23 @@ def test_nm_masks_hold_n_zeros_in_every_group_of_m(recipe, tokenizer, fresh_mode
         assert float((groups == n).float().mean()) > 0.995, name
 
 
-def test_wanda_is_deterministic(tokenizer, fresh_model):
+def test_wanda_is_deterministic(context, fresh_model):
     recipe = parse_recipe(f"wanda:0.5:{CALIBRATION}")
-    first = compress(fresh_model(), recipe, tokenizer).model
-    second = compress(fresh_model(), recipe, tokenizer).model
+    first = compress(fresh_model(), recipe, context).model
+    second = compress(fresh_model(), recipe, context).model
     for (name, a), b in zip(linear_layers(first).items(), linear_layers(second).values(), strict=True):
         assert torch.equal(a.weight == 0, b.weight == 0), name
 
 
 @pytest.mark.slow
-def test_sparsegpt_at_or_below_wanda_with_the_default_calibration(tokenizer, fresh_model, perplexity,
+def test_sparsegpt_at_or_below_wanda_with_the_default_calibration(context, fresh_model, perplexity,
                                                                   gptq_chunks):
     """The papers' ordering at 50% and 2:4, with 32 x 512 calibration tokens, on 4 x 2048 test tokens."""
     for shape in ("0.5", "n=2:m=4"):
-        wanda = perplexity(compress(fresh_model(), parse_recipe(f"wanda:{shape}"), tokenizer).model,
+        wanda = perplexity(compress(fresh_model(), parse_recipe(f"wanda:{shape}"), context).model,
                            gptq_chunks)
         sparsegpt = perplexity(compress(fresh_model(), parse_recipe(f"sparsegpt:{shape}"),
-                                        tokenizer).model, gptq_chunks)
+                                        context).model, gptq_chunks)
         assert sparsegpt <= wanda, shape
 
 

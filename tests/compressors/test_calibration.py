@@ -7,21 +7,21 @@ from compbench.compressors.calibration import Calibrated, calibration_ids
 from compbench.errors import CompbenchError
 
 
-def test_windows_are_deterministic_disjoint_and_seeded(tokenizer, data_dir):
+def test_windows_are_deterministic_disjoint_and_seeded(tokenizer, context, data_dir):
     config = Calibrated(nsamples=8, seqlen=128, seed=0)
-    first, again = calibration_ids(tokenizer, config), calibration_ids(tokenizer, config)
+    first, again = calibration_ids(context, config), calibration_ids(context, config)
     assert first.shape == (8, 128)
     assert (first == again).all()
     rows = {tuple(r.tolist()) for r in first}
     assert len(rows) == 8  # disjoint windows, no repeats
-    other = calibration_ids(tokenizer, Calibrated(nsamples=8, seqlen=128, seed=1))
+    other = calibration_ids(context, Calibrated(nsamples=8, seqlen=128, seed=1))
     assert {tuple(r.tolist()) for r in other} != rows
 
 
-def test_calibration_reads_the_validation_text_not_the_test_text(tokenizer, data_dir):
+def test_calibration_reads_the_validation_text_not_the_test_text(tokenizer, context, data_dir):
     import json
 
-    ids = calibration_ids(tokenizer, Calibrated(nsamples=1, seqlen=64))
+    ids = calibration_ids(context, Calibrated(nsamples=1, seqlen=64))
     text = tokenizer.decode(ids[0])
     validation = (data_dir / "wikitext-2-v1" / "validation.jsonl").read_text()
     test = "".join(json.loads(line)["text"] for line in
@@ -30,26 +30,24 @@ def test_calibration_reads_the_validation_text_not_the_test_text(tokenizer, data
     assert probe and probe in validation.replace('\\"', '"') and probe not in test
 
 
-def test_in_domain_calibration_uses_kasut_training_part_only(tokenizer, data_dir):
+def test_in_domain_calibration_uses_kasut_training_part_only(tokenizer, context, data_dir):
     from compbench.tasks.choices import load_kasut
 
-    ids = calibration_ids(tokenizer, Calibrated("kasut_math", nsamples=2, seqlen=64))
+    ids = calibration_ids(context, Calibrated("kasut_math", nsamples=2, seqlen=64))
     assert ids.shape == (2, 64)
     held_out = load_kasut("kasut", "kasut_math", ["train"])["test"]
     assert len(held_out) == 1019
 
 
-def test_too_few_tokens_is_one_clear_error(tokenizer, data_dir):
+def test_too_few_tokens_is_one_clear_error(tokenizer, context, data_dir):
     with pytest.raises(CompbenchError, match="too few for nsamples=100000"):
-        calibration_ids(tokenizer, Calibrated(nsamples=100000, seqlen=512))
+        calibration_ids(context, Calibrated(nsamples=100000, seqlen=512))
 
 
-def test_missing_data_dir_is_a_clear_error(tokenizer, monkeypatch, tmp_path):
-    from compbench.tasks import data
-
-    monkeypatch.setattr(data, "data_dir", lambda: tmp_path)
+def test_missing_data_dir_is_a_clear_error(tokenizer, context, monkeypatch, tmp_path):
+    monkeypatch.setenv("COMPBENCH_DATA_DIR", str(tmp_path))
     with pytest.raises(CompbenchError, match="no calibration data: .*validation.jsonl not found"):
-        calibration_ids(tokenizer, Calibrated(nsamples=1, seqlen=64))
+        calibration_ids(context, Calibrated(nsamples=1, seqlen=64))
 
 
 @pytest.mark.parametrize("recipe, message", [

@@ -26,7 +26,7 @@ def test_skipping_down_proj_keeps_the_model_close(fp32_model, wikitext_ids):
     """Per-tensor activation quantization hurts down_proj (SwiGLU outliers); the rest is benign."""
     with torch.no_grad():
         reference = float(fp32_model(wikitext_ids, labels=wikitext_ids).loss)
-    result = compress(fp32_model, parse_recipe("dynamic-int8:skip=down_proj"))
+    result = compress(fp32_model, parse_recipe("dynamic-int8:ignore=down_proj"))
     layers = linear_layers(result.model)
     assert all(isinstance(m, torch.nn.Linear) == ("down_proj" in n) for n, m in layers.items())
     assert result.steps[0]["stats"]["quantized_layers"] == 180

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from compbench.compressors import compress, parse_recipe
-from compbench.compressors.targets import dense_weight, linear_layers
+from compbench.compressors.targets import linear_layers
+from compbench.core.tensors import dense_weight
 from compbench.errors import CompbenchError
 
 CALIBRATION = "nsamples=8:seqlen=256"
@@ -16,8 +17,8 @@ def test_chunk(gptq_chunks):
     return gptq_chunks[:1]
 
 
-def test_rtn_4bit_packs_weights_to_under_0_3_of_fp16(fp32_model, tokenizer):
-    result = compress(fp32_model, parse_recipe("rtn:4:group_size=64"), tokenizer)
+def test_rtn_4bit_packs_weights_to_under_0_3_of_fp16(fp32_model, context):
+    result = compress(fp32_model, parse_recipe("rtn:4:group_size=64"), context)
     stats = result.steps[0]["stats"]
     layers = linear_layers(result.model)
     assert len(layers) == 210 and all(hasattr(m, "weight_packed") for m in layers.values())
@@ -31,31 +32,31 @@ def test_rtn_4bit_packs_weights_to_under_0_3_of_fp16(fp32_model, tokenizer):
     assert max(len(torch.unique(g)) for g in groups[:16].reshape(-1, 64)) <= 16
 
 
-def test_gptq_beats_round_to_nearest_at_3_bits(tokenizer, test_chunk, fresh_model, perplexity):
-    rtn = perplexity(compress(fresh_model(), parse_recipe("rtn:3"), tokenizer).model, test_chunk)
-    gptq = perplexity(compress(fresh_model(), parse_recipe("gptq:3:nsamples=16:seqlen=512"), tokenizer).model,
+def test_gptq_beats_round_to_nearest_at_3_bits(context, test_chunk, fresh_model, perplexity):
+    rtn = perplexity(compress(fresh_model(), parse_recipe("rtn:3"), context).model, test_chunk)
+    gptq = perplexity(compress(fresh_model(), parse_recipe("gptq:3:nsamples=16:seqlen=512"), context).model,
                       test_chunk)
     assert perplexity(fresh_model(), test_chunk) < gptq < 0.8 * rtn  # measured: 82 vs 153 on 2 x 2048
 
 
 @pytest.mark.slow
-def test_gptq_beats_round_to_nearest_with_the_default_calibration(tokenizer, fresh_model, perplexity,
+def test_gptq_beats_round_to_nearest_with_the_default_calibration(context, fresh_model, perplexity,
                                                                   gptq_chunks):
     """The GPTQ study's claim on its protocol: 4 x 2048 test tokens, 32 x 512 calibration tokens."""
-    ppl = {r: perplexity(compress(fresh_model(), parse_recipe(r), tokenizer).model, gptq_chunks)
+    ppl = {r: perplexity(compress(fresh_model(), parse_recipe(r), context).model, gptq_chunks)
            for r in ("fp32", "rtn:4", "gptq:4", "rtn:3", "gptq:3", "gptq:8")}
     assert ppl["fp32"] < ppl["gptq:4"] < ppl["rtn:4"]
     assert ppl["gptq:4"] < ppl["gptq:3"] < ppl["rtn:3"]
     assert abs(ppl["gptq:8"] / ppl["fp32"] - 1) < 0.01
 
 
-def test_packed_checkpoint_reloads_with_from_pretrained(tokenizer, test_chunk, tmp_path, fresh_model):
+def test_packed_checkpoint_reloads_with_from_pretrained(context, test_chunk, tmp_path, fresh_model):
     from transformers import AutoModelForCausalLM
 
-    from compbench.harness.measure import checkpoint_bytes
+    from compbench.core.measure import checkpoint_bytes
 
     fp32_disk = checkpoint_bytes(fresh_model())
-    model = compress(fresh_model(), parse_recipe("rtn:4"), tokenizer).model
+    model = compress(fresh_model(), parse_recipe("rtn:4"), context).model
     with torch.no_grad():
         logits = model(test_chunk[:, :256]).logits
     model.save_pretrained(tmp_path)
@@ -66,8 +67,8 @@ def test_packed_checkpoint_reloads_with_from_pretrained(tokenizer, test_chunk, t
         assert torch.allclose(reloaded(test_chunk[:, :256]).logits, logits, atol=1e-4)
 
 
-def test_pruned_zeros_stay_zero_through_gptq(tokenizer, fresh_model):
-    result = compress(fresh_model(), parse_recipe(f"wanda:0.5:{CALIBRATION}+gptq:4:{CALIBRATION}"), tokenizer)
+def test_pruned_zeros_stay_zero_through_gptq(context, fresh_model):
+    result = compress(fresh_model(), parse_recipe(f"wanda:0.5:{CALIBRATION}+gptq:4:{CALIBRATION}"), context)
     wanda, gptq = (s["stats"] for s in result.steps)
     assert wanda["sparsity"] == pytest.approx(0.5, abs=0.001)
     assert gptq["sparsity"] >= wanda["sparsity"]  # no pruned weight filled back in
@@ -88,6 +89,6 @@ def test_bad_quantization_options_are_one_clear_error(recipe, message):
         parse_recipe(recipe)
 
 
-def test_group_size_must_divide_the_layer_widths(fp32_model, tokenizer):
+def test_group_size_must_divide_the_layer_widths(fp32_model, context):
     with pytest.raises(CompbenchError, match="group_size=128 does not divide the input width 576"):
-        compress(fp32_model, parse_recipe("rtn:4:group_size=128"), tokenizer)
+        compress(fp32_model, parse_recipe("rtn:4:group_size=128"), context)

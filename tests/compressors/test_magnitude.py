@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from compbench.compressors import compress, parse_recipe
-from compbench.compressors.targets import dense_weight, linear_layers
+from compbench.compressors.targets import linear_layers
+from compbench.core.tensors import dense_weight
 
 
 def _zeros_and_total(model):
@@ -61,16 +62,16 @@ def _layer_sparsity(model):
     return {n: float((m.weight == 0).float().mean()) for n, m in linear_layers(model).items()}
 
 
-def test_ranked_raises_the_least_sensitive_blocks(fp32_model, tokenizer, data_dir):
+def test_ranked_raises_the_least_sensitive_blocks(fp32_model, context, data_dir):
     from compbench.compressors.calibration import Calibrated
     from compbench.compressors.recipe import make_step
     from compbench.compressors.sensitivity import measure_sensitivity
 
     recipe = "magnitude:0.25:scope=ranked:top=3:top_sparsity=0.5:nsamples=1:seqlen=128"
     probe = make_step("magnitude", {"sparsity": 0.5, "scope": "layer"})
-    delta = measure_sensitivity(fp32_model, tokenizer, probe, "block",
+    delta = measure_sensitivity(fp32_model, context, probe, "block",
                                 Calibrated(nsamples=1, seqlen=128)).delta()
-    result = compress(fp32_model, parse_recipe(recipe), tokenizer)
+    result = compress(fp32_model, parse_recipe(recipe), context)
     per_layer = _layer_sparsity(result.model)
     raised = {n.rsplit(".", 2)[0] for n, s in per_layer.items() if s == pytest.approx(0.5, abs=1e-3)}
     assert raised == set(sorted(delta, key=lambda b: (delta[b], b))[:3])

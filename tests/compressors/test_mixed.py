@@ -34,7 +34,7 @@ def test_bnb_mix_holds_nf4_and_int8_layers_between_their_sizes(fresh_model, perp
     from compbench.compressors.mixed import _bnb_mixed
     from compbench.compressors.registry import CompressionContext
     from compbench.compressors.targets import linear_layers
-    from compbench.harness.measure import state_bytes
+    from compbench.core.measure import state_bytes
 
     context = CompressionContext()
     model = fresh_model()
@@ -58,11 +58,11 @@ def test_bnb_mix_holds_nf4_and_int8_layers_between_their_sizes(fresh_model, perp
     ("rtn:4", "rtn:8", "mixed:6:sensitivity_samples=2:seqlen=256"),
     ("nf4", "int8", "mixed:6:method=bnb:sensitivity_samples=2:seqlen=256"),
 ])
-def test_mixed_lies_between_all_4_and_all_8_bits(low, high, mixed, fresh_model, tokenizer,
+def test_mixed_lies_between_all_4_and_all_8_bits(low, high, mixed, fresh_model, context,
                                                  perplexity, wikitext_ids):
     results = []
     for recipe in (low, high, mixed):
-        result = compress(fresh_model(), parse_recipe(recipe), tokenizer)
+        result = compress(fresh_model(), parse_recipe(recipe), context)
         results.append((perplexity(result.model, wikitext_ids), result.size_bytes,
                         result.steps[0]["stats"]))
     (ppl4, size4, _), (ppl8, size8, _), (ppl_mixed, size_mixed, stats) = results

@@ -40,17 +40,23 @@ def test_yaml_form_parses_to_the_same_recipe(tmp_path):
 
 def test_steps_record_method_version_and_full_config():
     steps = parse_recipe("magnitude:0.5+int8").as_dict()["steps"]
-    assert steps[0]["method"] == "magnitude" and steps[0]["version"] == 2
+    from compbench.compressors.magnitude import MagnitudeConfig
+
+    assert steps[0]["method"] == "magnitude" and steps[0]["version"] == MagnitudeConfig().version
     assert steps[0]["config"]["sparsity"] == 0.5 and steps[0]["config"]["scope"] == "global"
-    assert parse_recipe("rtn:3").as_dict()["steps"][0] == {
-        "method": "rtn", "version": 1, "config": {"bits": 3, "group_size": 64, "sym": True}}
-    assert steps[1]["method"] == "int8" and steps[1]["config"] == {"threshold": 6.0}
+    assert "nsamples" not in steps[0]["config"]  # data-free: no calibration recorded
+    ranked = parse_recipe("magnitude:0.25:scope=ranked").as_dict()["steps"][0]["config"]
+    assert ranked["nsamples"] == 4 and ranked["calibration"] == "wikitext2"
+    assert parse_recipe("rtn:3").as_dict()["steps"][0]["config"] == {
+        "targets": "", "ignore": "", "bits": 3, "group_size": 64, "sym": True}
+    assert steps[1]["method"] == "int8" and steps[1]["config"] == {
+        "targets": "", "ignore": "", "threshold": 6.0}
 
 
 @pytest.mark.parametrize("text, blocked", [
     ("magnitude:0.5+nf4", []),
     ("mixed:5:method=rtn", []),
-    ("mixed:5:method=bnb", ["mixed:5.0:method=bnb"]),
+    ("mixed:5:method=bnb", ["mixed:5:method=bnb"]),
     ("magnitude:0.5+dynamic-int8", ["dynamic-int8"]),
 ])
 def test_unexportable_steps_are_those_from_pretrained_cannot_reload(text, blocked):

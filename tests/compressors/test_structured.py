@@ -9,16 +9,16 @@ from compbench.compressors import compress, parse_recipe
 from compbench.errors import CompbenchError
 
 
-def test_removing_a_quarter_of_mlp_channels_shrinks_and_reloads(fp32_model, tokenizer, wikitext_ids,
+def test_removing_a_quarter_of_mlp_channels_shrinks_and_reloads(fp32_model, context, wikitext_ids,
                                                                  tmp_path, data_dir):
     from transformers import AutoModelForCausalLM
 
-    from compbench.harness.measure import checkpoint_bytes
+    from compbench.core.measure import checkpoint_bytes
 
     with torch.no_grad():
         baseline = math.exp(float(fp32_model(wikitext_ids, labels=wikitext_ids).loss))
     dense_disk = checkpoint_bytes(fp32_model)
-    result = compress(fp32_model, parse_recipe("structured:ffn=0.25:nsamples=4:seqlen=256"), tokenizer)
+    result = compress(fp32_model, parse_recipe("structured:ffn=0.25:nsamples=4:seqlen=256"), context)
     model = result.model
     assert model.config.intermediate_size == 1152
     assert all(b.mlp.up_proj.out_features == 1152 and b.mlp.down_proj.in_features == 1152
@@ -36,8 +36,8 @@ def test_removing_a_quarter_of_mlp_channels_shrinks_and_reloads(fp32_model, toke
         assert torch.allclose(reloaded(wikitext_ids).logits, logits, atol=1e-4)
 
 
-def test_heads_are_removed_alike_in_every_key_value_group(fp32_model, tokenizer, wikitext_ids, data_dir):
-    result = compress(fp32_model, parse_recipe("structured:heads=0.34:nsamples=2:seqlen=128"), tokenizer)
+def test_heads_are_removed_alike_in_every_key_value_group(fp32_model, context, wikitext_ids, data_dir):
+    result = compress(fp32_model, parse_recipe("structured:heads=0.34:nsamples=2:seqlen=128"), context)
     model = result.model
     assert model.config.num_attention_heads == 6 and model.config.num_key_value_heads == 3
     assert all(b.self_attn.q_proj.out_features == 6 * 64 and b.self_attn.o_proj.in_features == 6 * 64
@@ -56,6 +56,6 @@ def test_bad_structured_options_are_one_clear_error(recipe, message):
         parse_recipe(recipe)
 
 
-def test_removing_every_head_is_refused(fp32_model, tokenizer, data_dir):
+def test_removing_every_head_is_refused(fp32_model, context, data_dir):
     with pytest.raises(CompbenchError, match="would remove every query head"):
-        compress(fp32_model, parse_recipe("structured:heads=0.9:nsamples=1:seqlen=64"), tokenizer)
+        compress(fp32_model, parse_recipe("structured:heads=0.9:nsamples=1:seqlen=64"), context)

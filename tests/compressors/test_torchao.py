@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from compbench.compressors import compress, parse_recipe
-from compbench.compressors.targets import dense_weight, is_quantized_linear, linear_layers
-from compbench.harness.measure import state_bytes
+from compbench.compressors.targets import linear_layers
+from compbench.core.measure import state_bytes
+from compbench.core.tensors import dense_weight, is_quantized_linear
 
 
 @pytest.mark.parametrize("recipe", ["torchao-int8", "torchao-int8:activations=true"])

@@ -105,3 +105,39 @@ def test_export_names_gptq_checkpoints_as_the_research_did(tmp_path, data_dir):
     folder = tmp_path / "exported" / "smollm2-135m-main-r2-4bits"
     config = (folder / "config.json").read_text()
     assert '"quant_method": "compressed-tensors"' in config and '"num_bits": 4' in config
+
+
+def test_unwritable_places_are_reported_before_any_model_loads(tmp_path, capsys):
+    from pathlib import Path
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main(["eval", "--recipe", "fp32", "--output-dir", str(blocker / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"compbench: error: cannot write results to {blocker / 'out'}")
+    assert len(err.splitlines()) == 1
+    fixtures = Path(__file__).parent.parent / "reports" / "fixtures" / "v1"
+    assert main(["report", str(fixtures), "--output", str(blocker / "report.md")]) == 2
+    assert capsys.readouterr().err.strip().startswith("compbench: error: cannot write the report to")
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_on_a_machine_without_it_is_one_line(capsys):
+    assert main(["eval", "--recipe", "fp32", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("compbench: error: --device cuda: this machine has no CUDA device; "
+                   "use --device cpu or leave --device out")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--limit", "nan"], "must be a positive finite number, got nan"),
+    (["--limit", "inf"], "must be a positive finite number, got inf"),
+    (["--batch-size", "0"], "must be >= 1, got 0"),
+    (["--batch-size", "-1"], "must be >= 1, got -1"),
+    (["--max-length", "0"], "must be >= 1, got 0"),
+])
+def test_bad_numbers_are_refused_by_the_parser(argv, message, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["eval", "--recipe", "fp32", *argv])
+    assert done.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(message)

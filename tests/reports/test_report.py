@@ -4,9 +4,10 @@ import json
 
 import pytest
 
+from compbench.core.io import write_json_atomic
 from compbench.errors import CompbenchError
 from compbench.harness.cli import main
-from compbench.reports.store import load_results, write_json_atomic
+from compbench.reports.store import load_results
 
 
 def test_report_table_holds_the_measured_numbers(sweep, tmp_path, capsys):
@@ -17,12 +18,12 @@ def test_report_table_holds_the_measured_numbers(sweep, tmp_path, capsys):
     header = next(line for line in text.splitlines() if line.startswith("| model"))
     assert "size MB" in header and "wikitext2 word ppl" in header and "Δ vs fp32" in header
     assert "wikitext2 ppl (GPTQ chunks)" in header
-    fp32 = runs["fp32"]["eval"]["tasks"]["wikitext2_ppl"]["word_perplexity,none"]
-    for recipe, result in runs.items():
+    fp32 = runs["fp32"].metric("wikitext2_ppl", "word_perplexity,none").value
+    for recipe, record in runs.items():
         row = next(line for line in text.splitlines() if f"| {recipe} " in line)
-        ppl = result["eval"]["tasks"]["wikitext2_ppl"]["word_perplexity,none"]
-        assert f"{result['compression']['size_mb']:.1f}" in row
-        assert f"{result['compression']['compression_ratio']:.2f}x" in row
+        ppl = record.metric("wikitext2_ppl", "word_perplexity,none").value
+        assert f"{record.compression.size_mb:.1f}" in row
+        assert f"{record.compression.compression_ratio:.2f}x" in row
         assert f"{ppl:.2f}" in row
         assert f"{(ppl - fp32) / fp32:+.1%}" in row
 

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from compbench.harness.cli import main
+from compbench.reports.store import read_record
 
 LIMIT = 8
 
@@ -60,12 +61,18 @@ def test_classification_metrics_through_compbench_eval(checkpoint, tmp_path, cap
     assert main(["eval", "--recipe", "fp32", "--tasks", "kasut_math,mmlu_subset", "--limit",
                  str(LIMIT), "--device", "cpu", "--output-dir", str(tmp_path)]) == 0
     [path] = list(tmp_path.glob("*.json"))
-    result = json.loads(path.read_text())  # strict JSON: categories absent from the run are null
-    kasut = result["eval"]["tasks"]["kasut_math"]
+    json.loads(path.read_text())  # strict JSON: categories absent from the run are null
+    record = read_record(path)
+    kasut = {key: metric.value for key, metric in record.tasks["kasut_math"].metrics.items()}
     for key in ["acc", "f1_micro", "f1_macro", "f1_algebra", "f1_linear_algebra"]:
         assert 0.0 <= kasut[f"{key},none"] <= 1.0
     assert kasut["f1_micro,none"] == pytest.approx(kasut["acc,none"])  # single-label classes
-    mmlu = result["eval"]["tasks"]["mmlu_subset"]
+    assert record.tasks["kasut_math"].headline == "f1_macro,none"  # from the task's YAML
+    # lm-eval's directions and standard errors are kept: a mean's stderr is sqrt(p(1-p)/(n-1))
+    acc = record.tasks["kasut_math"].metrics["acc,none"]
+    assert acc.higher_is_better is True
+    assert acc.stderr == pytest.approx((acc.value * (1 - acc.value) / (LIMIT - 1)) ** 0.5)
+    mmlu = {key: metric.value for key, metric in record.tasks["mmlu_subset"].metrics.items()}
     assert 0.0 <= mmlu["acc,none"] <= 1.0
     assert mmlu["acc_stem,none"] == pytest.approx(mmlu["acc,none"])  # 8 abstract algebra docs
     assert mmlu["acc_humanities,none"] is None

@@ -2,8 +2,9 @@
 
 import pytest
 
+from compbench.core.io import read_jsonl, set_data_dir
 from compbench.errors import CompbenchError
-from compbench.tasks.data import load_splits, read_jsonl, set_data_dir
+from compbench.tasks.data import load_splits
 
 
 def test_wikitext_rows_group_into_the_62_test_articles(data_dir):

@@ -1,4 +1,4 @@
-"""Measurement: true stored bytes of a model, parameter counts, peak memory, wall time."""
+"""Measurement: true stored bytes of a model, parameter counts, peak memory, wall time, speed."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 import psutil
 import torch
 from torch import nn
+
+from compbench.core.tensors import dense_weight, is_quantized_linear, is_tensor_subclass
 
 
 def state_bytes(module: nn.Module, float_bytes: int | None = None) -> int:
@@ -66,8 +68,6 @@ def throughput(model: nn.Module, prompt_ids: torch.Tensor, new_tokens: int = 16)
 def _tensors(values):
     """Plain tensors in state-dict values: those packed in tuples (torch's quantized Linear) and
     the inner tensors of wrapper subclasses (torchao's quantized weights) included."""
-    from compbench.compressors.targets import is_tensor_subclass
-
     for value in values:
         if is_tensor_subclass(value):
             names, _ = value.__tensor_flatten__()
@@ -81,8 +81,6 @@ def _tensors(values):
 def param_counts(model: nn.Module) -> tuple[int, int]:
     """(total, nonzero) parameters of the original layer shapes: quantized Linear layers are
     dequantized to count their logical weights, not their packed bytes or scales."""
-    from compbench.compressors.targets import dense_weight, is_quantized_linear
-
     total = nonzero = 0
     seen: set[int] = set()
     for module in model.modules():

@@ -1,0 +1,57 @@
+"""Tensor and layer types: which modules are linear, which hold quantized weights, their float weight."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def is_tensor_subclass(tensor: torch.Tensor) -> bool:
+    """A wrapper tensor subclass holding inner tensors (torchao's quantized weights)."""
+    return hasattr(tensor, "__tensor_flatten__")
+
+
+def is_quantized_linear(module: nn.Module) -> bool:
+    """A Linear whose weight is stored quantized: bitsandbytes, packed compressed-tensors, torch
+    dynamic, or a torchao tensor subclass."""
+    return (type(module).__name__ in ("Linear8bitLt", "Linear4bit")
+            or hasattr(module, "weight_packed")
+            or isinstance(module, torch.ao.nn.quantized.dynamic.Linear)
+            or (isinstance(module, nn.Linear) and is_tensor_subclass(module.weight)))
+
+
+def is_linear(module: nn.Module) -> bool:
+    """A plain or quantized Linear layer."""
+    return isinstance(module, nn.Linear) or is_quantized_linear(module)
+
+
+def _unpacked_weight(module: nn.Module) -> torch.Tensor:
+    """Dequantize a compressed-tensors `pack-quantized` Linear (GPTQ / RTN) to its float weight."""
+    from compressed_tensors.compressors.pack_quantized.helpers import unpack_from_int32
+    from compressed_tensors.quantization.lifecycle.forward import dequantize
+
+    args = module.quantization_scheme.weights
+    shape = torch.Size(module.weight_shape.tolist())
+    levels = unpack_from_int32(module.weight_packed, args.num_bits, shape)
+    zero_point = getattr(module, "weight_zero_point", None)
+    return dequantize(levels, module.weight_scale, zero_point, args, dtype=torch.float32)
+
+
+def dense_weight(module: nn.Module) -> torch.Tensor:
+    """The weight as a float matrix, dequantized for quantized layers (for checks and stats)."""
+    if hasattr(module, "weight_packed"):
+        return _unpacked_weight(module)
+    if isinstance(module, torch.ao.nn.quantized.dynamic.Linear):
+        return module.weight().dequantize()
+    name = type(module).__name__
+    if name == "Linear4bit":
+        import bitsandbytes.functional as bnbf
+
+        return bnbf.dequantize_4bit(module.weight.data, module.weight.quant_state).float()
+    if is_tensor_subclass(module.weight):
+        return module.weight.dequantize().float()
+    if name == "Linear8bitLt":
+        weight = module.weight
+        scale = weight.SCB if getattr(weight, "SCB", None) is not None else module.state.SCB
+        return weight.data.float() * scale.float().unsqueeze(1) / 127.0
+    return module.weight.detach().float()

@@ -1,0 +1,93 @@
+"""Build a compressed model and say exactly what it is: `build(preset, recipe) -> Artifact`.
+
+An artifact's identity is everything that determines its weights: the source's content (the
+GGUF's or the checkpoint files' sha256, or a hub id and revision), the load dtype and device
+kind, the canonical recipe with every step's full config and `version`, the calibration data
+files' sha256, and the versions of the libraries that write the weights. Spellings that parse
+to one recipe (`gptq:4`, `gptq:bits=4`) give one identity; its digest is the artifact key.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from compbench.compressors import COMPRESSORS, CompressionResult, Recipe, compress, parse_recipe
+from compbench.compressors.registry import CompressionContext
+from compbench.core.io import digest_of, sha256_file
+from compbench.model_zoo.presets import (
+    Preset,
+    choose_device,
+    device_kind,
+    get_preset,
+    load_model,
+    source_identity,
+)
+
+ALWAYS_LIBRARIES = ("torch", "transformers")  # every load and every compressor runs on them
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def artifact_identity(preset: Preset, recipe: Recipe, dtype: str | None, device: str) -> dict[str, Any]:
+    """The identity of `preset` compressed by `recipe` (see the module doc), with its `key`."""
+    from compbench.tasks.calibration import calibration_file
+
+    steps = [(step, COMPRESSORS[step.method]) for step in recipe.steps]
+    calibrated = [step.config for step, compressor in steps if compressor.uses_calibration(step.config)]
+    libraries = sorted({*ALWAYS_LIBRARIES, *(name for _, c in steps for name in c.libraries)})
+    identity = {
+        "source": {"preset": preset.name, **source_identity(preset)},
+        "dtype": dtype or preset.dtype,
+        "device_kind": device_kind(device),
+        "recipe": recipe.as_dict(),
+        "calibration": calibrated[0].calibration_record() if calibrated else None,
+        "calibration_data": {c.calibration: sha256_file(calibration_file(c.calibration))
+                             for c in calibrated},
+        "libraries": {name: _version(name) for name in libraries},
+    }
+    return {"key": digest_of(identity), **identity}
+
+
+@dataclass
+class Artifact:
+    """A compressed model in memory with its tokenizer, what compression measured, and its identity."""
+
+    model: nn.Module
+    tokenizer: Any
+    preset: Preset
+    recipe: Recipe
+    compression: CompressionResult
+    identity: dict[str, Any]
+    device: str
+
+    @property
+    def key(self) -> str:
+        return self.identity["key"]
+
+
+def compression_context(tokenizer) -> CompressionContext:
+    """What compressors get: the tokenizer and compbench's calibration corpora."""
+    from compbench.tasks.calibration import calibration_text
+
+    return CompressionContext(tokenizer=tokenizer, calibration_text=calibration_text)
+
+
+def build(preset: Preset | str, recipe: Recipe | str, *, device: str | None = None,
+          dtype: str | None = None) -> Artifact:
+    """Load the preset's uncompressed model and apply the recipe; the result and its identity."""
+    preset = preset if isinstance(preset, Preset) else get_preset(preset)
+    recipe = recipe if isinstance(recipe, Recipe) else parse_recipe(recipe)
+    device = choose_device(device)
+    identity = artifact_identity(preset, recipe, dtype, device)
+    model, tokenizer = load_model(preset, device=device, dtype=dtype)
+    result = compress(model, recipe, compression_context(tokenizer))
+    return Artifact(result.model, tokenizer, preset, recipe, result, identity, device)

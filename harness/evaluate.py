@@ -1,0 +1,210 @@
+"""Evaluate an artifact with lm-eval: `evaluate(artifact, settings) -> RunRecord`.
+
+`EvalSettings` are the evaluation choices that can change a number; with the artifact's
+identity they make the run key, so a results file is reused only for the very same run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from compbench.core.io import digest_of
+from compbench.harness.artifact import Artifact
+from compbench.reports.record import (
+    SCHEMA_VERSION,
+    CompressionInfo,
+    RunRecord,
+    TaskResult,
+    Timing,
+)
+
+SPEED_PROMPT_TOKENS = 128
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How a run evaluates: tasks, document limit, few-shot, batch size, window, device."""
+
+    tasks: tuple[str, ...]
+    limit: int | float | None = None  # documents per task (a fraction when < 1); None: all
+    num_fewshot: int | None = None  # None: each task's own
+    batch_size: int = 1
+    max_length: int | None = None  # evaluation window in tokens; None: the preset's
+    bootstrap_iters: int = 1000  # draws for the stderr of metrics lm-eval bootstraps
+
+    def key_fields(self, task_index: dict, device: str) -> dict[str, Any]:
+        """What can change a number: these settings, each task's YAML version and data files'
+        sha256, the device kind and the lm-eval version."""
+        import lm_eval
+
+        from compbench.model_zoo.presets import device_kind
+        from compbench.tasks.catalog import task_fingerprint
+
+        tasks = {}
+        for name in self.tasks:
+            tasks.update(task_fingerprint(name, task_index))
+        return {**dataclasses.asdict(self), "tasks": list(self.tasks), "task_fingerprints": tasks,
+                "device_kind": device_kind(device), "lm_eval": lm_eval.__version__}
+
+
+def run_key(artifact_key: str, eval_fields: dict[str, Any]) -> str:
+    """The digest naming one run: the artifact's identity plus the evaluation's key fields."""
+    return digest_of({"artifact": artifact_key, "eval": eval_fields})
+
+
+def task_manager(metadata: dict | None = None):
+    """lm-eval's task manager with compbench's tasks included."""
+    from lm_eval.tasks import TaskManager
+
+    from compbench.tasks import TASKS_DIR
+
+    return TaskManager(include_path=str(TASKS_DIR), metadata=metadata)
+
+
+@functools.cache
+def task_index() -> dict:
+    """lm-eval's index of every task name (built once per process: it reads thousands of YAMLs)."""
+    return task_manager().task_index
+
+
+def _git_hash() -> str | None:
+    """The checkout's commit, when compbench runs from a git checkout (else None, silently)."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=root, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _cpu_flags() -> list[str]:
+    """The CPU features that change low-precision numerics (bf16 and AMX kernels)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
+                  if line.startswith("flags")), [])
+    return sorted(f for f in flags if f in ("avx512_bf16", "amx_bf16", "amx_int8", "amx_tile",
+                                            "avx512f", "avx2"))
+
+
+def environment() -> dict[str, Any]:
+    import torch
+
+    import compbench
+
+    return {
+        "git_hash": _git_hash(),
+        "versions": {"compbench": compbench.__version__, "python": platform.python_version()},
+        "machine": {"platform": platform.platform(), "processor": platform.machine(),
+                    "cpu_flags": _cpu_flags(),
+                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+                    "torch_threads": torch.get_num_threads()},
+    }
+
+
+def _protocol(task: str, metadata: dict, lm) -> dict | None:
+    """How a perplexity task counted (its YAML `protocol`), with the window this run used."""
+    from compbench.tasks.chunked import DEFAULT_SEQLEN, capped_seqlen
+
+    protocol = dict(metadata.get("protocol") or {})
+    if not protocol:
+        return None
+    protocol["tokenizer"] = getattr(lm.tokenizer, "name_or_path", None)
+    if protocol.get("kind") == "rolling":
+        protocol.update(window_tokens=lm.max_length, stride_tokens=lm.max_length,
+                        window_prefix_token_id=lm.prefix_token_id)
+    elif protocol.get("kind") == "chunked":
+        seqlen = capped_seqlen(int(metadata.get("seqlen", DEFAULT_SEQLEN)),
+                               getattr(lm.model.config, "max_position_embeddings", None))
+        protocol.update(seqlen=seqlen, stride_tokens=seqlen)
+    return protocol
+
+
+def _speed_prompt(tokenizer):
+    """A fixed 128-token prompt (repeated English text) for the prefill/generation speed check."""
+    text = " ".join(["The history of the region is long and its people have many stories."] * 40)
+    return tokenizer(text, return_tensors="pt").input_ids[:, :SPEED_PROMPT_TOKENS]
+
+
+def evaluate(artifact: Artifact, settings: EvalSettings, *, key: str | None = None,
+             eval_fields: dict[str, Any] | None = None, started_at: float | None = None,
+             load_seconds: float | None = None, load_peak_rss_bytes: int = 0) -> RunRecord:
+    """Evaluate the artifact on the settings' tasks with lm-eval and measure size and speed
+    (`started_at`, `load_*`: when and at what cost the artifact was built, for the timing)."""
+    import lm_eval
+
+    from compbench.core.measure import (
+        PeakMemory,
+        Timer,
+        TokenCounter,
+        checkpoint_bytes,
+        param_counts,
+        throughput,
+    )
+    from compbench.harness.lm_model import CompressedLM
+
+    started = started_at or time.time()
+    lm = CompressedLM(artifact=artifact, max_length=settings.max_length,
+                      batch_size=settings.batch_size)
+    manager = task_manager({"pretrained": artifact.preset.name})
+    if eval_fields is None:
+        eval_fields = settings.key_fields(manager.task_index, artifact.device)
+    compression = artifact.compression
+    params_total, params_nonzero = param_counts(lm.model)
+    counter = TokenCounter(lm.model)
+    with PeakMemory() as eval_memory, Timer() as eval_timer:
+        output = lm_eval.simple_evaluate(
+            model=lm, tasks=list(settings.tasks), limit=settings.limit,
+            num_fewshot=settings.num_fewshot, task_manager=manager, log_samples=False,
+            bootstrap_iters=settings.bootstrap_iters)
+    counter.remove()
+    speed = throughput(lm.model, _speed_prompt(lm.tokenizer))
+    configs = output.get("configs", {})
+    tasks = {}
+    for name, block in output["results"].items():
+        metadata = (configs.get(name) or {}).get("metadata") or {}
+        counts = output.get("n-samples", {}).get(name, {})
+        tasks[name] = TaskResult.from_lm_eval(
+            block, output.get("higher_is_better", {}).get(name, {}), metadata,
+            version=output.get("versions", {}).get(name), n_original=counts.get("original"),
+            n_effective=counts.get("effective"), protocol=_protocol(name, metadata, lm))
+    disk_bytes = None if artifact.recipe.unexportable_steps() else checkpoint_bytes(lm.model)
+    peak_cuda = eval_memory.peak_cuda_bytes
+    return RunRecord(
+        status="ok",
+        run_key=key or run_key(artifact.key, eval_fields),
+        model={"preset": artifact.preset.name, "source": artifact.preset.source,
+               "revision": artifact.preset.revision,
+               "dtype": str(lm.model.dtype).removeprefix("torch."), "max_length": lm.max_length,
+               "device": str(lm.device)},
+        artifact=artifact.identity,
+        settings=eval_fields,
+        compression=CompressionInfo(
+            steps=compression.steps, seconds=compression.seconds,
+            baseline_size_bytes=compression.size_bytes_before, size_bytes=compression.size_bytes,
+            baseline_16bit_bytes=compression.size_bytes_16bit_before, params_total=params_total,
+            params_nonzero=params_nonzero, checkpoint_bytes=disk_bytes),
+        tasks=tasks,
+        timing=Timing(
+            started_at=started, wall_seconds=time.time() - started,
+            load_and_compress_seconds=load_seconds, eval_seconds=eval_timer.seconds,
+            eval_tokens=counter.tokens,
+            eval_tokens_per_s=counter.tokens / eval_timer.seconds if eval_timer.seconds else None,
+            **speed,
+            peak_rss_mb=max(load_peak_rss_bytes, eval_memory.peak_rss_bytes) / 2**20,
+            peak_cuda_mb=None if peak_cuda is None else peak_cuda / 2**20),
+        env=environment(),
+        schema_version=SCHEMA_VERSION,
+    )

@@ -1,0 +1,58 @@
+"""The calibration corpora's text, read from the data dir: what compressors get through
+`CompressionContext.calibration_text` (they read no datasets themselves)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from compbench.core.io import DATA_DIR_ENV, data_dir, read_jsonl
+from compbench.errors import CompbenchError
+
+
+@dataclass(frozen=True)
+class CalibrationSource:
+    """Where a calibration corpus lives in the data dir, and which field holds its text."""
+
+    dataset: str  # folder under the data dir
+    split: str
+    text_field: str
+
+
+# One entry per name of compbench.compressors.calibration.CALIBRATION_SETS (a test checks).
+SOURCES: dict[str, CalibrationSource] = {
+    "wikitext2": CalibrationSource("wikitext-2-v1", "validation", "text"),
+    "kasut_math": CalibrationSource("kasut_math", "train", "question"),
+    "sst2": CalibrationSource("sst2", "train", "sentence"),
+    "commonsense_qa": CalibrationSource("commonsense_qa", "train", "question"),
+}
+
+
+def calibration_file(name: str) -> Path:
+    """The JSONL file a calibration corpus is read from."""
+    source = SOURCES[name]
+    root = data_dir()
+    if root is None:
+        raise CompbenchError(
+            f"no calibration data: calibration '{name}' reads {source.dataset}/{source.split}.jsonl "
+            f"from the data dir; set ${DATA_DIR_ENV} or pass --data-dir"
+        )
+    path = root / source.dataset / f"{source.split}.jsonl"
+    if not path.is_file():
+        raise CompbenchError(f"no calibration data: {path} not found (calibration '{name}')")
+    return path
+
+
+def calibration_text(name: str) -> list[str]:
+    """The corpus's texts; for KASUT only the training part of its fixed split."""
+    source = SOURCES[name]
+    path = calibration_file(name)
+    rows = read_jsonl(path)
+    missing = [i for i, row in enumerate(rows, 1) if source.text_field not in row]
+    if missing:
+        raise CompbenchError(f"{path}:{missing[0]}: no '{source.text_field}' field")
+    if name == "kasut_math":
+        from compbench.tasks.kasut import kasut_split
+
+        rows = kasut_split(rows)[0]
+    return [str(row[source.text_field]) for row in rows]
