@@ -6,10 +6,13 @@ of `../shared/data`. Missing files and malformed lines are reported with file an
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +52,11 @@ def set_data_dir(path: str | os.PathLike) -> None:
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Rows of a JSONL file; each non-blank line must be a JSON object."""
+    return [row for _, row in read_jsonl_lines(path)]
+
+
+def read_jsonl_lines(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, row) of each non-blank line of a JSONL file, for messages that name a line."""
     if not path.is_file():
         raise CompbenchError(
             f"dataset file {path} not found; set --data-dir / ${DATA_DIR_ENV} to a folder holding "
@@ -65,26 +73,53 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
                 raise CompbenchError(f"{path}:{number}: malformed JSON line ({exc.msg})") from None
             if not isinstance(row, dict):
                 raise CompbenchError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
+            rows.append((number, row))
     if not rows:
         raise CompbenchError(f"{path} holds no rows")
     return rows
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write text to a temporary file beside `path`, fsync it, then rename it into place: a
-    kill at any moment leaves either the old file or the new one, never a partial one."""
+_TMP = re.compile(r"^.+\.compbench-(\d+)-[^.]*\.tmp$")  # <name>.compbench-<pid>-<random>.tmp
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path` to write to; renamed onto `path` when the block ends
+    without error (removed otherwise). A kill at any moment leaves either the old file or the
+    new one, never a partial one; the temporary name holds the writer's pid (see
+    `remove_stale_temporaries`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{path.name}.compbench-{os.getpid()}-", suffix=".tmp",
+                               dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
+        yield Path(tmp)
+        with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Remove compbench's own temporary files in `folder` whose writing process is gone (left
+    by a kill mid-write); another live process's are left alone. Returns what was removed."""
+    import psutil
+
+    removed = []
+    for candidate in folder.glob("*.tmp") if folder.is_dir() else []:
+        match = _TMP.match(candidate.name)
+        if match and not psutil.pid_exists(int(match.group(1))):
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write text atomically (see `atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

@@ -51,15 +51,25 @@ def _positive_int(text: str) -> int:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with compbench's one-line errors (no usage block): exit 2, what is wrong."""
+
+    def error(self, message: str):
+        self.exit(2, f"compbench: error: {self.prog.removeprefix('compbench ')}: {message}\n")
+
+
 def _add_data_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="folder of local dataset copies laid out as "
                         "<dataset>/<split>.jsonl (default: $COMPBENCH_DATA_DIR, else the hub)")
 
 
 def _quiet_libraries() -> None:
-    """Keep library chatter (bitsandbytes casts, transformers notices) out of the output."""
+    """Keep library chatter out of the output: bitsandbytes casts, transformers notices,
+    torchao's failed loads of its CUDA-only kernels on a CPU machine, torch's deprecation notes
+    about the enums torchao registers. Errors still show."""
     warnings.filterwarnings("ignore")
-    for name in ("transformers", "bitsandbytes", "accelerate", "datasets", "lm_eval", "lm-eval"):
+    for name in ("transformers", "bitsandbytes", "accelerate", "datasets", "lm_eval", "lm-eval",
+                 "torchao", "torch.utils._pytree"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
@@ -107,7 +117,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     from compbench.reports.store import load_results
     from compbench.reports.table import markdown_report
 
-    text = markdown_report(load_results(Path(args.results_dir)), args.baseline)
+    records = load_results(Path(args.results_dir))
+    baseline = _canonical(args.baseline)
+    recipes = sorted({r.recipe for r in records if r.ok})
+    if baseline not in recipes:
+        raise CompbenchError(f"no finished run of the baseline recipe '{args.baseline}' in "
+                             f"{args.results_dir}; recipes there: {', '.join(recipes) or 'none'} "
+                             "(choose one with --baseline)")
+    text = markdown_report(records, baseline)
     print(text)
     output = Path(args.output) if args.output else Path(args.results_dir) / "report.md"
     try:
@@ -116,6 +133,16 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise CompbenchError(f"cannot write the report to {output}: {exc.strerror}") from None
     print(f"wrote {output}")
     return 0
+
+
+def _canonical(recipe: str) -> str:
+    """A recipe's canonical spelling where it parses (`mixed:5.0` -> `mixed:5`), else as given."""
+    from compbench.compressors import parse_recipe
+
+    try:
+        return str(parse_recipe(recipe))
+    except CompbenchError:
+        return recipe
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -132,8 +159,12 @@ def cmd_export(args: argparse.Namespace) -> int:
                              "from_pretrained reloads")
     out = Path(args.out_dir) if args.out_dir else Path("exported") / export_name(
         preset.name, recipe, args.revision or preset.revision or "main", args.gptq_revision)
-    if out.exists() and any(out.iterdir()) and not args.force:
+    if out.exists() and out.is_dir() and any(out.iterdir()) and not args.force:
         raise CompbenchError(f"{out} is not empty; choose another folder or pass --force")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CompbenchError(f"cannot write the checkpoint to {out}: {exc.strerror}") from None
     artifact = build(preset, recipe, device=args.device, dtype=args.dtype)
     artifact.model.save_pretrained(out)
     artifact.tokenizer.save_pretrained(out)
@@ -238,17 +269,24 @@ def cmd_lm_eval(argv: list[str]) -> int:
     from lm_eval.__main__ import cli_evaluate
 
     sys.argv = ["lm-eval", *argv]
-    cli_evaluate()
+    try:
+        cli_evaluate()
+    except ValueError as exc:
+        if not str(exc).startswith("Tasks not found"):
+            raise
+        ours = sorted(p.stem for p in TASKS_DIR.glob("[!_]*.yaml"))
+        raise CompbenchError(f"unknown task(s) {str(exc).split(': ', 1)[1]}; compbench tasks: "
+                             f"{', '.join(ours)} (any lm-eval task name also works)") from None
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="compbench",
         description="Compress small language models with a recipe and measure what it costs: "
                     "perplexity and accuracy (lm-eval), size, speed, memory.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("eval", help="compress a preset with one or more recipes and evaluate each",
                        description="Compress a model preset with each --recipe, evaluate it on "

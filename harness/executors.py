@@ -56,10 +56,29 @@ def _settings_to_inherit() -> tuple[dict[str, int], list]:
     return levels, filters
 
 
-def _inherit_settings(levels: dict[str, int], filters: list) -> None:
+def _die_with_parent(parent_pid: int) -> None:
+    """Exit this worker as soon as its parent is gone, even when the parent was SIGKILLed and
+    could not stop it: a daemon thread polls the parent pid (works on Linux and macOS alike),
+    so no run goes on computing as an orphan."""
+    import os
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="compbench-parent-watch", daemon=True).start()
+
+
+def _start_worker(parent_pid: int, levels: dict[str, int], filters: list) -> None:
+    """A spawned worker's first act: die with its parent, and keep the parent's log levels and
+    warning filters."""
     import logging
     import warnings
 
+    _die_with_parent(parent_pid)
     for name, level in levels.items():
         logging.getLogger(name or None).setLevel(level)
     warnings.filters[:] = filters
@@ -70,12 +89,13 @@ def in_fresh_process(function: Callable[..., Any], *args: Any) -> Outcome:
     speed are then its own (not inflated by the runs before it), and a run killed by the OS
     does not end the sweep."""
     import multiprocessing
+    import os
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
     spawn = multiprocessing.get_context("spawn")  # fork would inherit this process's memory
-    with ProcessPoolExecutor(max_workers=1, mp_context=spawn, initializer=_inherit_settings,
-                             initargs=_settings_to_inherit()) as pool:
+    with ProcessPoolExecutor(max_workers=1, mp_context=spawn, initializer=_start_worker,
+                             initargs=(os.getpid(), *_settings_to_inherit())) as pool:
         try:
             return pool.submit(call_safely, function, *args).result()
         except BrokenProcessPool:

@@ -11,6 +11,7 @@ own `SteeredModel` does) and hands it the compressed in-memory model, so every H
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from lm_eval.api.registry import register_model
@@ -19,10 +20,18 @@ from lm_eval.models.huggingface import HFLM
 from compbench.errors import CompbenchError
 from compbench.harness.artifact import Artifact, build
 
+# HFLM's own arguments that it still honours when handed a model object; the rest (revision,
+# dtype, peft, parallelize, …) it would silently ignore, so `compressed` takes them itself
+# (device, dtype, revision) or refuses them (peft, and any other) with one line.
+HFLM_ARGS = ("truncation", "logits_cache", "softmax_dtype", "mixed_precision_dtype",
+             "max_batch_size", "add_bos_token", "prefix_token_id", "think_end_token",
+             "enable_thinking", "chat_template_args")
+
 
 def _passed_model_notices(record: logging.LogRecord) -> bool:
-    """Drops HFLM's warnings about being handed a model object: `compressed` does that by
-    design and reads every model arg itself, so "arguments may be ignored" would mislead."""
+    """Drops HFLM's generic notice about being handed a model object ("arguments may be
+    ignored"): `compressed` does that by design, and no argument is ignored, since every one
+    is either honoured or refused (see `model_arg_names`)."""
     return not str(record.msg).startswith(("`pretrained` model kwarg is not of type `str`",
                                            "Passed an already-initialized model"))
 
@@ -40,6 +49,7 @@ class CompressedLM(HFLM):
         max_length: int | None = None,
         batch_size: int | str = 1,
         data_dir: str | None = None,
+        revision: str | None = None,
         artifact: Artifact | None = None,
         **kwargs: Any,
     ) -> None:
@@ -48,7 +58,8 @@ class CompressedLM(HFLM):
 
             set_data_dir(data_dir)
         if artifact is None:
-            artifact = build(str(pretrained), str(recipe), device=device, dtype=dtype)
+            artifact = build(_preset(str(pretrained), revision), str(recipe), device=device,
+                             dtype=dtype)
         self.artifact = artifact
         self.preset, self.recipe = artifact.preset, artifact.recipe
         hf_log = logging.getLogger("lm_eval.models.huggingface")
@@ -85,6 +96,10 @@ class CompressedLM(HFLM):
             args.pop("device")
         if "recipe" in args:
             args["recipe"] = str(args["recipe"])
+        if "peft" in args:
+            raise CompbenchError("bad --model_args for 'compressed': peft adapters are not loaded "
+                                 "onto compressed models yet; merge the adapter into a checkpoint "
+                                 "and evaluate that (--model hf, or compbench --model FOLDER)")
         known = model_arg_names()
         unknown = sorted(set(args) - known)
         if unknown:
@@ -95,15 +110,30 @@ class CompressedLM(HFLM):
 
 
 def model_arg_names() -> set[str]:
-    """The `--model_args` keys `compressed` takes: its own and HFLM's, less those it sets itself
-    (HFLM would silently drop an unknown key, e.g. a misspelt `recipe`, and evaluate fp32)."""
+    """The `--model_args` keys `compressed` takes: its own and the HFLM arguments HFLM honours
+    for a model object (HFLM would silently drop any other, e.g. a misspelt `recipe`, and
+    evaluate fp32)."""
     import inspect
 
-    def named(function) -> set[str]:
-        return {name for name, p in inspect.signature(function).parameters.items()
-                if p.kind is p.POSITIONAL_OR_KEYWORD and name != "self"}
+    own = {name for name, p in inspect.signature(CompressedLM.__init__).parameters.items()
+           if p.kind is p.POSITIONAL_OR_KEYWORD and name not in ("self", "artifact")}
+    return own | set(HFLM_ARGS)
 
-    return (named(CompressedLM.__init__) | named(HFLM.__init__)) - {"tokenizer", "backend", "artifact"}
+
+def _preset(name: str, revision: str | None):
+    """The preset, at `revision` where one is given (hub models only)."""
+    import dataclasses
+
+    from compbench.model_zoo.presets import get_preset
+
+    preset = get_preset(name)
+    if revision is None:
+        return preset
+    if preset.source == "embedded" or Path(preset.source).is_dir():
+        kind = "the embedded model" if preset.source == "embedded" else "a local folder"
+        raise CompbenchError(f"bad --model_args for 'compressed': revision={revision} applies to "
+                             f"hub models; '{name}' is {kind}")
+    return dataclasses.replace(preset, revision=revision)
 
 
 def _cuda_available() -> bool:

@@ -54,8 +54,11 @@ def plan(specs: list[RunSpec], output_dir: Path) -> list[PlannedRun]:
     from compbench.harness.artifact import artifact_identity
     from compbench.harness.evaluate import task_index
     from compbench.model_zoo.presets import choose_device, get_preset
+    from compbench.tasks.catalog import check_local_data
 
     index = task_index()
+    for task in {t for spec in specs for t in spec.settings.tasks}:
+        check_local_data(task, index)
     planned = []
     for spec in specs:
         device = choose_device(spec.device)
@@ -104,10 +107,13 @@ def run_sweep(specs: list[RunSpec], output_dir: Path, force: bool = False, echo=
               executor: Executor | None = None) -> list[RunRecord]:
     """Run every spec not already finished in `output_dir`; returns the records of runs that
     failed (bad input or a crash is that run's failure: the sweep goes on)."""
+    from compbench.core.io import remove_stale_temporaries
+
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CompbenchError(f"cannot write results to {output_dir}: {exc.strerror}") from None
+    remove_stale_temporaries(output_dir)
     planned = plan(specs, output_dir)
     labels = {run.key: f"[{i}/{len(planned)}] {run.spec.model} recipe={run.spec.recipe}"
               for i, run in enumerate(planned, 1)}

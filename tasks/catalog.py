@@ -10,6 +10,7 @@ import yaml
 
 from compbench.core.io import data_dir, sha256_file
 from compbench.tasks import TASKS_DIR
+from compbench.tasks.data import read_checked
 
 
 class _TaskLoader(yaml.SafeLoader):
@@ -86,3 +87,31 @@ def task_fingerprint(name: str, index: dict) -> dict:
         data = {"hub": config.get("dataset_path") or kwargs.get("path"),
                 "name": config.get("dataset_name") or kwargs.get("name")}
     return {name: {"version": (config.get("metadata") or {}).get("version"), "data": data}}
+
+
+_CHECKED: set[str] = set()  # sha256 of the files already checked in this process
+
+
+def check_local_data(name: str, index: dict) -> None:
+    """Check every row of the local files task `name` (or a group's members) reads, before any
+    run starts: field types and gold labels, as the task's YAML states them."""
+    entry = index.get(name)
+    path = getattr(entry, "yaml_path", None)
+    if path is None or data_dir() is None:
+        return
+    config = _read(Path(path))
+    if "group" in config and isinstance(config.get("task"), list):
+        for member in config["task"]:
+            member = member if isinstance(member, str) else member.get("task")
+            if member:
+                check_local_data(member, index)
+        return
+    kwargs = config.get("dataset_kwargs") or {}
+    if not kwargs.get("local_name"):
+        return
+    for split in kwargs.get("splits", []):
+        file = data_dir() / kwargs["local_name"] / f"{split}.jsonl"
+        digest = sha256_file(file) if file.is_file() else None
+        if digest not in _CHECKED:
+            read_checked(file, kwargs.get("fields"), kwargs.get("gold"))
+            _CHECKED.add(digest)

@@ -17,11 +17,11 @@ MMLU_CATEGORIES = ("stem", "humanities", "social_sciences", "other")
 
 
 def load_kasut(path: str, local_name: str, splits: list[str], name: str | None = None,
-               required_fields: list[str] | None = None, **_metadata):
+               fields: dict[str, str] | None = None, gold: dict | None = None, **_metadata):
     """The labelled train.csv, split deterministically 90/10; the 10% part is the test split."""
     import datasets
 
-    full = load_splits(path, local_name, splits, name=name, required_fields=required_fields)
+    full = load_splits(path, local_name, splits, name=name, fields=fields, gold=gold)
     train, test = kasut_split(full["train"])
     return datasets.DatasetDict({"train": train, "test": test})
 
@@ -50,13 +50,13 @@ def _mmlu_question(doc) -> str:
 
 
 def load_mmlu(path: str, local_name: str, splits: list[str], name: str | None = None,
-              required_fields: list[str] | None = None, per_subject: int = 5, num_shots: int = 2,
-              **_metadata):
+              fields: dict[str, str] | None = None, gold: dict | None = None, per_subject: int = 5,
+              num_shots: int = 2, **_metadata):
     """MMLU test questions, the first `per_subject` of each subject (0: all), each with a prompt
     holding the first `num_shots` dev questions of its subject, as lm-eval's mmlu k-shot does."""
     import datasets
 
-    data = load_splits(path, local_name, splits, name=name, required_fields=required_fields)
+    data = load_splits(path, local_name, splits, name=name, fields=fields, gold=gold)
     shots: dict[str, list[dict]] = {}
     for row in data["dev"]:
         shots.setdefault(row["subject"], []).append(row)

@@ -60,12 +60,12 @@ def _chunks(text: str, tokenizer_source: str, seqlen: int) -> tuple[tuple[int, .
 
 
 def load_chunks(path: str, local_name: str, splits: list[str], name: str | None = None,
-                required_fields: list[str] | None = None, seqlen: int = DEFAULT_SEQLEN,
-                **metadata):
+                fields: dict[str, str] | None = None, gold: dict | None = None,
+                seqlen: int = DEFAULT_SEQLEN, **metadata):
     """`custom_dataset` hook: the split's rows joined, tokenized, cut into `seqlen` chunks."""
     import datasets
 
-    rows = load_splits(path, local_name, splits, name=name, required_fields=required_fields)
+    rows = load_splits(path, local_name, splits, name=name, fields=fields, gold=gold)
     text = "\n\n".join(rows[splits[0]]["text"])
     chunks = _chunks(text, _tokenizer_source(metadata), int(seqlen))
     return datasets.DatasetDict({splits[0]: datasets.Dataset.from_dict(

@@ -18,9 +18,9 @@ __all__ = [
 
 
 def load_dataset(path: str, local_name: str, splits: list[str], name: str | None = None,
-                 required_fields: list[str] | None = None, **_metadata):
+                 fields: dict[str, str] | None = None, gold: dict | None = None, **_metadata):
     """`custom_dataset` hook: lm-eval passes the task's metadata and `dataset_kwargs` here."""
-    return load_splits(path, local_name, splits, name=name, required_fields=required_fields)
+    return load_splits(path, local_name, splits, name=name, fields=fields, gold=gold)
 
 
 def wikitext_pages(dataset):

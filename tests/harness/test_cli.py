@@ -71,13 +71,15 @@ def test_methods_lists_every_registered_method(capsys):
     assert all(name in out for name in COMPRESSORS)
 
 
-def test_no_calibration_data_is_one_clear_line(tmp_path, capsys, monkeypatch):
+def test_no_calibration_data_is_one_clear_line_before_any_run(tmp_path, capsys, monkeypatch, data_dir):
     monkeypatch.setenv("COMPBENCH_DATA_DIR", str(tmp_path))  # restored after: --data-dir sets it
+    (tmp_path / "wikitext-2-raw-v1").symlink_to(data_dir / "wikitext-2-raw-v1")  # the task's data only
     assert main(["eval", "--recipe", "wanda:0.5", "--device", "cpu", "--data-dir", str(tmp_path),
                  "--output-dir", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.splitlines()[-1].startswith("compbench: error: no calibration data: ")
+    assert err.startswith("compbench: error: no calibration data: ") and len(err.splitlines()) == 1
     assert "wikitext-2-v1/validation.jsonl not found" in err
+    assert not list((tmp_path / "out").glob("*.json"))
 
 
 def test_sensitivity_prints_every_block_and_caches(tmp_path, capsys, data_dir):
@@ -107,20 +109,6 @@ def test_export_names_gptq_checkpoints_as_the_research_did(tmp_path, data_dir):
     assert '"quant_method": "compressed-tensors"' in config and '"num_bits": 4' in config
 
 
-def test_unwritable_places_are_reported_before_any_model_loads(tmp_path, capsys):
-    from pathlib import Path
-
-    blocker = tmp_path / "a-file"
-    blocker.write_text("")
-    assert main(["eval", "--recipe", "fp32", "--output-dir", str(blocker / "out")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith(f"compbench: error: cannot write results to {blocker / 'out'}")
-    assert len(err.splitlines()) == 1
-    fixtures = Path(__file__).parent.parent / "reports" / "fixtures" / "v1"
-    assert main(["report", str(fixtures), "--output", str(blocker / "report.md")]) == 2
-    assert capsys.readouterr().err.strip().startswith("compbench: error: cannot write the report to")
-
-
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_on_a_machine_without_it_is_one_line(capsys):
     assert main(["eval", "--recipe", "fp32", "--device", "cuda"]) == 2
@@ -128,16 +116,3 @@ def test_cuda_on_a_machine_without_it_is_one_line(capsys):
     assert err == ("compbench: error: --device cuda: this machine has no CUDA device; "
                    "use --device cpu or leave --device out")
 
-
-@pytest.mark.parametrize("argv, message", [
-    (["--limit", "nan"], "must be a positive finite number, got nan"),
-    (["--limit", "inf"], "must be a positive finite number, got inf"),
-    (["--batch-size", "0"], "must be >= 1, got 0"),
-    (["--batch-size", "-1"], "must be >= 1, got -1"),
-    (["--max-length", "0"], "must be >= 1, got 0"),
-])
-def test_bad_numbers_are_refused_by_the_parser(argv, message, capsys):
-    with pytest.raises(SystemExit) as done:
-        main(["eval", "--recipe", "fp32", *argv])
-    assert done.value.code == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(message)

@@ -89,3 +89,28 @@ def test_unknown_preset_lists_known_ones():
 def test_presets_name_hub_ids_without_downloading():
     assert get_preset("qwen2-0.5b-instruct").source == "Qwen/Qwen2-0.5B-Instruct"
     assert get_preset("roberta-large").task_head == "masked-lm"
+
+
+def test_a_cache_damaged_in_place_is_one_clear_line_and_no_result(tmp_path, checkpoint):
+    """64 MiB of the weights zeroed in place, the size unchanged: the sha256 check catches it
+    before any run starts, so no results file is written."""
+    import shutil
+
+    target = tmp_path / "cache" / "models" / checkpoint.name
+    shutil.copytree(checkpoint, target)
+    weights = target / "model.safetensors"
+    size = weights.stat().st_size
+    with weights.open("r+b") as handle:
+        handle.seek(size // 2)
+        handle.write(bytes(64 * 2**20))
+    assert weights.stat().st_size == size
+    env = {**os.environ, "COMPBENCH_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "compbench.harness.cli", "eval", "--recipe", "fp32", "--tasks",
+         "wikitext2_chunked", "--limit", "1", "--device", "cpu", "--output-dir", str(tmp_path / "out")],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"compbench: error: corrupt model cache at {target}") and "rm -r" in last
+    assert not list((tmp_path / "out").glob("*.json"))

@@ -1,0 +1,161 @@
+"""Every bad input is one line on stderr naming the problem, exit 2, no traceback, and no
+results file: table-driven over the inputs that once gave a traceback or a silent number."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from compbench.harness.cli import main
+
+V1 = Path(__file__).parent.parent / "reports" / "fixtures" / "v1"
+
+
+def _data_with(tmp_path, data_dir, dataset, split, edit):
+    """A data dir holding one dataset copied from the real one, with one row edited."""
+    folder = tmp_path / "data" / dataset
+    folder.mkdir(parents=True)
+    rows = (data_dir / dataset / f"{split}.jsonl").read_text().splitlines()[:6]
+    row = json.loads(rows[2])
+    edit(row)
+    rows[2] = json.dumps(row)
+    (folder / f"{split}.jsonl").write_text("\n".join(rows) + "\n")
+    return str(tmp_path / "data")
+
+
+def _results_with(tmp_path, edit, keep=("fp32", "int8")):
+    """A results dir with v1 files of the given recipes, the fp32 one edited."""
+    folder = tmp_path / "results"
+    folder.mkdir()
+    for path in V1.glob("*.json"):
+        data = json.loads(path.read_text())
+        if data["run"]["recipe"] in keep:
+            if data["run"]["recipe"] == "fp32":
+                edit(data)
+            (folder / path.name).write_text(json.dumps(data))
+    return str(folder)
+
+
+def _blocker(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    return tmp_path / "a-file"
+
+
+def _folder(tmp_path, config):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    if config is not None:
+        (folder / "config.json").write_text(config)
+    return str(folder)
+
+
+def _no_size(data):
+    del data["compression"]["size_bytes"]
+
+
+def _text_metric(data):
+    data["eval"]["tasks"]["wikitext2_ppl"]["word_perplexity,none"] = "abc"
+
+
+CASES = {
+    "gold label that names no choice": (
+        lambda t, d: ["eval", "--recipe", "fp32", "--tasks", "commonsense_qa", "--limit", "5",
+                      "--data-dir", _data_with(t, d, "commonsense_qa", "validation",
+                                               lambda r: r.update(answerKey="Z"))],
+        "validation.jsonl:3: gold label answerKey='Z' is not one of choices.label (A, B, C, D, E)"),
+    "too few choices": (
+        lambda t, d: ["eval", "--recipe", "fp32", "--tasks", "commonsense_qa", "--limit", "5",
+                      "--data-dir", _data_with(t, d, "commonsense_qa", "validation",
+                                               lambda r: r["choices"].update(label=["A", "B", "C"]))],
+        "validation.jsonl:3: choices.label holds 3 choices; the task needs 5"),
+    "wrongly typed field": (
+        lambda t, d: ["eval", "--recipe", "fp32", "--tasks", "sst2", "--limit", "5", "--data-dir",
+                      _data_with(t, d, "sst2", "validation", lambda r: r.update(label="1"))],
+        "validation.jsonl:3: field 'label' must be int, got str '1'"),
+    "index out of the choices": (
+        lambda t, d: ["eval", "--recipe", "fp32", "--tasks", "reclor", "--limit", "5", "--data-dir",
+                      _data_with(t, d, "reclor", "validation", lambda r: r.update(label=7))],
+        "validation.jsonl:3: gold label label=7 is not an index 0-3 into answers"),
+    "peft adapter on compressed": (
+        lambda t, d: ["lm-eval", "--model", "compressed", "--model_args",
+                      "pretrained=smollm2-135m,peft=/no/such/adapter", "--tasks", "sst2", "--limit", "1"],
+        "peft adapters are not loaded onto compressed models yet"),
+    "revision of the embedded model": (
+        lambda t, d: ["lm-eval", "--model", "compressed", "--model_args",
+                      "pretrained=smollm2-135m,revision=v2", "--tasks", "sst2", "--limit", "1"],
+        "revision=v2 applies to hub models; 'smollm2-135m' is the embedded model"),
+    "an argument HFLM would ignore": (
+        lambda t, d: ["lm-eval", "--model", "compressed", "--model_args",
+                      "pretrained=smollm2-135m,parallelize=True", "--tasks", "sst2", "--limit", "1"],
+        "unknown key(s) parallelize"),
+    "unknown lm-eval task": (
+        lambda t, d: ["lm-eval", "--model", "compressed", "--model_args", "pretrained=smollm2-135m",
+                      "--tasks", "nosuchtask"],
+        "unknown task(s) nosuchtask; compbench tasks: "),
+    "export under a file": (
+        lambda t, d: ["export", "--recipe", "int8", str(_blocker(t) / "out")],
+        "cannot write the checkpoint to"),
+    "report of a result without its size": (
+        lambda t, d: ["report", _results_with(t, _no_size)], "is a malformed compbench results file"),
+    "report of a non-numeric metric": (
+        lambda t, d: ["report", _results_with(t, _text_metric)],
+        "word_perplexity,none is not a number: 'abc'"),
+    "report against a baseline that is not there": (
+        lambda t, d: ["report", _results_with(t, lambda data: None), "--baseline", "nf4"],
+        "no finished run of the baseline recipe 'nf4'"),
+    "report to an unwritable place": (
+        lambda t, d: ["report", str(V1), "--output", str(_blocker(t) / "report.md")],
+        "cannot write the report to"),
+    "results under a file": (
+        lambda t, d: ["eval", "--recipe", "fp32", "--output-dir", str(_blocker(t) / "out")],
+        "cannot write results to"),
+    "empty model folder": (
+        lambda t, d: ["eval", "--model", _folder(t, None), "--recipe", "fp32"], "has no config.json"),
+    "bad config.json": (
+        lambda t, d: ["eval", "--model", _folder(t, "{not json"), "--recipe", "fp32"],
+        "config.json is not valid JSON"),
+    "limit nan": (lambda t, d: ["eval", "--recipe", "fp32", "--limit", "nan"],
+                  "must be a positive finite number, got nan"),
+    "limit inf": (lambda t, d: ["eval", "--recipe", "fp32", "--limit", "inf"],
+                  "must be a positive finite number, got inf"),
+    "batch size 0": (lambda t, d: ["eval", "--recipe", "fp32", "--batch-size", "0"],
+                     "must be >= 1, got 0"),
+    "batch size -1": (lambda t, d: ["eval", "--recipe", "fp32", "--batch-size", "-1"],
+                      "must be >= 1, got -1"),
+    "max length 0": (lambda t, d: ["eval", "--recipe", "fp32", "--max-length", "0"],
+                     "must be >= 1, got 0"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_one_line_exit_2_and_no_results(case, tmp_path, data_dir, checkpoint, capsys,
+                                                     monkeypatch):
+    monkeypatch.setenv("COMPBENCH_DATA_DIR", str(data_dir))  # --data-dir changes it; restored after
+    make_argv, message = CASES[case]
+    argv = make_argv(tmp_path, data_dir)
+    if argv[0] == "eval" and "--output-dir" not in argv:
+        argv += ["--device", "cpu", "--output-dir", str(tmp_path / "out")]
+    if argv[0] == "lm-eval":  # lm-eval's CLI sets up logging once per process: run it for real
+        proc = subprocess.run([sys.executable, "-m", "compbench.harness.cli", *argv],
+                              capture_output=True, text=True, timeout=600, env=os.environ.copy())
+        code, err = proc.returncode, proc.stderr.strip()
+    else:
+        try:
+            code = main(argv)
+        except SystemExit as exit_:
+            code = exit_.code
+        err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert "Traceback" not in err
+    if argv[0] == "lm-eval":  # the stock lm_eval CLI logs its progress (INFO) before the error
+        assert not [line for line in err.splitlines()[:-1] if " INFO " not in line
+                    and "SHOULD ONLY BE USED FOR TESTING" not in line], err
+        err = err.splitlines()[-1]
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("compbench: error: ") and message in err, err
+    assert not list((tmp_path / "out").glob("*.json"))
+    shutil.rmtree(tmp_path / "data", ignore_errors=True)
