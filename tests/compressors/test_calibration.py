@@ -33,10 +33,18 @@ def test_calibration_reads_the_validation_text_not_the_test_text(tokenizer, cont
 def test_in_domain_calibration_uses_kasut_training_part_only(tokenizer, context, data_dir):
     from compbench.tasks.choices import load_kasut
 
-    ids = calibration_ids(context, Calibrated("kasut_math", nsamples=2, seqlen=64))
-    assert ids.shape == (2, 64)
-    held_out = load_kasut("kasut", "kasut_math", ["train"])["test"]
-    assert len(held_out) == 1019
+    ids = calibration_ids(context, Calibrated("kasut_math", nsamples=16, seqlen=256))
+    assert ids.shape == (16, 256)
+    parts = load_kasut("kasut", "kasut_math", ["train"])
+    assert len(parts["test"]) == 1019
+    train, held_out = parts["train"]["question"], parts["test"]["question"]
+    # the text between the blank lines that join questions: each long piece comes from a
+    # training question; a piece found only in the scored 10% would mean a leak
+    pieces = [piece for row in ids for piece in tokenizer.decode(row).split("\n\n")[1:-1]
+              if len(piece) > 40]
+    assert len(pieces) >= 20  # a leak of 10% of the text would show in one of them
+    assert all(any(piece in question for question in train) for piece in pieces)
+    assert not [p for p in pieces if any(p in q for q in held_out) and not any(p in q for q in train)]
 
 
 def test_too_few_tokens_is_one_clear_error(tokenizer, context, data_dir):

@@ -21,8 +21,9 @@ def test_int8_weights_take_a_quarter_of_fp32_and_the_model_still_predicts(
     assert set(layers) == set(original)
     assert all(is_quantized_linear(m) for m in layers.values())
     assert not is_quantized_linear(result.model.lm_head)  # the tied head stays in float
-    assert {m.weight.__tensor_flatten__()[0][0] for m in layers.values()} == {"qdata"}
-    assert {m.weight.qdata.dtype for m in layers.values()} == {torch.int8}
+    for module in layers.values():  # each weight stores an int8 tensor of its full shape
+        inner = [getattr(module.weight, name) for name in module.weight.__tensor_flatten__()[0]]
+        assert any(t.dtype == torch.int8 and t.shape == module.weight.shape for t in inner)
     after = sum(state_bytes(m) for m in layers.values())
     # one byte a weight plus one fp32 scale per output row: just over a quarter of fp32
     assert 0.25 < after / before < 0.26

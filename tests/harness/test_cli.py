@@ -82,8 +82,10 @@ def test_no_calibration_data_is_one_clear_line_before_any_run(tmp_path, capsys, 
     assert not list((tmp_path / "out").glob("*.json"))
 
 
-def test_sensitivity_prints_every_block_and_caches(tmp_path, capsys, data_dir):
+def test_sensitivity_prints_every_block_and_caches(tmp_path, capsys, data_dir, monkeypatch):
     import json
+
+    from compbench.compressors import sensitivity
 
     argv = ["sensitivity", "--method", "magnitude:0.5:scope=layer", "--nsamples", "1",
             "--seqlen", "64", "--device", "cpu", "--output", str(tmp_path / "s.json")]
@@ -94,8 +96,14 @@ def test_sensitivity_prints_every_block_and_caches(tmp_path, capsys, data_dir):
     assert len(saved["ppl"]) == 30 and saved["baseline_ppl"] > 1
     # magnitude 50% of a block never helps much; most blocks hurt
     assert sum(v > saved["baseline_ppl"] for v in saved["ppl"].values()) > 20
-    assert main(argv) == 0  # the second call reads the cache: same numbers
+    def no_measuring(*args):
+        raise AssertionError("measured again instead of reading the cache")
+
+    monkeypatch.setattr(sensitivity, "window_perplexity", no_measuring)
+    assert main(argv) == 0  # the second call reads the cache: same numbers, nothing measured
     assert json.loads((tmp_path / "s.json").read_text())["ppl"] == saved["ppl"]
+    with pytest.raises(AssertionError, match="measured again"):  # --no-cache does measure
+        main([*argv, "--no-cache"])
 
 
 def test_export_names_gptq_checkpoints_as_the_research_did(tmp_path, data_dir):

@@ -10,22 +10,34 @@ from compbench.harness.cli import main
 from compbench.reports.store import load_results
 
 
+def _table(text: str) -> list[dict[str, str]]:
+    """The report's markdown table as rows of {column: cell}."""
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    return [dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True))
+            for line in lines[2:]]
+
+
 def test_report_table_holds_the_measured_numbers(sweep, tmp_path, capsys):
     out, runs, _ = sweep
     report = tmp_path / "report.md"
     assert main(["report", str(out), "--output", str(report)]) == 0
-    text = report.read_text()
-    header = next(line for line in text.splitlines() if line.startswith("| model"))
-    assert "size MB" in header and "wikitext2 word ppl" in header and "Δ vs fp32" in header
-    assert "wikitext2 ppl (GPTQ chunks)" in header
+    rows = {row["recipe"]: row for row in _table(report.read_text())}
+    assert set(rows) == set(runs)
+    assert rows["fp32"] == next(iter(rows.values()))  # the baseline comes first
     fp32 = runs["fp32"].metric("wikitext2_ppl", "word_perplexity,none").value
     for recipe, record in runs.items():
-        row = next(line for line in text.splitlines() if f"| {recipe} " in line)
+        row = rows[recipe]
         ppl = record.metric("wikitext2_ppl", "word_perplexity,none").value
-        assert f"{record.compression.size_mb:.1f}" in row
-        assert f"{record.compression.compression_ratio:.2f}x" in row
-        assert f"{ppl:.2f}" in row
-        assert f"{(ppl - fp32) / fp32:+.1%}" in row
+        chunked = record.metric("wikitext2_chunked", "perplexity,none").value
+        # each cell read back as a number, within its printed precision, against the record
+        assert float(row["size MB"]) == pytest.approx(record.compression.size_bytes / 2**20, abs=0.05)
+        assert float(row["ratio"].rstrip("x")) == pytest.approx(
+            runs["fp32"].compression.size_bytes / record.compression.size_bytes, abs=0.005)
+        assert float(row["wikitext2 word ppl"]) == pytest.approx(ppl, abs=0.005)
+        assert float(row["wikitext2 ppl (GPTQ chunks)"]) == pytest.approx(chunked, abs=0.005)
+        change = float(next(v for k, v in row.items() if k.startswith("Δ")).rstrip("%")) / 100
+        assert change == pytest.approx(ppl / fp32 - 1, abs=0.0005)
 
 
 def test_atomic_write_leaves_no_partial_file(tmp_path):

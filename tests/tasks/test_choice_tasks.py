@@ -36,7 +36,7 @@ def results(checkpoint, task_manager):
 
     lm = CompressedLM(pretrained="smollm2-135m", recipe="fp32", device="cpu")
     return lm_eval.simple_evaluate(model=lm, tasks=list(TASKS), limit=LIMIT,
-                                   task_manager=task_manager, log_samples=False,
+                                   task_manager=task_manager, log_samples=True,
                                    bootstrap_iters=0)
 
 
@@ -60,12 +60,28 @@ def test_task_metrics_are_in_range(task, results):
         assert 0.0 <= metrics[f"{name},none"] <= 1.0, name
 
 
-def test_choice_tasks_score_above_chance_together(results):
-    """Across tasks, the real model beats guessing (chance: 0.2 to 0.5 per task)."""
-    chance = {"commonsense_qa": 0.2, "sst2": 0.5, "cosmos_qa": 0.25, "logiqa": 0.25,
-              "reclor": 0.25, "e_kar": 0.25}
-    correct = sum(results["results"][t]["acc,none"] * LIMIT for t in TASKS)
-    assert correct > sum(chance.values()) * LIMIT
+@pytest.mark.parametrize("task", TASKS)
+def test_metrics_follow_from_the_per_document_loglikelihoods(task, results, task_manager):
+    """acc and F1 recomputed here from each document's choice loglikelihoods (the highest one
+    is the prediction) and its gold label: the task's prompt, choices, target and aggregation
+    are wired as the metrics claim."""
+    from lm_eval.tasks import get_task_dict
+
+    [loaded] = get_task_dict([task], task_manager).values()
+    golds, preds = [], []
+    for sample in results["samples"][task]:
+        choices = loaded.doc_to_choice(sample["doc"])
+        target = sample["target"]
+        golds.append(target if isinstance(target, int) else choices.index(target))
+        scores = [loglikelihood for loglikelihood, _ in sample["filtered_resps"]]
+        assert len(scores) == len(choices)
+        preds.append(max(range(len(scores)), key=scores.__getitem__))
+    metrics = results["results"][task]
+    correct = sum(g == p for g, p in zip(golds, preds, strict=True))
+    assert metrics["acc,none"] == pytest.approx(correct / LIMIT)
+    expected_f1 = f1_score(golds, preds, average="binary" if task == "sst2" else "macro",
+                           zero_division=0)
+    assert metrics["f1,none"] == pytest.approx(expected_f1)
 
 
 def test_f1_macro_matches_sklearn():
