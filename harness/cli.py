@@ -159,18 +159,44 @@ def cmd_export(args: argparse.Namespace) -> int:
                              "from_pretrained reloads")
     out = Path(args.out_dir) if args.out_dir else Path("exported") / export_name(
         preset.name, recipe, args.revision or preset.revision or "main", args.gptq_revision)
-    if out.exists() and out.is_dir() and any(out.iterdir()) and not args.force:
-        raise CompbenchError(f"{out} is not empty; choose another folder or pass --force")
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not args.force)):
+        raise CompbenchError(f"{out} exists and is not an empty folder; choose another folder "
+                             "or pass --force")
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CompbenchError(f"cannot write the checkpoint to {out}: {exc.strerror}") from None
     artifact = build(preset, recipe, device=args.device, dtype=args.dtype)
-    artifact.model.save_pretrained(out)
-    artifact.tokenizer.save_pretrained(out)
+    save_checkpoint_atomic(artifact, out)
     print(f"wrote {out} ({preset.name}, recipe {recipe}); evaluate it with:\n"
           f"  lm_eval --model hf --model_args pretrained={out} --tasks …")
     return 0
+
+
+def save_checkpoint_atomic(artifact, out: Path) -> None:
+    """`save_pretrained` into a staging folder beside `out`, then renamed onto it: a kill
+    mid-save leaves no half checkpoint under the name (only a staging folder, named by this
+    process's pid, which the next export into that folder removes)."""
+    import os
+    import shutil
+
+    for stale in out.parent.glob(f".{out.name}.compbench-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    staging = out.parent / f".{out.name}.compbench-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    artifact.model.save_pretrained(staging)
+    artifact.tokenizer.save_pretrained(staging)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(staging, out)
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    return psutil.pid_exists(pid)
 
 
 def export_name(model: str, recipe, revision: str, gptq_revision: str) -> str:
@@ -233,7 +259,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     from compbench.model_zoo import PRESETS
 
     for preset in PRESETS.values():
-        print(f"{preset.name:22s} {preset.source:36s} {preset.dtype:9s} {preset.task_head}")
+        note = "" if preset.task_head == "causal-lm" else "  (not evaluable yet: encoder)"
+        print(f"{preset.name:22s} {preset.source:36s} {preset.dtype:9s} {preset.task_head}{note}")
     return 0
 
 

@@ -28,6 +28,15 @@ HFLM_ARGS = ("truncation", "logits_cache", "softmax_dtype", "mixed_precision_dty
              "enable_thinking", "chat_template_args")
 
 
+def check_evaluable(preset) -> None:
+    """`compressed` scores causal LMs (loglikelihood of continuations); an encoder would give
+    numbers with no meaning, so it is refused."""
+    if preset.task_head != "causal-lm":
+        raise CompbenchError(f"'{preset.name}' is a {preset.task_head} encoder: compbench evaluates "
+                             "causal language models through lm-eval, which gives no valid numbers "
+                             "for it (encoder evaluation is not built yet)")
+
+
 def _passed_model_notices(record: logging.LogRecord) -> bool:
     """Drops HFLM's generic notice about being handed a model object ("arguments may be
     ignored"): `compressed` does that by design, and no argument is ignored, since every one
@@ -58,8 +67,10 @@ class CompressedLM(HFLM):
 
             set_data_dir(data_dir)
         if artifact is None:
-            artifact = build(_preset(str(pretrained), revision), str(recipe), device=device,
-                             dtype=dtype)
+            preset = _preset(str(pretrained), revision)
+            check_evaluable(preset)
+            artifact = build(preset, str(recipe), device=device, dtype=dtype)
+        check_evaluable(artifact.preset)
         self.artifact = artifact
         self.preset, self.recipe = artifact.preset, artifact.recipe
         hf_log = logging.getLogger("lm_eval.models.huggingface")

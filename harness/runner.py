@@ -53,6 +53,7 @@ def plan(specs: list[RunSpec], output_dir: Path) -> list[PlannedRun]:
     from compbench.compressors import parse_recipe
     from compbench.harness.artifact import artifact_identity
     from compbench.harness.evaluate import task_index
+    from compbench.harness.lm_model import check_evaluable
     from compbench.model_zoo.presets import choose_device, get_preset
     from compbench.tasks.catalog import check_local_data
 
@@ -63,7 +64,9 @@ def plan(specs: list[RunSpec], output_dir: Path) -> list[PlannedRun]:
     for spec in specs:
         device = choose_device(spec.device)
         recipe = parse_recipe(spec.recipe)
-        identity = artifact_identity(get_preset(spec.model), recipe, spec.dtype, device)
+        preset = get_preset(spec.model)
+        check_evaluable(preset)
+        identity = artifact_identity(preset, recipe, spec.dtype, device)
         fields = spec.settings.key_fields(index, device)
         key = run_key(identity["key"], fields)
         path = output_dir / f"{_slug(spec, str(recipe))}__{key[:10]}.json"

@@ -118,6 +118,9 @@ CASES = {
     "bad config.json": (
         lambda t, d: ["eval", "--model", _folder(t, "{not json"), "--recipe", "fp32"],
         "config.json is not valid JSON"),
+    "an encoder preset": (
+        lambda t, d: ["eval", "--model", "roberta-large", "--recipe", "fp32"],
+        "'roberta-large' is a masked-lm encoder: compbench evaluates causal language models"),
     "limit nan": (lambda t, d: ["eval", "--recipe", "fp32", "--limit", "nan"],
                   "must be a positive finite number, got nan"),
     "limit inf": (lambda t, d: ["eval", "--recipe", "fp32", "--limit", "inf"],
