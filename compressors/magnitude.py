@@ -49,7 +49,7 @@ class MagnitudeConfig(Calibrated, Targeted):
     n: int = 0  # N:M pattern: zeros per group (0 = unstructured)
     m: int = 0  # N:M pattern: group length along the input dimension
     nsamples: int = 4  # ranked: calibration windows the sensitivity is measured on
-    version: int = 3  # bump when the method's behaviour changes
+    version: int = 2  # bump when the method's behaviour changes
 
     def __post_init__(self):
         super().__post_init__()

@@ -79,7 +79,8 @@ def read_jsonl_lines(path: Path) -> list[tuple[int, dict[str, Any]]]:
     return rows
 
 
-_TMP = re.compile(r"^.+\.compbench-(\d+)-[^.]*\.tmp$")  # <name>.compbench-<pid>-<random>.tmp
+# compbench's temporary files and staging folders carry ".compbench-<writer pid>-" in their name
+_TMP = re.compile(r"\.compbench-(\d+)-")
 
 
 @contextlib.contextmanager
@@ -102,16 +103,28 @@ def atomic_path(path: Path) -> Iterator[Path]:
         raise
 
 
+def staging_path(path: Path) -> Path:
+    """A folder beside `path` to build it in before renaming it onto `path` (named for this
+    process, see `remove_stale_temporaries`)."""
+    return path.parent / f".{path.name}.compbench-{os.getpid()}-staging"
+
+
 def remove_stale_temporaries(folder: Path) -> list[Path]:
-    """Remove compbench's own temporary files in `folder` whose writing process is gone (left
-    by a kill mid-write); another live process's are left alone. Returns what was removed."""
+    """Remove compbench's own temporary files and staging folders in `folder` whose writing
+    process is gone (left by a kill mid-write); a live process's are left alone, and so is
+    everything not compbench's. Returns what was removed."""
+    import shutil
+
     import psutil
 
     removed = []
-    for candidate in folder.glob("*.tmp") if folder.is_dir() else []:
-        match = _TMP.match(candidate.name)
+    for candidate in sorted(folder.iterdir()) if folder.is_dir() else []:
+        match = _TMP.search(candidate.name)
         if match and not psutil.pid_exists(int(match.group(1))):
-            candidate.unlink(missing_ok=True)
+            if candidate.is_dir():
+                shutil.rmtree(candidate, ignore_errors=True)
+            else:
+                candidate.unlink(missing_ok=True)
             removed.append(candidate)
     return removed
 

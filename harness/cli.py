@@ -66,10 +66,11 @@ def _add_data_dir(parser: argparse.ArgumentParser) -> None:
 def _quiet_libraries() -> None:
     """Keep library chatter out of the output: bitsandbytes casts, transformers notices,
     torchao's failed loads of its CUDA-only kernels on a CPU machine, torch's deprecation notes
-    about the enums torchao registers. Errors still show."""
+    about the enums torchao registers and about the FX tracing llm-compressor does. Errors
+    still show."""
     warnings.filterwarnings("ignore")
     for name in ("transformers", "bitsandbytes", "accelerate", "datasets", "lm_eval", "lm-eval",
-                 "torchao", "torch.utils._pytree"):
+                 "torchao", "torch.utils._pytree", "torch.fx._symbolic_trace"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
@@ -175,28 +176,20 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def save_checkpoint_atomic(artifact, out: Path) -> None:
     """`save_pretrained` into a staging folder beside `out`, then renamed onto it: a kill
-    mid-save leaves no half checkpoint under the name (only a staging folder, named by this
-    process's pid, which the next export into that folder removes)."""
+    mid-save leaves no half checkpoint under the name, only a staging folder that the next
+    export beside it removes."""
     import os
     import shutil
 
-    for stale in out.parent.glob(f".{out.name}.compbench-*"):
-        pid = stale.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(stale, ignore_errors=True)
-    staging = out.parent / f".{out.name}.compbench-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
+    from compbench.core.io import remove_stale_temporaries, staging_path
+
+    remove_stale_temporaries(out.parent)
+    staging = staging_path(out)
     artifact.model.save_pretrained(staging)
     artifact.tokenizer.save_pretrained(staging)
     if out.exists():
         shutil.rmtree(out)
     os.replace(staging, out)
-
-
-def _alive(pid: int) -> bool:
-    import psutil
-
-    return psutil.pid_exists(pid)
 
 
 def export_name(model: str, recipe, revision: str, gptq_revision: str) -> str:

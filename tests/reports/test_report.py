@@ -10,34 +10,40 @@ from compbench.harness.cli import main
 from compbench.reports.store import load_results
 
 
-def _table(text: str) -> list[dict[str, str]]:
-    """The report's markdown table as rows of {column: cell}."""
+def _table(text: str) -> tuple[list[str], list[list[str]]]:
+    """The report's markdown table: its header and its rows of cells (two columns share the
+    label "Δ vs fp32", so cells are found by position)."""
     lines = [line for line in text.splitlines() if line.startswith("|")]
-    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
-    return [dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True))
-            for line in lines[2:]]
+    split = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+    return split[0], split[2:]
 
 
 def test_report_table_holds_the_measured_numbers(sweep, tmp_path, capsys):
     out, runs, _ = sweep
     report = tmp_path / "report.md"
     assert main(["report", str(out), "--output", str(report)]) == 0
-    rows = {row["recipe"]: row for row in _table(report.read_text())}
+    header, table = _table(report.read_text())
+    column = {label: header.index(label) for label in
+              ("recipe", "size MB", "ratio", "wikitext2 word ppl", "wikitext2 ppl (GPTQ chunks)")}
+    rows = {row[column["recipe"]]: row for row in table}
     assert set(rows) == set(runs)
-    assert rows["fp32"] == next(iter(rows.values()))  # the baseline comes first
-    fp32 = runs["fp32"].metric("wikitext2_ppl", "word_perplexity,none").value
+    assert table[0][column["recipe"]] == "fp32"  # the baseline comes first
+    base = {key: runs["fp32"].metric(task, key).value for task, key in
+            (("wikitext2_ppl", "word_perplexity,none"), ("wikitext2_chunked", "perplexity,none"))}
     for recipe, record in runs.items():
         row = rows[recipe]
-        ppl = record.metric("wikitext2_ppl", "word_perplexity,none").value
-        chunked = record.metric("wikitext2_chunked", "perplexity,none").value
         # each cell read back as a number, within its printed precision, against the record
-        assert float(row["size MB"]) == pytest.approx(record.compression.size_bytes / 2**20, abs=0.05)
-        assert float(row["ratio"].rstrip("x")) == pytest.approx(
+        assert float(row[column["size MB"]]) == pytest.approx(record.compression.size_bytes / 2**20,
+                                                              abs=0.05)
+        assert float(row[column["ratio"]].rstrip("x")) == pytest.approx(
             runs["fp32"].compression.size_bytes / record.compression.size_bytes, abs=0.005)
-        assert float(row["wikitext2 word ppl"]) == pytest.approx(ppl, abs=0.005)
-        assert float(row["wikitext2 ppl (GPTQ chunks)"]) == pytest.approx(chunked, abs=0.005)
-        change = float(next(v for k, v in row.items() if k.startswith("Δ")).rstrip("%")) / 100
-        assert change == pytest.approx(ppl / fp32 - 1, abs=0.0005)
+        for label, task, key in (("wikitext2 word ppl", "wikitext2_ppl", "word_perplexity,none"),
+                                 ("wikitext2 ppl (GPTQ chunks)", "wikitext2_chunked", "perplexity,none")):
+            value = record.metric(task, key).value
+            assert float(row[column[label]]) == pytest.approx(value, abs=0.005)
+            assert header[column[label] + 1] == "Δ vs fp32"
+            change = float(row[column[label] + 1].rstrip("%")) / 100
+            assert change == pytest.approx(value / base[key] - 1, abs=0.0005)
 
 
 def test_atomic_write_leaves_no_partial_file(tmp_path):

@@ -43,5 +43,5 @@ def test_rows_missing_a_field_are_reported(tmp_path, monkeypatch):
     (tmp_path / "ds").mkdir()
     (tmp_path / "ds" / "test.jsonl").write_text('{"text": "a"}\n{"txt": "b"}\n')
     monkeypatch.setenv("COMPBENCH_DATA_DIR", str(tmp_path))
-    with pytest.raises(CompbenchError, match="row 2 has no field 'text'"):
-        load_splits("x", "ds", ["test"], required_fields=["text"])
+    with pytest.raises(CompbenchError, match=r"ds/test.jsonl:2: no field 'text'"):
+        load_splits("x", "ds", ["test"], fields={"text": "str"})
