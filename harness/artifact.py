@@ -9,6 +9,7 @@ to one recipe (`gptq:4`, `gptq:bits=4`) give one identity; its digest is the art
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ from torch import nn
 from compbench.compressors import COMPRESSORS, CompressionResult, Recipe, compress, parse_recipe
 from compbench.compressors.registry import CompressionContext
 from compbench.core.io import digest_of, sha256_file
+from compbench.harness.store import ModelStore, storable
 from compbench.model_zoo.presets import (
     Preset,
     choose_device,
@@ -37,6 +39,11 @@ def _version(distribution: str) -> str | None:
         return None
 
 
+def library_versions(names) -> dict[str, str | None]:
+    """The installed version of each named distribution (None where it is not installed)."""
+    return {name: _version(name) for name in names}
+
+
 def artifact_identity(preset: Preset, recipe: Recipe, dtype: str | None, device: str) -> dict[str, Any]:
     """The identity of `preset` compressed by `recipe` (see the module doc), with its `key`."""
     from compbench.tasks.calibration import calibration_file
@@ -52,7 +59,7 @@ def artifact_identity(preset: Preset, recipe: Recipe, dtype: str | None, device:
         "calibration": calibrated[0].calibration_record() if calibrated else None,
         "calibration_data": {c.calibration: sha256_file(calibration_file(c.calibration))
                              for c in calibrated},
-        "libraries": {name: _version(name) for name in libraries},
+        "libraries": library_versions(libraries),
     }
     return {"key": digest_of(identity), **identity}
 
@@ -68,6 +75,8 @@ class Artifact:
     compression: CompressionResult
     identity: dict[str, Any]
     device: str
+    origin: str = "compressed"  # or "compressed, stored", "loaded from store"
+    checkpoint_bytes: int | None = None  # the stored checkpoint's bytes on disk, when stored
 
     @property
     def key(self) -> str:
@@ -82,12 +91,36 @@ def compression_context(tokenizer) -> CompressionContext:
 
 
 def build(preset: Preset | str, recipe: Recipe | str, *, device: str | None = None,
-          dtype: str | None = None) -> Artifact:
-    """Load the preset's uncompressed model and apply the recipe; the result and its identity."""
+          dtype: str | None = None, store: ModelStore | None = None) -> Artifact:
+    """Load the preset's uncompressed model and apply the recipe; the result and its identity.
+
+    With a `store`, a storable recipe's model is loaded from it when it holds the artifact's
+    key; otherwise it is compressed, saved there, and loaded back, so that what is evaluated is
+    always the stored checkpoint (a hit and a miss give the same numbers)."""
     preset = preset if isinstance(preset, Preset) else get_preset(preset)
     recipe = recipe if isinstance(recipe, Recipe) else parse_recipe(recipe)
     device = choose_device(device)
     identity = artifact_identity(preset, recipe, dtype, device)
-    model, tokenizer = load_model(preset, device=device, dtype=dtype)
-    result = compress(model, recipe, compression_context(tokenizer))
-    return Artifact(result.model, tokenizer, preset, recipe, result, identity, device)
+    if store is None or not storable(recipe):
+        model, tokenizer = load_model(preset, device=device, dtype=dtype)
+        result = compress(model, recipe, compression_context(tokenizer))
+        origin = "compressed" if store is None else "compressed (recipe not storable)"
+        return Artifact(result.model, tokenizer, preset, recipe, result, identity, device, origin)
+    entry = store.get(identity["key"])
+    origin = "loaded from store"
+    if entry is None:
+        model, tokenizer = load_model(preset, device=device, dtype=dtype)
+        result = compress(model, recipe, compression_context(tokenizer))
+        store.put(result.model, tokenizer, identity, _compression_fields(result))
+        del model, result
+        entry = store.get(identity["key"])
+        origin = "compressed, stored"
+    model, tokenizer = store.load(entry, device)
+    result = CompressionResult(model=model, **entry.compression)
+    return Artifact(model, tokenizer, preset, recipe, result, identity, device, origin,
+                    checkpoint_bytes=entry.checkpoint_bytes)
+
+
+def _compression_fields(result: CompressionResult) -> dict[str, Any]:
+    """What compression measured, without the model (stored beside the checkpoint)."""
+    return {f.name: getattr(result, f.name) for f in dataclasses.fields(result) if f.name != "model"}

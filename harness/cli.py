@@ -15,6 +15,8 @@ from compbench.errors import CompbenchError
 EXAMPLES = """\
 examples:
   compbench eval --model smollm2-135m --recipe nf4 --tasks wikitext2_ppl --limit 4
+  compbench sweep sweeps/wanda.yaml --jobs 2
+  compbench gate --baseline gate/baseline.yaml --sweep gate/sweep.yaml
   compbench eval --model smollm2-135m --recipe fp32 --recipe int8 --recipe magnitude:0.5
   compbench report results/
   compbench lm-eval --model compressed --model_args pretrained=smollm2-135m,recipe=nf4 \\
@@ -63,6 +65,24 @@ def _add_data_dir(parser: argparse.ArgumentParser) -> None:
                         "<dataset>/<split>.jsonl (default: $COMPBENCH_DATA_DIR, else the hub)")
 
 
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """Options of every command that runs evaluations: resume, executor, store, data dir."""
+    p.add_argument("--force", action="store_true", help="rerun even if results exist")
+    p.add_argument("--jobs", type=_positive_int, default=1,
+                   help="runs at once on this machine, each with its share of the CPU threads")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local processes (default) or Ray tasks (pip install 'compbench[ray]')")
+    p.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a "
+                   "local Ray instance for this sweep)")
+    p.add_argument("--ray-cpus", type=_positive_int, default=1, help="CPUs each Ray task declares")
+    p.add_argument("--ray-gpus", type=float, default=0, help="GPUs each Ray task declares")
+    p.add_argument("--ray-memory-gb", type=float, default=None, help="memory each Ray task declares")
+    p.add_argument("--store", default=None, help="compressed-model store (default: "
+                   "$COMPBENCH_STORE, else the user cache dir)")
+    p.add_argument("--no-store", action="store_true", help="compress every run afresh, store nothing")
+    _add_data_dir(p)
+
+
 def _quiet_libraries() -> None:
     """Keep library chatter out of the output: bitsandbytes casts, transformers notices,
     torchao's failed loads of its CUDA-only kernels on a CPU machine, torch's deprecation notes
@@ -76,20 +96,43 @@ def _quiet_libraries() -> None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from compbench.compressors import parse_recipe
-    from compbench.harness.evaluate import EvalSettings
-    from compbench.harness.runner import RunSpec, run_sweep
+    from compbench.harness.evaluate import EvalSettings, check_include_paths
+    from compbench.harness.runner import RunSpec
     from compbench.model_zoo.presets import choose_device, get_preset
 
     get_preset(args.model)
     choose_device(args.device)
     recipes = [str(parse_recipe(r)) for r in args.recipe]  # validate all before running any
+    include_paths = check_include_paths(tuple(args.include_path or ()))
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
-    _check_tasks(tasks)
+    _check_tasks(tasks, include_paths)
     settings = EvalSettings(tasks=tasks, limit=args.limit, batch_size=args.batch_size,
-                            max_length=args.max_length)
+                            max_length=args.max_length, include_paths=include_paths)
     specs = [RunSpec(model=args.model, recipe=r, settings=settings, device=args.device,
                      dtype=args.dtype) for r in recipes]
-    failed = run_sweep(specs, Path(args.output_dir), force=args.force)
+    return _run_and_summarize(specs, Path(args.output_dir), args, baseline=recipes[0])
+
+
+def _run_and_summarize(specs, output_dir: Path, args: argparse.Namespace, baseline: str,
+                       report: Path | None = None) -> int:
+    """Run the specs (skipping finished ones), print the comparison table of their results (and
+    write the full report to `report`); exit 1 when a run crashed, 2 when one had bad input."""
+    from compbench.harness.runner import plan, run_sweep
+    from compbench.reports.render import write_report
+    from compbench.reports.store import read_record
+    from compbench.reports.table import build_tables
+
+    failed = run_sweep(specs, output_dir, force=args.force, executor=_executor(args), store=_store(args))
+    records = [read_record(run.path) for run in plan(specs, output_dir) if run.path.exists()]
+    if report is not None:
+        text, written = write_report(records, report, baseline)
+        print("\n" + text)
+        print(f"wrote {', '.join(str(p) for p in written)}")
+    elif any(r.ok for r in records):
+        from tabulate import tabulate
+
+        table = build_tables(records, baseline, only=("comparison",))[0]
+        print("\n" + tabulate(table.rows, table.header, tablefmt="github", disable_numparse=True))
     if failed:
         print(f"compbench: {len(failed)} of {len(specs)} run(s) failed: "
               + ", ".join(r.recipe for r in failed), file=sys.stderr)
@@ -99,41 +142,152 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_tasks(tasks: tuple[str, ...]) -> None:
+def _executor(args: argparse.Namespace):
+    from compbench.harness.executors import LocalExecutor, RayExecutor
+
+    if getattr(args, "executor", "local") == "ray":
+        return RayExecutor(address=args.ray_address, cpus=args.ray_cpus, gpus=args.ray_gpus,
+                           memory_gb=args.ray_memory_gb)
+    return LocalExecutor(jobs=getattr(args, "jobs", 1))
+
+
+def _store(args: argparse.Namespace) -> Path | None:
+    from compbench.harness.store import default_store_dir
+
+    if getattr(args, "no_store", False):
+        return None
+    return Path(args.store) if getattr(args, "store", None) else default_store_dir()
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from compbench.harness.sweep import load_sweep
+
+    sweep = load_sweep(args.file, original=args.original)
+    output_dir = Path(args.output_dir) if args.output_dir else sweep.output_dir
+    print(f"sweep {sweep.name}: {len(sweep.specs)} run(s) -> {output_dir}"
+          + (f"\n  {sweep.description}" if sweep.description else ""))
+    if args.dry_run:
+        for spec in sweep.specs:
+            print(f"  {spec.model} {spec.recipe}")
+        return 0
+    return _run_and_summarize(list(sweep.specs), output_dir, args, sweep.baseline,
+                              report=output_dir / "report.md")
+
+
+def _check_tasks(tasks: tuple[str, ...], include_paths: tuple[str, ...] = ()) -> None:
     from compbench.harness.evaluate import task_index
     from compbench.tasks import TASKS_DIR
 
     if not tasks:
         raise CompbenchError("no tasks given; e.g. --tasks wikitext2_ppl")
-    known = set(task_index())
+    known = set(task_index(include_paths, tasks))
     unknown = [t for t in tasks if t not in known]
     if unknown:
-        ours = sorted(p.stem for p in TASKS_DIR.glob("*.yaml"))
+        ours = sorted(p.stem for p in TASKS_DIR.glob("[!_]*.yaml"))
         raise CompbenchError(f"unknown task(s) {', '.join(unknown)}; compbench tasks: "
-                             f"{', '.join(ours)} (any lm-eval task name also works)")
+                             f"{', '.join(ours)} (any lm-eval task name, or one of yours with "
+                             "--include-path, also works)")
+
+
+def _warn(message: str) -> None:
+    print(f"compbench: warning: {message}", file=sys.stderr)
+
+
+def choose_baseline(records, requested: str | None) -> str:
+    """The recipe changes are measured against: `requested`, else fp32, else a cast-only recipe."""
+    recipes = sorted({r.recipe for r in records if r.ok})
+    if requested is not None:
+        baseline = _canonical(requested)
+        if baseline not in recipes:
+            raise CompbenchError(f"no finished run of the baseline recipe '{requested}' in the "
+                                 f"results; recipes there: {', '.join(recipes) or 'none'}")
+        return baseline
+    if "fp32" in recipes:
+        return "fp32"
+    cast_only = [r.recipe for r in records if r.ok and r.artifact.get("recipe", {}).get("steps")
+                 and all(s["method"] in ("fp32", "bf16", "fp16") for s in r.artifact["recipe"]["steps"])]
+    if cast_only:
+        return cast_only[0]
+    raise CompbenchError(f"no uncompressed run found to compare with; name one with --baseline "
+                         f"(recipes there: {', '.join(recipes) or 'none'})")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from compbench.core.io import write_text_atomic
+    from compbench.reports.render import write_report
     from compbench.reports.store import load_results
-    from compbench.reports.table import markdown_report
 
-    records = load_results(Path(args.results_dir))
-    baseline = _canonical(args.baseline)
-    recipes = sorted({r.recipe for r in records if r.ok})
-    if baseline not in recipes:
-        raise CompbenchError(f"no finished run of the baseline recipe '{args.baseline}' in "
-                             f"{args.results_dir}; recipes there: {', '.join(recipes) or 'none'} "
-                             "(choose one with --baseline)")
-    text = markdown_report(records, baseline)
-    print(text)
-    output = Path(args.output) if args.output else Path(args.results_dir) / "report.md"
+    folders = [Path(d) for d in args.results_dir]
+    records = load_results(folders, warn=_warn)
+    baseline = choose_baseline(records, args.baseline)
+    suffix = {"md": ".md", "csv": ".csv", "json": ".json"}[args.format]
+    output = Path(args.output) if args.output else folders[0] / f"report{suffix}"
     try:
-        write_text_atomic(output, text)
+        text, written = write_report(records, output, baseline, args.format,
+                                     tuple(args.table) if args.table else None,
+                                     with_plots=not args.no_plots)
     except OSError as exc:
         raise CompbenchError(f"cannot write the report to {output}: {exc.strerror}") from None
-    print(f"wrote {output}")
+    print(text)
+    print(f"wrote {', '.join(str(p) for p in written)}")
     return 0
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from compbench.reports.gate import gate, load_baseline, updated
+    from compbench.reports.store import load_results
+
+    baseline = load_baseline(Path(args.baseline), must_exist=not args.update)
+    if args.sweep:
+        folders = [_gate_sweep(args, baseline)]
+    elif args.results:
+        folders = [Path(d) for d in args.results]
+    else:
+        raise CompbenchError("give --results DIR (results to check) or --sweep FILE (run it, then check)")
+    records = load_results(folders, warn=_warn)
+    if args.update:
+        updated(baseline, records).save()
+        print(f"wrote {baseline.path}: {len(baseline.runs)} run(s) recorded")
+        return 0
+    result = gate(records, baseline)
+    rows = [[c.model, c.recipe, c.metric, f"{c.uncompressed:.4g}", f"{c.compressed:.4g}",
+             f"{c.recovery:.3f}", f"{c.threshold:.2f}", "ok" if c.passed else "FAIL"] for c in result.checks]
+    print(tabulate(rows, ["model", "recipe", "metric", "uncompressed", "compressed", "recovery",
+                          "threshold", ""], tablefmt="github", disable_numparse=True))
+    for warning in result.warnings:
+        _warn(warning)
+    for run in result.failed_runs:
+        print(f"compbench: gate: run failed: {run}", file=sys.stderr)
+    short = [c for c in result.checks if not c.passed]
+    for check in short:
+        print(f"compbench: gate: {check.recipe} {check.metric} recovers {check.recovery:.3f} of "
+              f"the uncompressed model, below {check.threshold:.2f} by "
+              f"{check.threshold - check.recovery:.3f}",
+              file=sys.stderr)
+    print(f"gate: {'passed' if result.passed else 'FAILED'} ({len(result.checks) - len(short)} of "
+          f"{len(result.checks)} checks hold)")
+    return 0 if result.passed else 1
+
+
+def _gate_sweep(args: argparse.Namespace, baseline) -> Path:
+    """Run the gate's sweep; its uncompressed run is skipped when the baseline file holds that
+    very run (same run key): its recorded values stand in for it."""
+    from compbench.harness.runner import plan, run_sweep
+    from compbench.harness.sweep import load_sweep
+
+    sweep = load_sweep(args.sweep)
+    output_dir = Path(args.output_dir) if args.output_dir else sweep.output_dir
+    cached = {r.get("run_key") for r in baseline.runs if r["recipe"] == baseline.baseline_recipe}
+    specs = [run.spec for run in plan(list(sweep.specs), output_dir)
+             if args.update or run.spec.recipe != baseline.baseline_recipe or run.key not in cached]
+    if len(specs) < len(sweep.specs):
+        print(f"gate: the uncompressed ({baseline.baseline_recipe}) run is recorded in "
+              f"{baseline.path} with the same run key: not evaluated again")
+    failed = run_sweep(specs, output_dir, force=args.force, executor=_executor(args), store=_store(args))
+    if any(r.error_kind == "bad_input" for r in failed):
+        raise CompbenchError(failed[0].error)
+    return output_dir
 
 
 def _canonical(recipe: str) -> str:
@@ -144,6 +298,41 @@ def _canonical(recipe: str) -> str:
         return str(parse_recipe(recipe))
     except CompbenchError:
         return recipe
+
+
+def cmd_store(args: argparse.Namespace) -> int:
+    import datetime
+
+    from tabulate import tabulate
+
+    from compbench.harness.store import ModelStore
+
+    store = ModelStore(args.store)
+    if args.action == "list":
+        entries = store.entries()
+        when = lambda t: datetime.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M")  # noqa: E731
+        print(tabulate([[e.key[:12], e.model, e.recipe, f"{e.size_bytes / 2**20:.1f}", when(e.created_at),
+                         when(e.used_at)] for e in entries],
+                       ["key", "model", "recipe", "MB on disk", "made", "last used"], tablefmt="github"))
+        print(f"{len(entries)} compressed model(s), {sum(e.size_bytes for e in entries) / 2**30:.2f} GiB "
+              f"in {store.root}")
+    elif args.action == "remove":
+        if not args.keys:
+            raise CompbenchError("store remove needs KEY prefixes or recipes (see `compbench store list`)")
+        entries = store.entries()
+        for wanted in args.keys:
+            matches = [e for e in entries if e.key.startswith(wanted) or e.recipe == wanted]
+            if not matches:
+                raise CompbenchError(f"no stored model has key prefix or recipe '{wanted}'")
+            for entry in matches:
+                store.remove(entry)
+                print(f"removed {entry.key[:12]} {entry.model} {entry.recipe}")
+    else:
+        removed = store.prune(args.unused_days)
+        for path in removed:
+            print(f"removed {path}")
+        print(f"pruned {len(removed)} entr{'y' if len(removed) == 1 else 'ies'} from {store.root}")
+    return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -272,7 +461,8 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def cmd_lm_eval(argv: list[str]) -> int:
-    """The stock lm_eval CLI, with the `compressed` model and compbench's tasks available."""
+    """The stock lm_eval CLI, with the `compressed` model and compbench's tasks available beside
+    any `--include_path` of the user's (folders joined with ':')."""
     import compbench.harness.lm_model  # noqa: F401  (registers --model compressed)
     from compbench.tasks import TASKS_DIR
 
@@ -284,8 +474,7 @@ def cmd_lm_eval(argv: list[str]) -> int:
             raise CompbenchError("--data-dir needs a folder")
         set_data_dir(argv[i + 1])
         del argv[i:i + 2]
-    if not any(a == "--include_path" or a.startswith("--include_path=") for a in argv):
-        argv = [*argv, "--include_path", str(TASKS_DIR)]
+    _add_compbench_tasks()
     from lm_eval.__main__ import cli_evaluate
 
     sys.argv = ["lm-eval", *argv]
@@ -298,6 +487,32 @@ def cmd_lm_eval(argv: list[str]) -> int:
         raise CompbenchError(f"unknown task(s) {str(exc).split(': ', 1)[1]}; compbench tasks: "
                              f"{', '.join(ours)} (any lm-eval task name also works)") from None
     return 0
+
+
+def _add_compbench_tasks() -> None:
+    """Make lm-eval's CLI index compbench's tasks as well as the user's `--include_path`.
+
+    lm-eval's CLI hands its one `--include_path` string straight to `TaskManager`, so passing
+    compbench's folder there would replace the user's; instead the TaskManager the CLI builds
+    gets compbench's folder added in front (the user's, later, override same-named tasks), and
+    an include path of several folders joined with ':' is split as lm-eval's docs describe."""
+    import lm_eval.tasks
+
+    from compbench.tasks import TASKS_DIR
+
+    stock = lm_eval.tasks.TaskManager
+    if getattr(stock, "compbench_tasks_added", False):
+        return
+
+    class TaskManager(stock):
+        compbench_tasks_added = True
+
+        def __init__(self, *args, include_path=None, **kwargs):
+            if isinstance(include_path, str):
+                include_path = include_path.split(os.pathsep)
+            super().__init__(*args, include_path=[str(TASKS_DIR), *(include_path or [])], **kwargs)
+
+    lm_eval.tasks.TaskManager = TaskManager
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -324,18 +539,68 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, default=1)
     p.add_argument("--max-length", type=_positive_int, default=None,
                    help="evaluation window in tokens (default: the preset's)")
-    p.add_argument("--force", action="store_true", help="rerun even if results exist")
-    _add_data_dir(p)
+    p.add_argument("--include-path", action="append", metavar="DIR",
+                   help="folder of your own lm-eval task YAMLs, beside compbench's (repeatable)")
+
+    _add_run_options(p)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("report", help="markdown comparison table of a results folder",
-                       description="Read every results JSON in RESULTS_DIR and print and write a "
-                       "markdown table: size, compression ratio, metrics and their change vs "
-                       "the baseline recipe.")
-    p.add_argument("results_dir")
-    p.add_argument("--output", help="markdown file to write (default: RESULTS_DIR/report.md)")
-    p.add_argument("--baseline", default="fp32", help="recipe the changes are measured against")
+    p = sub.add_parser("sweep", help="run a sweep file: a study's whole grid, then its report",
+                       description="Run every (model, recipe, seed) of a sweep file (see sweeps/), "
+                       "each compressed once and evaluated on all the file's tasks; finished runs "
+                       "are skipped, so an interrupted sweep resumes. Writes one results JSON per "
+                       "run and OUTPUT_DIR/report.md with its tables and plots.")
+    p.add_argument("file", help="sweep YAML file, e.g. sweeps/wanda.yaml")
+    p.add_argument("--output-dir", help="results folder (default: the file's output_dir, else "
+                   "results/<name>)")
+    p.add_argument("--original", action="store_true", help="run the study's original_models (GPU "
+                   "sized) instead of its models")
+    p.add_argument("--dry-run", action="store_true", help="validate the file and list its runs")
+    _add_run_options(p)
+
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("report", help="tables and plots from results folders",
+                       description="Read every results JSON under RESULTS_DIR (compbench's, and "
+                       "lm-eval's own from `lm_eval --output_path`) and write the tables the "
+                       "results support: comparison with Score, metric per method x sparsity, "
+                       "size/speed/perplexity per bit-width, accuracy per task vs sparsity; with "
+                       "plots beside the markdown. Unreadable files are named and skipped.")
+    p.add_argument("results_dir", nargs="+")
+    p.add_argument("--output", help="file to write (default: RESULTS_DIR/report.md|.csv|.json)")
+    p.add_argument("--baseline", default=None, help="recipe the changes are measured against "
+                   "(default: fp32, else an uncompressed cast)")
+    p.add_argument("--format", choices=("md", "csv", "json"), default="md",
+                   help="markdown with plots (default), CSV (a file per table) or JSON")
+    p.add_argument("--table", action="append", choices=("comparison", "sparsity", "bits", "tasks"),
+                   help="only this table (repeatable; default: every table the results support)")
+    p.add_argument("--no-plots", action="store_true", help="tables only")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("gate", help="CI regression gate: fail when a compressed model regressed",
+                       description="Check each compressed run's recovery ratio (compressed / "
+                       "uncompressed; inverted for perplexity) against the thresholds in the "
+                       "baseline file (default 0.95), and warn where an absolute value moved "
+                       "from the recorded one. Exit 0: all hold; 1: any fell short; 2: bad input.")
+    p.add_argument("--baseline", required=True, help="gate baseline YAML (thresholds and recorded values)")
+    p.add_argument("--results", nargs="+", help="results folder(s) to check")
+    p.add_argument("--sweep", help="run this sweep file first, then check its results")
+    p.add_argument("--output-dir", help="results folder for --sweep (default: the file's)")
+    p.add_argument("--update", action="store_true", help="record the results' values in the "
+                   "baseline file (thresholds kept) instead of checking")
+    _add_run_options(p)
+    p.set_defaults(func=cmd_gate)
+
+    p = sub.add_parser("store", help="list, remove or prune stored compressed models",
+                       description="Compressed models are kept in a store keyed by their "
+                       "identity, so a later run or sweep loads them instead of compressing again.")
+    p.add_argument("action", choices=("list", "remove", "prune"))
+    p.add_argument("keys", nargs="*", help="for remove: key prefixes or recipes")
+    p.add_argument("--store", default=None, help="store folder (default: $COMPBENCH_STORE, else "
+                   "the user cache dir)")
+    p.add_argument("--unused-days", type=float, default=None,
+                   help="prune: also remove models not used for this many days")
+    p.set_defaults(func=cmd_store)
 
     p = sub.add_parser("export", help="save a compressed model as a Hugging Face checkpoint",
                        description="Compress a preset and save it with save_pretrained, so "

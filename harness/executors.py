@@ -1,7 +1,7 @@
 """Executors: where a sweep's runs execute. `run_sweep` hands an executor `(run key, function,
 args)` jobs and writes each outcome as it arrives; an executor only decides where and when the
-function runs. `LocalExecutor` (the default) runs each job in a freshly spawned process, one at
-a time; a Ray or multi-job executor implements the same `run`.
+function runs. `LocalExecutor` runs each job in a freshly spawned process, `jobs` at a time
+(each with its share of the CPU threads); `RayExecutor` runs each as a Ray task on a cluster.
 """
 
 from __future__ import annotations
@@ -72,22 +72,34 @@ def _die_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="compbench-parent-watch", daemon=True).start()
 
 
-def _start_worker(parent_pid: int, levels: dict[str, int], filters: list) -> None:
-    """A spawned worker's first act: die with its parent, and keep the parent's log levels and
-    warning filters."""
+def _use_threads(threads: int | None) -> None:
+    """Give this process's torch (and its OpenMP pool) `threads` CPU threads; None: torch's default."""
+    import os
+
+    if threads:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _start_worker(parent_pid: int, levels: dict[str, int], filters: list, threads: int | None) -> None:
+    """A spawned worker's first act: die with its parent, keep the parent's log levels and
+    warning filters, and use its share of the CPU threads."""
     import logging
     import warnings
 
     _die_with_parent(parent_pid)
+    _use_threads(threads)
     for name, level in levels.items():
         logging.getLogger(name or None).setLevel(level)
     warnings.filters[:] = filters
 
 
-def in_fresh_process(function: Callable[..., Any], *args: Any) -> Outcome:
-    """Call a module-level `function(*args)` in a newly spawned process: a run's peak memory and
-    speed are then its own (not inflated by the runs before it), and a run killed by the OS
-    does not end the sweep."""
+def in_fresh_process(function: Callable[..., Any], *args: Any, threads: int | None = None) -> Outcome:
+    """Call a module-level `function(*args)` in a newly spawned process (with `threads` CPU
+    threads): a run's peak memory and speed are then its own (not inflated by the runs before
+    it), and a run killed by the OS does not end the sweep."""
     import multiprocessing
     import os
     from concurrent.futures import ProcessPoolExecutor
@@ -95,7 +107,7 @@ def in_fresh_process(function: Callable[..., Any], *args: Any) -> Outcome:
 
     spawn = multiprocessing.get_context("spawn")  # fork would inherit this process's memory
     with ProcessPoolExecutor(max_workers=1, mp_context=spawn, initializer=_start_worker,
-                             initargs=(os.getpid(), *_settings_to_inherit())) as pool:
+                             initargs=(os.getpid(), *_settings_to_inherit(), threads)) as pool:
         try:
             return pool.submit(call_safely, function, *args).result()
         except BrokenProcessPool:
@@ -104,8 +116,90 @@ def in_fresh_process(function: Callable[..., Any], *args: Any) -> Outcome:
 
 
 class LocalExecutor:
-    """Each job in its own freshly spawned process, one after another, on this machine."""
+    """Each job in its own freshly spawned process on this machine, `jobs` at a time; with
+    several, each process gets an equal share of the CPU threads (2 jobs on 16 cores: 8 each),
+    so concurrent runs do not oversubscribe the cores."""
+
+    def __init__(self, jobs: int = 1):
+        self.jobs = jobs
+
+    def threads_per_job(self) -> int | None:
+        import os
+
+        return None if self.jobs == 1 else max(1, (os.cpu_count() or 1) // self.jobs)
 
     def run(self, jobs: Iterable[Job]) -> Iterator[tuple[str, Outcome]]:
-        for key, function, args in jobs:
-            yield key, in_fresh_process(function, *args)
+        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+        jobs, threads = iter(jobs), self.threads_per_job()
+        with ThreadPoolExecutor(self.jobs) as pool:
+            running = {}
+
+            def start_next() -> None:  # pulled one at a time: a job starts when a slot frees
+                job = next(jobs, None)
+                if job is not None:
+                    key, function, args = job
+                    running[pool.submit(in_fresh_process, function, *args, threads=threads)] = key
+
+            for _ in range(self.jobs):
+                start_next()
+            while running:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    yield running.pop(future), future.result()  # written before the next starts
+                    start_next()
+
+
+def _ray_call(function: Callable[..., Any], args: tuple, threads: int,
+              environment: dict[str, str]) -> Outcome:
+    """A Ray task's body: the driver's compbench settings, its CPU share, then the job."""
+    import os
+
+    os.environ.update(environment)
+    _use_threads(threads)
+    return call_safely(function, *args)
+
+
+class RayExecutor:
+    """Each job a Ray task declaring the CPUs, GPUs and memory it needs; outcomes come back as
+    tasks finish and the driver writes them. Connects to `address` (a running cluster, or
+    "auto"), or starts a local Ray instance for the sweep and stops it after."""
+
+    ENV_PREFIXES = ("COMPBENCH_", "HF_", "TOKENIZERS_")
+
+    def __init__(self, address: str | None = None, cpus: int = 1, gpus: float = 0,
+                 memory_gb: float | None = None):
+        self.address, self.cpus, self.gpus, self.memory_gb = address, cpus, gpus, memory_gb
+
+    def run(self, jobs: Iterable[Job]) -> Iterator[tuple[str, Outcome]]:
+        import os
+
+        try:
+            import ray
+        except ImportError:
+            from compbench.errors import CompbenchError
+
+            raise CompbenchError("--executor ray needs Ray: pip install 'compbench[ray]'") from None
+        started_here = not ray.is_initialized()
+        if started_here:
+            ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
+                     logging_level="ERROR")
+        environment = {k: v for k, v in os.environ.items() if k.startswith(self.ENV_PREFIXES)}
+        task = ray.remote(_ray_call).options(
+            num_cpus=self.cpus, num_gpus=self.gpus, max_retries=0,
+            memory=int(self.memory_gb * 2**30) if self.memory_gb else None)
+        try:
+            pending = {task.remote(function, args, self.cpus, environment): key
+                       for key, function, args in jobs}
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                key = pending.pop(ready[0])
+                try:
+                    outcome = ray.get(ready[0])
+                except ray.exceptions.RayError as exc:
+                    outcome = Outcome("crashed", error=f"the Ray task failed: {type(exc).__name__}: "
+                                      f"{str(exc).splitlines()[0] if str(exc) else ''}")
+                yield key, outcome
+        finally:
+            if started_here:
+                ray.shutdown()

@@ -57,9 +57,11 @@ def plan(specs: list[RunSpec], output_dir: Path) -> list[PlannedRun]:
     from compbench.model_zoo.presets import choose_device, get_preset
     from compbench.tasks.catalog import check_local_data
 
-    index = task_index()
-    for task in {t for spec in specs for t in spec.settings.tasks}:
-        check_local_data(task, index)
+    indexes = {spec.settings: task_index(spec.settings.include_paths, spec.settings.tasks)
+               for spec in specs}
+    for settings, index in indexes.items():
+        for task in settings.tasks:
+            check_local_data(task, index)
     planned = []
     for spec in specs:
         device = choose_device(spec.device)
@@ -67,23 +69,26 @@ def plan(specs: list[RunSpec], output_dir: Path) -> list[PlannedRun]:
         preset = get_preset(spec.model)
         check_evaluable(preset)
         identity = artifact_identity(preset, recipe, spec.dtype, device)
-        fields = spec.settings.key_fields(index, device)
+        fields = spec.settings.key_fields(indexes[spec.settings], device)
         key = run_key(identity["key"], fields)
         path = output_dir / f"{_slug(spec, str(recipe))}__{key[:10]}.json"
         planned.append(PlannedRun(spec, key, identity, fields, path))
     return planned
 
 
-def run_planned(run: PlannedRun) -> dict:
-    """Build the artifact and evaluate it (in the executor's process); the record as a dict."""
+def run_planned(run: PlannedRun, store_root: str | None = None) -> dict:
+    """Build the artifact (from the store at `store_root` when it holds it) and evaluate it, in
+    the executor's process; the record as a dict."""
     from compbench.core.measure import PeakMemory, Timer
     from compbench.harness.artifact import build
     from compbench.harness.evaluate import evaluate
+    from compbench.harness.store import ModelStore
 
     started = time.time()
     spec = run.spec
+    store = ModelStore(store_root) if store_root else None
     with PeakMemory() as memory, Timer() as timer:
-        artifact = build(spec.model, spec.recipe, device=spec.device, dtype=spec.dtype)
+        artifact = build(spec.model, spec.recipe, device=spec.device, dtype=spec.dtype, store=store)
     if artifact.key != run.artifact["key"]:
         raise RuntimeError("the artifact built differs from the one planned (its source or "
                            "libraries changed while the sweep ran)")
@@ -106,10 +111,24 @@ def _finished(path: Path) -> bool:
         return False
 
 
+def headline(record: RunRecord) -> str:
+    """A finished run's headline metrics on one line (`wikitext2 word ppl 31.75 ± 0.41`)."""
+    parts = []
+    for task, result in record.tasks.items():
+        for key, metric in result.shown().items():
+            if metric.value is None:
+                continue
+            label = result.label if key == result.headline and result.label else f"{task} {key.split(',')[0]}"
+            spread = f" ± {metric.stderr:.2f}" if metric.stderr else ""
+            parts.append(f"{label} {metric.value:.4g}{spread}")
+    return "; ".join(parts)
+
+
 def run_sweep(specs: list[RunSpec], output_dir: Path, force: bool = False, echo=print,
-              executor: Executor | None = None) -> list[RunRecord]:
+              executor: Executor | None = None, store: Path | None = None) -> list[RunRecord]:
     """Run every spec not already finished in `output_dir`; returns the records of runs that
-    failed (bad input or a crash is that run's failure: the sweep goes on)."""
+    failed (bad input or a crash is that run's failure: the sweep goes on). With `store`,
+    compressed models are kept there and reused by later runs and sweeps."""
     from compbench.core.io import remove_stale_temporaries
 
     try:
@@ -131,14 +150,15 @@ def run_sweep(specs: list[RunSpec], output_dir: Path, force: bool = False, echo=
     def jobs():
         for key, run in todo.items():
             echo(f"{labels[key]}: running")
-            yield key, run_planned, (run,)
+            yield key, run_planned, (run, str(store) if store else None)
 
     for key, outcome in executor.run(jobs()):
         run = todo[key]
         record = RunRecord.from_dict(outcome.value) if outcome.status == "ok" else _failure(run, outcome)
         write_record(run.path, record)
         if record.ok:
-            echo(f"{labels[key]}: wrote {run.path}")
+            echo(f"{labels[key]}: {record.model.get('origin', 'compressed')}; {headline(record)}")
+            echo(f"    wrote {run.path}")
         else:
             failed.append(record)
             echo(f"{labels[key]}: FAILED: {record.error}")

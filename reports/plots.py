@@ -1,39 +1,200 @@
-"""Plots from results JSON records (matplotlib, no display needed)."""
+"""The report's plots (matplotlib, Agg): perplexity vs sparsity per method, accuracy/F1 vs
+sparsity per task, size vs metric with the Pareto front, size and speed per bit-width. Each
+function writes one PNG atomically and returns its path, or None when the data has no such shape.
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from compbench.core.io import atomic_path
+from compbench.reports.table import Column, Group, _bits_point, pruning_grid
 
 
-def line_plot(series: dict[str, list[tuple[float, float]]], path: Path, *, xlabel: str, ylabel: str,
-              title: str, log_y: bool = False, labels: dict[str, list[str]] | None = None) -> Path:
-    """One line per series (x, y points; sorted by x), optional point labels; writes a PNG."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    for name, points in series.items():
-        order = sorted(range(len(points)), key=lambda i: points[i][0])
-        xs = [points[i][0] for i in order]
-        ys = [points[i][1] for i in order]
-        axes.plot(xs, ys, marker="o", label=name)
-        for i in order if labels and name in labels else []:
-            axes.annotate(labels[name][i], points[i], fontsize=7, xytext=(3, 3),
-                          textcoords="offset points")
-    if log_y:
-        axes.set_yscale("log")
-    axes.set_xlabel(xlabel)
-    axes.set_ylabel(ylabel)
-    axes.set_title(title)
-    axes.grid(True, alpha=0.3)
-    axes.legend(fontsize=8)
+    return plt
+
+
+def _save(figure, path: Path) -> Path:
     figure.tight_layout()
     with atomic_path(path) as tmp:
-        figure.savefig(tmp, dpi=120, format=path.suffix.lstrip(".") or "png")
-    plt.close(figure)
+        figure.savefig(tmp, dpi=120, format="png")
+    _pyplot().close(figure)
     return path
 
+
+def _sparsity_x(labels: list[str]) -> dict[str, float]:
+    """x positions: sparsities as numbers; N:M patterns after the largest, one step apart."""
+    numeric = {label: float(label) for label in labels if ":" not in label}
+    top = max(numeric.values(), default=0.0)
+    return {**numeric, **{label: top + 0.1 * (i + 1)
+                          for i, label in enumerate(x for x in labels if ":" in x)}}
+
+
+def _errorbar(axes, xs, stats, label, **style):
+    axes.errorbar(xs, [s.mean for s in stats], yerr=[s.std or 0 for s in stats], marker="o",
+                  capsize=3, label=label, **style)
+
+
+def line_plot(series: dict[str, list[tuple[float, float]]], path: Path, *, xlabel: str, ylabel: str,
+              title: str, log_y: bool = False) -> Path:
+    """One line per series of (x, y) points, sorted by x."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for name, points in series.items():
+        points = sorted(points)
+        axes.plot([x for x, _ in points], [y for _, y in points], marker="o", label=name)
+    if log_y:
+        axes.set_yscale("log")
+    axes.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize=8)
+    return _save(figure, path)
+
+
+def metric_vs_sparsity(groups: list[Group], column: Column, baseline: str, path: Path) -> Path | None:
+    """One line per pruning method: the metric against sparsity (log axis for perplexity)."""
+    grid, labels = pruning_grid(groups, baseline)
+    if not grid:
+        return None
+    x = _sparsity_x(labels)
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    drawn = False
+    for method, by_label in grid.items():
+        points = [(x[label], s) for label in labels
+                  if (g := by_label.get(label)) and (s := g.stat(column))]
+        if points:
+            _errorbar(axes, [p for p, _ in points], [s for _, s in points], method)
+            drawn = True
+    if not drawn:
+        plt.close(figure)
+        return None
+    nm = [label for label in labels if ":" in label]
+    ticks = [label for label in labels]
+    axes.set_xticks([x[label] for label in ticks], [("dense" if t == "0" else t) for t in ticks])
+    if column.higher_is_better is False:
+        axes.set_yscale("log")
+    axes.set(xlabel="sparsity (fraction of weights zeroed" + ("; N:M patterns right" if nm else "") + ")",
+             ylabel=column.label + (" (log scale)" if column.higher_is_better is False else ""),
+             title=f"{column.label} vs sparsity")
+    axes.grid(True, alpha=0.3, which="both")
+    axes.legend(fontsize=8)
+    return _save(figure, path)
+
+
+def tasks_vs_sparsity(groups: list[Group], columns: list[Column], baseline: str, method: str,
+                      path: Path) -> Path | None:
+    """One line per task: its accuracy/F1 against sparsity, for one pruning method."""
+    grid, labels = pruning_grid(groups, baseline)
+    accuracy = [c for c in columns if c.higher_is_better]
+    if not grid or method not in grid or not accuracy:
+        return None
+    x = _sparsity_x(labels)
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for column in accuracy:
+        points = [(x[label], s) for label in labels
+                  if (g := grid[method].get(label)) and (s := g.stat(column))]
+        if points:
+            _errorbar(axes, [p for p, _ in points], [s for _, s in points], column.label)
+    axes.set_xticks([x[label] for label in labels], [("dense" if t == "0" else t) for t in labels])
+    axes.set(xlabel="sparsity (fraction of weights zeroed)", ylabel="score (higher is better)",
+             title=f"{method}: accuracy and F1 per task vs sparsity")
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize=8)
+    return _save(figure, path)
+
+
+def pareto_front(points: list[tuple[float, float]], higher_is_better: bool) -> list[tuple[float, float]]:
+    """The points no other point beats on both size (smaller) and metric, sorted by size."""
+    better = (lambda a, b: a >= b) if higher_is_better else (lambda a, b: a <= b)
+    front = [p for p in points
+             if not any(q != p and q[0] <= p[0] and better(q[1], p[1]) for q in points)]
+    return sorted(front)
+
+
+_CALIBRATION_OPTION = re.compile(r":(?:calibration|nsamples|seqlen|seed)=[^:+]+")
+
+
+def short_label(recipe: str) -> str:
+    """A recipe without its calibration options (the sweep's, common to its runs), for labels."""
+    return _CALIBRATION_OPTION.sub("", recipe)
+
+
+def _coinciding(points, log: bool) -> dict[tuple[float, float], list[str]]:
+    """Points that would overlap on the plot (size within 1%, value within 2%) share one
+    label, their recipes joined."""
+    import math
+
+    merged: dict[tuple[float, float], list[str]] = {}
+    for size, value, recipe in points:
+        for (other_size, other_value), names in merged.items():
+            close_value = (abs(math.log(value / other_value)) < 0.02 if log and value > 0 and other_value > 0
+                           else abs(value - other_value) <= 0.02 * max(abs(other_value), 1e-9))
+            if abs(size - other_size) <= 0.01 * other_size and close_value:
+                names.append(short_label(recipe))
+                break
+        else:
+            merged[(size, value)] = [short_label(recipe)]
+    return merged
+
+
+def size_vs_metric(groups: list[Group], column: Column, path: Path) -> Path | None:
+    """Each configuration's size against the metric, labelled, with the Pareto front drawn."""
+    points = [(g.size_mb, s.mean, g.recipe) for g in groups
+              if g.size_mb is not None and (s := g.stat(column))]
+    if len(points) < 2 or column.higher_is_better is None:
+        return None
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(7.5, 5))
+    axes.scatter([p[0] for p in points], [p[1] for p in points], color="tab:blue", zorder=3)
+    front = pareto_front([(p[0], p[1]) for p in points], column.higher_is_better)
+    axes.plot([p[0] for p in front], [p[1] for p in front], color="tab:red", linestyle="--",
+              marker="o", zorder=2, label="Pareto front (no run smaller and better)")
+    for (size, value), names in _coinciding(points, log=column.higher_is_better is False).items():
+        axes.annotate(", ".join(names), (size, value), fontsize=7, xytext=(4, 3),
+                      textcoords="offset points")
+    if column.higher_is_better is False:
+        axes.set_yscale("log")
+    axes.set(xlabel="model size in memory (MB)",
+             ylabel=column.label + (" (log scale, lower is better)" if column.higher_is_better is False
+                                    else " (higher is better)"),
+             title=f"Size vs {column.label}")
+    axes.grid(True, alpha=0.3, which="both")
+    axes.legend(fontsize=8)
+    return _save(figure, path)
+
+
+def bits_plot(groups: list[Group], path: Path) -> Path | None:
+    """Size (MB) and prefill tokens/s per bit-width, one panel each, a line per method."""
+    by_method: dict[str, list[tuple[int, Group]]] = {}
+    for group in groups:
+        if point := _bits_point(group):
+            by_method.setdefault(point[0], []).append((point[1], group))
+    if len({bits for items in by_method.values() for bits, _ in items}) < 2:
+        return None
+    plt = _pyplot()
+    figure, (size_axes, speed_axes) = plt.subplots(1, 2, figsize=(10, 4))
+    for method, items in sorted(by_method.items()):
+        items.sort(key=lambda item: item[0])
+        bits = [b for b, _ in items]
+        size_axes.plot(bits, [g.size_mb for _, g in items], marker="o", label=method)
+        speed_axes.plot(bits, [g.mean_of(lambda r: r.timing.prefill_tokens_per_s) for _, g in items],
+                        marker="o", label=method)
+    all_bits = sorted({b for items in by_method.values() for b, _ in items})
+    for axes, ylabel in ((size_axes, "model size in memory (MB)"),
+                         (speed_axes, "prefill speed (tokens/s, this machine)")):
+        axes.set_xticks(all_bits)
+        axes.set(xlabel="bits per weight", ylabel=ylabel)
+        axes.grid(True, alpha=0.3)
+        axes.legend(fontsize=8)
+    size_axes.set_title("Size per bit-width")
+    speed_axes.set_title("Speed per bit-width")
+    return _save(figure, path)

@@ -1,12 +1,29 @@
-"""Markdown comparison tables from results records (never from printed output)."""
+"""Report tables from results records, in the shapes the research uses.
+
+- `comparison`: size, compression ratio, each headline metric with its change vs the
+  uncompressed baseline, and the compression **Score = ratio / (1 + drop)**, where a metric's
+  drop is (baseline - compressed) / baseline when higher is better and (compressed - baseline) /
+  baseline when lower is better (perplexity), and a run's drop is the mean over its headline
+  metrics. Directions are lm-eval's `higher_is_better`, never guessed from a name.
+- `sparsity`: each headline metric per pruning method x sparsity (the dense baseline as 0).
+- `bits`: size, speed and each lower-is-better metric per quantization bit-width.
+- `tasks`: each higher-is-better metric (accuracy, F1) per task vs sparsity, per method.
+
+Runs that differ only in their calibration seed are one row: mean ± standard deviation.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from tabulate import tabulate
+import re
+import statistics
+from dataclasses import dataclass, field
 
 from compbench.reports.record import RunRecord
+
+_SEED = re.compile(r":seed=\d+")
+PRUNING_METHODS = ("magnitude", "wanda", "sparsegpt")
+BIT_METHODS = ("gptq", "rtn")
+TABLES = ("comparison", "sparsity", "bits", "tasks")
 
 
 @dataclass(frozen=True)
@@ -19,64 +36,256 @@ class Column:
     higher_is_better: bool | None
 
 
-def _columns(records: list[RunRecord]) -> list[Column]:
+@dataclass(frozen=True)
+class Stat:
+    """A value over the seeds of one configuration: mean, sample standard deviation, count."""
+
+    mean: float
+    std: float | None
+    n: int
+
+    @classmethod
+    def of(cls, values: list[float]) -> Stat | None:
+        if not values:
+            return None
+        return cls(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None,
+                   len(values))
+
+    def __str__(self) -> str:
+        return f"{self.mean:.2f}" + (f" ± {self.std:.2f}" if self.std is not None else "")
+
+
+@dataclass
+class Group:
+    """The runs of one configuration (model, recipe without its seed, tasks, limit)."""
+
+    preset: str
+    recipe: str
+    records: list[RunRecord]
+
+    @property
+    def first(self) -> RunRecord:
+        return self.records[0]
+
+    def stat(self, column: Column) -> Stat | None:
+        values = [m.value for r in self.records
+                  if (m := r.metric(column.task, column.key)) is not None and m.value is not None]
+        return Stat.of(values)
+
+    def mean_of(self, getter) -> float | None:
+        values = [v for r in self.records if (v := getter(r)) is not None]
+        return statistics.fmean(values) if values else None
+
+    @property
+    def size_mb(self) -> float | None:
+        return self.first.compression.size_mb if self.first.compression else None
+
+    @property
+    def ratio(self) -> float | None:
+        return self.first.compression.compression_ratio if self.first.compression else None
+
+    def steps(self) -> list[dict]:
+        return self.first.artifact.get("recipe", {}).get("steps", [])
+
+
+@dataclass
+class Table:
+    """A titled table of formatted cells, with notes printed under it."""
+
+    name: str
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    notes: list[str] = field(default_factory=list)
+
+
+def seedless(recipe: str) -> str:
+    """A canonical recipe without its calibration seed(s): the configuration seeds repeat."""
+    return _SEED.sub("", recipe)
+
+
+def columns(records: list[RunRecord]) -> list[Column]:
     """Each task's headline metric (its YAML metadata), or all its metrics when it names none."""
-    columns: dict[tuple[str, str], Column] = {}
+    found: dict[tuple[str, str], Column] = {}
     for record in records:
         for task, result in record.tasks.items():
             for key, metric in result.shown().items():
                 label = (result.label if key == result.headline and result.label
                          else f"{task} {key.split(',')[0]}")
-                columns[(task, key)] = Column(task, key, label, metric.higher_is_better)
-    return list(columns.values())
+                found[(task, key)] = Column(task, key, label, metric.higher_is_better)
+    return list(found.values())
 
 
-def find_baseline(record: RunRecord, records: list[RunRecord], baseline_recipe: str) -> RunRecord | None:
-    """The baseline run for `record`: the baseline recipe on the same model, tasks and limit."""
-    for other in records:
-        if (other.recipe == baseline_recipe and other.preset == record.preset
-                and other.task_names == record.task_names and other.limit == record.limit):
+def groups(records: list[RunRecord]) -> list[Group]:
+    """Finished runs grouped by configuration (seeds together), in the order they ran."""
+    found: dict[tuple, Group] = {}
+    for record in sorted((r for r in records if r.ok), key=lambda r: r.timing.started_at if r.timing else 0):
+        key = (record.preset, seedless(record.recipe), tuple(record.task_names), record.limit)
+        found.setdefault(key, Group(record.preset, seedless(record.recipe), [])).records.append(record)
+    return list(found.values())
+
+
+def find_baseline(group: Group, all_groups: list[Group], baseline_recipe: str) -> Group | None:
+    """The baseline for `group`: the baseline recipe on the same model, tasks and limit."""
+    for other in all_groups:
+        if (other.recipe == baseline_recipe and other.preset == group.preset
+                and other.first.task_names == group.first.task_names
+                and other.first.limit == group.first.limit):
             return other
     return None
 
 
-def comparison_rows(records: list[RunRecord], baseline_recipe: str = "fp32"):
-    """Header and rows: model, recipe, size, ratio, each metric with its change vs the baseline."""
-    ok = sorted((r for r in records if r.ok),
-                key=lambda r: (r.recipe != baseline_recipe, r.timing.started_at))
-    columns = _columns(ok)
-    header = ["model", "recipe", "size MB", "ratio"]
-    for column in columns:
+def drop(value: float, base: float, higher_is_better: bool) -> float:
+    """The performance drop of `value` vs `base`: positive when worse, by lm-eval's direction."""
+    return (base - value) / base if higher_is_better else (value - base) / base
+
+
+def score(ratio: float, drops: list[float]) -> float:
+    """Score = compression ratio / (1 + performance drop), the drop averaged over metrics."""
+    return ratio / (1 + statistics.fmean(drops))
+
+
+def _cell(value: float | None, fmt: str = ".2f") -> str:
+    return "" if value is None else format(value, fmt)
+
+
+def comparison(all_groups: list[Group], cols: list[Column], baseline_recipe: str) -> Table:
+    seeded = any(len(g.records) > 1 for g in all_groups)
+    header = ["model", "recipe"] + (["seeds"] if seeded else []) + ["size MB", "ratio"]
+    for column in cols:
         header += [column.label, "Δ vs " + baseline_recipe]
-    header += ["compress s", "eval tok/s"]
-    rows = []
-    for record in ok:
-        compression = record.compression
-        row = [record.preset, record.recipe, f"{compression.size_mb:.1f}",
-               f"{compression.compression_ratio:.2f}x"]
-        baseline = find_baseline(record, ok, baseline_recipe)
-        for column in columns:
-            metric = record.metric(column.task, column.key)
-            value = None if metric is None else metric.value
-            base_metric = baseline and baseline.metric(column.task, column.key)
-            base = base_metric.value if base_metric else None
-            row.append("" if value is None else f"{value:.2f}")
-            row.append("" if value is None or not base else f"{(value - base) / base:+.1%}")
-        tokens_per_s = record.timing.eval_tokens_per_s
-        row += [f"{compression.seconds:.1f}", "" if tokens_per_s is None else f"{tokens_per_s:.0f}"]
+    header += ["Score", "compress s", "eval tok/s"]
+    rows, undirected = [], set()
+    ordered = sorted(all_groups, key=lambda g: g.recipe != baseline_recipe)
+    for group in ordered:
+        base = find_baseline(group, all_groups, baseline_recipe)
+        row = [group.preset, group.recipe] + ([str(len(group.records))] if seeded else [])
+        row += [_cell(group.size_mb, ".1f"), "" if group.ratio is None else f"{group.ratio:.2f}x"]
+        drops = []
+        for column in cols:
+            stat = group.stat(column)
+            base_stat = base.stat(column) if base else None
+            row.append("" if stat is None else str(stat))
+            change = ""
+            if stat is not None and base_stat is not None and base_stat.mean:
+                change = f"{(stat.mean - base_stat.mean) / base_stat.mean:+.1%}"
+                if column.higher_is_better is None:
+                    undirected.add(column.label)
+                else:
+                    drops.append(drop(stat.mean, base_stat.mean, column.higher_is_better))
+            row.append(change)
+        row.append(f"{score(group.ratio, drops):.2f}" if drops and group.ratio else "")
+        row += [_cell(group.mean_of(lambda r: r.compression.seconds if r.compression else None), ".1f"),
+                _cell(group.mean_of(lambda r: r.timing.eval_tokens_per_s if r.timing else None), ".0f")]
         rows.append(row)
-    failed = [r for r in records if not r.ok]
-    return header, rows, failed
+    notes = ["Score = compression ratio / (1 + drop); a metric's drop is (baseline − compressed) / "
+             "baseline when higher is better and (compressed − baseline) / baseline when lower is "
+             "better; a run's drop is the mean over its metrics."]
+    if undirected:
+        notes.append(f"Not in the Score (lm-eval gives no direction): {', '.join(sorted(undirected))}.")
+    if seeded:
+        notes.append("Runs that differ only in calibration seed: mean ± sample standard deviation.")
+    return Table("comparison", "Comparison with the uncompressed baseline", header, rows, notes)
 
 
-def markdown_report(records: list[RunRecord], baseline_recipe: str = "fp32") -> str:
-    """The comparison table as markdown, with the protocol and any failed runs noted below."""
-    header, rows, failed = comparison_rows(records, baseline_recipe)
-    lines = ["# compbench report", "", tabulate(rows, header, tablefmt="github",
-                                               disable_numparse=True), ""]
-    limits = sorted({str(r.limit) for r in records if r.ok})
-    lines.append(f"Document limit per task: {', '.join(limits)}. Size: bytes of every stored "
-                 "tensor (quantization state included); ratio vs the uncompressed preset.")
-    for record in failed:
-        lines.append(f"- FAILED {record.preset} {record.recipe}: {record.error}")
-    return "\n".join(lines) + "\n"
+def _pruning_point(group: Group) -> tuple[str, str, float] | None:
+    """(method label, sparsity label, sparsity as a number) of a one-step pruning recipe."""
+    steps = [s for s in group.steps() if s["method"] not in ("fp32", "bf16", "fp16")]
+    if len(steps) != 1 or steps[0]["method"] not in PRUNING_METHODS:
+        return None
+    step, config = steps[0], steps[0]["config"]
+    label = step["method"] + (f" ({config['scope']})" if config.get("scope", "global") != "global" else "")
+    if config.get("n") and config.get("m"):
+        return label, f"{config['n']}:{config['m']}", config["n"] / config["m"]
+    return label, f"{config['sparsity']:g}", float(config["sparsity"])
+
+
+def _bits_point(group: Group) -> tuple[str, int] | None:
+    steps = [s for s in group.steps() if s["method"] not in ("fp32", "bf16", "fp16")]
+    if len(steps) != 1 or steps[0]["method"] not in BIT_METHODS:
+        return None
+    return steps[0]["method"], int(steps[0]["config"]["bits"])
+
+
+def pruning_grid(all_groups: list[Group], baseline_recipe: str):
+    """{method: {sparsity label: group}}, sparsity labels sorted (N:M last), with the dense
+    baseline as sparsity 0 of every method; None when there is no method x sparsity grid."""
+    grid: dict[str, dict[str, Group]] = {}
+    order: dict[str, float] = {}
+    for group in all_groups:
+        point = _pruning_point(group)
+        if point:
+            method, label, value = point
+            grid.setdefault(method, {})[label] = group
+            order[label] = value + (1 if ":" in label else 0)
+    if sum(len(v) for v in grid.values()) < 2:
+        return None, []
+    labels = sorted(order, key=order.get)
+    bases = [g for g in all_groups if g.recipe == baseline_recipe]
+    if bases:
+        labels = ["0", *labels]
+        for method in grid:
+            grid[method]["0"] = bases[0]
+    return grid, labels
+
+
+def sparsity_tables(all_groups: list[Group], cols: list[Column], baseline_recipe: str) -> list[Table]:
+    grid, labels = pruning_grid(all_groups, baseline_recipe)
+    if not grid:
+        return []
+    tables = []
+    for column in cols:
+        rows = [[method] + [str(s) if (g := by_label.get(label)) and (s := g.stat(column)) else ""
+                            for label in labels] for method, by_label in grid.items()]
+        tables.append(Table("sparsity", f"{column.label} per method and sparsity",
+                            ["method"] + [f"sparsity {label}" for label in labels], rows,
+                            ["Sparsity 0 is the dense baseline; N:M columns keep N of every M weights."]))
+    return tables
+
+
+def task_tables(all_groups: list[Group], cols: list[Column], baseline_recipe: str) -> list[Table]:
+    grid, labels = pruning_grid(all_groups, baseline_recipe)
+    accuracy = [c for c in cols if c.higher_is_better]
+    if not grid or not accuracy:
+        return []
+    tables = []
+    for method, by_label in grid.items():
+        rows = [[column.label] + [str(s) if (g := by_label.get(label)) and (s := g.stat(column)) else ""
+                                  for label in labels] for column in accuracy]
+        tables.append(Table("tasks", f"{method}: accuracy and F1 per task vs sparsity",
+                            ["metric"] + [f"sparsity {label}" for label in labels], rows))
+    return tables
+
+
+def bits_table(all_groups: list[Group], cols: list[Column], baseline_recipe: str) -> list[Table]:
+    points = [(p, g) for g in all_groups if (p := _bits_point(g))]
+    if len({bits for (_, bits), _ in points}) < 2:
+        return []
+    lower = [c for c in cols if c.higher_is_better is False]
+    header = ["method", "bits", "size MB", "ratio", "prefill tok/s", "eval tok/s"] + [c.label for c in lower]
+    rows = []
+    bases = [("uncompressed", g) for g in all_groups if g.recipe == baseline_recipe][:1]
+    for name, group in [*bases, *sorted(((f"{m}", g) for (m, _), g in points),
+                                        key=lambda item: (item[0], -_bits_point(item[1])[1]))]:
+        point = _bits_point(group)
+        prefill = group.mean_of(lambda r: r.timing.prefill_tokens_per_s if r.timing else None)
+        evaluation = group.mean_of(lambda r: r.timing.eval_tokens_per_s if r.timing else None)
+        rows.append([name, "" if point is None else str(point[1]), _cell(group.size_mb, ".1f"),
+                     "" if group.ratio is None else f"{group.ratio:.2f}x",
+                     _cell(prefill, ".0f"), _cell(evaluation, ".0f")]
+                    + [str(s) if (s := group.stat(c)) else "" for c in lower])
+    return [Table("bits", "Size, speed and perplexity per bit-width", header, rows,
+                  ["Speeds are of this machine, measured in each run's own process: compare them "
+                   "as ratios within one sweep."])]
+
+
+def build_tables(records: list[RunRecord], baseline_recipe: str = "fp32",
+                 only: tuple[str, ...] | None = None) -> list[Table]:
+    """Every table the records support (or only the named ones), comparison first."""
+    all_groups = groups(records)
+    cols = columns([g.first for g in all_groups])
+    makers = {"comparison": lambda: [comparison(all_groups, cols, baseline_recipe)],
+              "sparsity": lambda: sparsity_tables(all_groups, cols, baseline_recipe),
+              "bits": lambda: bits_table(all_groups, cols, baseline_recipe),
+              "tasks": lambda: task_tables(all_groups, cols, baseline_recipe)}
+    return [table for name in (only or TABLES) for table in makers[name]()]

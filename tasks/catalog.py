@@ -86,7 +86,20 @@ def task_fingerprint(name: str, index: dict) -> dict:
     else:
         data = {"hub": config.get("dataset_path") or kwargs.get("path"),
                 "name": config.get("dataset_name") or kwargs.get("name")}
-    return {name: {"version": (config.get("metadata") or {}).get("version"), "data": data}}
+    fingerprint = {"version": (config.get("metadata") or {}).get("version"), "data": data}
+    if _users_task(Path(path)):
+        fingerprint["yaml_sha256"] = sha256_file(Path(path))
+    return {name: fingerprint}
+
+
+def _users_task(path: Path) -> bool:
+    """Whether a task YAML is the user's own (not compbench's, versioned by `metadata.version`,
+    nor lm-eval's, versioned with lm-eval): its content is then part of the run key."""
+    import lm_eval
+
+    path = path.resolve()
+    return not any(path.is_relative_to(Path(root).resolve())
+                   for root in (TASKS_DIR, Path(lm_eval.__file__).parent))
 
 
 _CHECKED: set[str] = set()  # sha256 of the files already checked in this process

@@ -24,9 +24,11 @@ def _data_dir() -> Path:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def offline_env():
-    """No hub access in tests: local data dir, offline HF clients."""
+def offline_env(tmp_path_factory):
+    """No hub access in tests: local data dir, offline HF clients; compressed models stored in a
+    store of the session's own (never the user's)."""
     os.environ["COMPBENCH_DATA_DIR"] = str(_data_dir())
+    os.environ["COMPBENCH_STORE"] = str(tmp_path_factory.mktemp("store"))
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["HF_DATASETS_OFFLINE"] = "1"
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -1,0 +1,89 @@
+"""Write a report: its tables as markdown (with the plots beside it, linked), CSV or JSON."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from pathlib import Path
+
+from tabulate import tabulate
+
+from compbench.core.io import write_json_atomic, write_text_atomic
+from compbench.reports import plots
+from compbench.reports.record import RunRecord
+from compbench.reports.store import REPORT_MARK
+from compbench.reports.table import Table, build_tables, columns, groups, pruning_grid
+
+FORMATS = ("md", "csv", "json")
+
+
+def markdown(tables: list[Table], records: list[RunRecord], plot_paths: list[Path], folder: Path,
+             title: str = "compbench report") -> str:
+    lines = [f"# {title}", ""]
+    for table in tables:
+        lines += [f"## {table.title}", "",
+                  tabulate(table.rows, table.header, tablefmt="github", disable_numparse=True), ""]
+        lines += [*table.notes, ""] if table.notes else []
+    limits = sorted({str(r.limit) for r in records if r.ok})
+    lines.append(f"Document limit per task: {', '.join(limits) or 'none'}. Size: bytes of every "
+                 "stored tensor (quantization state included); ratio vs the uncompressed preset.")
+    for record in records:
+        if not record.ok:
+            lines.append(f"- FAILED {record.preset} {record.recipe}: {record.error}")
+    if plot_paths:
+        lines += ["", "## Plots", ""]
+        lines += [f"![{p.stem}]({p.relative_to(folder) if p.is_relative_to(folder) else p})"
+                  for p in plot_paths]
+    return "\n".join(lines) + "\n"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()
+
+
+def make_plots(records: list[RunRecord], baseline: str, folder: Path) -> list[Path]:
+    """Every plot the records support, written into `folder`."""
+    all_groups = groups(records)
+    cols = columns([g.first for g in all_groups])
+    made = []
+    for column in cols:
+        made.append(plots.metric_vs_sparsity(all_groups, column, baseline,
+                                             folder / f"sparsity_{_slug(column.label)}.png"))
+    grid, _ = pruning_grid(all_groups, baseline)
+    for method in grid or {}:
+        made.append(plots.tasks_vs_sparsity(all_groups, cols, baseline, method,
+                                            folder / f"tasks_{_slug(method)}.png"))
+    for column in cols:
+        made.append(plots.size_vs_metric(all_groups, column, folder / f"size_{_slug(column.label)}.png"))
+    made.append(plots.bits_plot(all_groups, folder / "bits.png"))
+    return [p for p in made if p is not None]
+
+
+def write_report(records: list[RunRecord], output: Path, baseline: str = "fp32", fmt: str = "md",
+                 only: tuple[str, ...] | None = None, title: str = "compbench report",
+                 with_plots: bool = True) -> tuple[str, list[Path]]:
+    """Write the report to `output` (a markdown/JSON file, or for CSV a file per table named
+    after it); returns the text printed for a person and every file written."""
+    tables = build_tables(records, baseline, only)
+    written: list[Path] = []
+    if fmt == "json":
+        write_json_atomic(output, {REPORT_MARK: 1, "title": title, "baseline": baseline, "tables": [
+            {"name": t.name, "title": t.title, "header": t.header, "rows": t.rows, "notes": t.notes}
+            for t in tables]})
+        written.append(output)
+    elif fmt == "csv":
+        for i, table in enumerate(tables):
+            path = output.with_name(f"{output.stem}_{table.name}_{i}.csv") if len(tables) > 1 else output
+            buffer = io.StringIO()
+            writer = csv.writer(buffer)
+            writer.writerow(table.header)
+            writer.writerows(table.rows)
+            write_text_atomic(path, buffer.getvalue())
+            written.append(path)
+    plot_paths = make_plots(records, baseline, output.parent) if with_plots and fmt == "md" else []
+    text = markdown(tables, records, plot_paths, output.parent, title)
+    if fmt == "md":
+        write_text_atomic(output, text)
+        written = [output, *plot_paths]
+    return text, written
