@@ -27,14 +27,14 @@ def _data_with(tmp_path, data_dir, dataset, split, edit):
     return str(tmp_path / "data")
 
 
-def _results_with(tmp_path, edit, keep=("fp32", "int8")):
-    """A results dir with v1 files of the given recipes, the fp32 one edited."""
+def _results_with(tmp_path, edit, keep=("fp32", "int8"), edited="fp32"):
+    """A results dir with v1 files of the given recipes, the `edited` one edited."""
     folder = tmp_path / "results"
     folder.mkdir()
     for path in V1.glob("*.json"):
         data = json.loads(path.read_text())
         if data["run"]["recipe"] in keep:
-            if data["run"]["recipe"] == "fp32":
+            if data["run"]["recipe"] == edited:
                 edit(data)
             (folder / path.name).write_text(json.dumps(data))
     return str(folder)
@@ -99,11 +99,6 @@ CASES = {
     "export under a file": (
         lambda t, d: ["export", "--recipe", "int8", str(_blocker(t) / "out")],
         "cannot write the checkpoint to"),
-    "report of a result without its size": (
-        lambda t, d: ["report", _results_with(t, _no_size)], "is a malformed compbench results file"),
-    "report of a non-numeric metric": (
-        lambda t, d: ["report", _results_with(t, _text_metric)],
-        "word_perplexity,none is not a number: 'abc'"),
     "report against a baseline that is not there": (
         lambda t, d: ["report", _results_with(t, lambda data: None), "--baseline", "nf4"],
         "no finished run of the baseline recipe 'nf4'"),
@@ -162,3 +157,15 @@ def test_bad_input_is_one_line_exit_2_and_no_results(case, tmp_path, data_dir, c
     assert err.startswith("compbench: error: ") and message in err, err
     assert not list((tmp_path / "out").glob("*.json"))
     shutil.rmtree(tmp_path / "data", ignore_errors=True)
+
+
+@pytest.mark.parametrize("edit, reason", [(_no_size, "is a malformed compbench results file"),
+                                          (_text_metric, "word_perplexity,none is not a number: 'abc'")])
+def test_a_malformed_results_file_is_named_and_skipped(edit, reason, tmp_path, capsys):
+    folder = _results_with(tmp_path, edit, edited="int8")
+    assert main(["report", folder, "--no-plots"]) == 0
+    captured = capsys.readouterr()
+    (warning,) = captured.err.strip().splitlines()
+    assert warning.startswith("compbench: warning: skipping") and "__int8__" in warning and reason in warning
+    rows = [line for line in captured.out.splitlines() if line.startswith("| smollm2")]
+    assert len(rows) == 1 and "| fp32 " in rows[0]  # the report of the rest

@@ -56,7 +56,8 @@ def test_missing_dataset_file_through_the_real_command(tmp_path):
 
 
 def test_every_command_has_help(capsys):
-    for command in ["eval", "report", "export", "methods", "models", "sensitivity", "tasks"]:
+    for command in ["eval", "sweep", "report", "gate", "store", "export", "methods", "models",
+                    "sensitivity", "tasks"]:
         with pytest.raises(SystemExit) as done:
             main([command, "--help"])
         assert done.value.code == 0

@@ -191,3 +191,17 @@ def test_bad_input_inside_a_run_fails_that_run_and_the_sweep_goes_on(tmp_path, d
     records = {r.recipe: r for r in load_results(tmp_path / "out")}
     assert not records["wanda:0.5"].ok and records["fp32"].ok
     assert records["fp32"].metric("wikitext2_chunked", "perplexity,none").value > 1
+
+
+def test_jobs_run_at_once_each_with_its_share_of_the_threads():
+    import torch
+
+    from compbench.harness.executors import LocalExecutor
+
+    executor = LocalExecutor(jobs=2)
+    jobs = [("a", torch.get_num_threads, ()), ("b", torch.get_num_threads, ()), ("c", os.getpid, ())]
+    outcomes = dict(executor.run(iter(jobs)))
+    assert set(outcomes) == {"a", "b", "c"} and all(o.status == "ok" for o in outcomes.values())
+    share = max(1, (os.cpu_count() or 1) // 2)
+    assert outcomes["a"].value == outcomes["b"].value == share
+    assert outcomes["c"].value != os.getpid()

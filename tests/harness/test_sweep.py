@@ -262,3 +262,55 @@ def test_every_shipped_study_is_a_valid_sweep_file(path):
     assert sweep.specs and sweep.description
     if "original_models" in path.read_text():  # the studies name the models they were made on
         assert load_sweep(path, original=True).specs[0].model != "smollm2-135m"
+
+
+USER_TASK = """\
+task: user_sst2
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    validation: {file}
+validation_split: validation
+output_type: multiple_choice
+doc_to_text: "{{{{sentence}}}}\\nQuestion: Is this sentence positive or negative?\\nAnswer:"
+doc_to_target: label
+doc_to_choice: ["negative", "positive"]
+metric_list:
+  - metric: acc
+"""
+
+
+def _user_task_folder(tmp_path: Path, data_dir: Path) -> Path:
+    """A user's own lm-eval task, as a user writes one: stock lm-eval YAML, a local JSON file."""
+    folder = tmp_path / "user_tasks"
+    folder.mkdir()
+    (folder / "user_sst2.yaml").write_text(USER_TASK.format(file=data_dir / "sst2" / "validation.jsonl"))
+    return folder
+
+
+def test_eval_runs_a_users_task_beside_compbenchs_and_prints_its_metric(tmp_path, data_dir, capsys):
+    folder = _user_task_folder(tmp_path, data_dir)
+    out = tmp_path / "out"
+    assert main(["eval", "--recipe", "fp32", "--tasks", "user_sst2,wikitext2_chunked", "--limit", "4",
+                 "--include-path", str(folder), "--output-dir", str(out), "--no-store"]) == 0
+    printed = capsys.readouterr().out
+    (record,) = [read_record(p) for p in _results(out)]
+    accuracy = record.tasks["user_sst2"].metrics["acc,none"]
+    assert accuracy.higher_is_better and record.tasks["user_sst2"].n_effective == 4
+    assert accuracy.value in (0, 0.25, 0.5, 0.75, 1)
+    assert "yaml_sha256" in record.settings["task_fingerprints"]["user_sst2"]
+    ppl = record.tasks["wikitext2_chunked"].metrics["perplexity,none"].value
+    assert f"user_sst2 acc {accuracy.value:.4g}" in printed  # the run's line
+    assert f"wikitext2 ppl (GPTQ chunks) {ppl:.4g}" in printed
+    assert "| smollm2-135m | fp32" in printed  # and the comparison table at the end
+
+
+def test_lm_eval_cli_include_path_adds_to_compbenchs_tasks(tmp_path, data_dir):
+    folder = _user_task_folder(tmp_path, data_dir)
+    code = ("from compbench.harness.cli import _add_compbench_tasks; _add_compbench_tasks(); "
+            "import lm_eval.tasks; "
+            f"index = lm_eval.tasks.TaskManager(include_path={str(folder)!r}, "
+            "include_defaults=False).task_index; "
+            "print('user_sst2' in index, 'wikitext2_ppl' in index)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True"]
