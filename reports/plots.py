@@ -29,6 +29,19 @@ def _save(figure, path: Path) -> Path:
     return path
 
 
+def _log_y(axes, values: list[float]) -> None:
+    """A log y axis; over less than two decades its ticks are plain numbers (40, 45), not 4.5e1."""
+    from matplotlib.ticker import FuncFormatter
+
+    axes.set_yscale("log")
+    positive = [v for v in values if v > 0]
+    if positive and max(positive) / min(positive) < 100:
+        plain = FuncFormatter(lambda value, _: f"{value:g}")
+        axes.yaxis.set_major_formatter(plain)
+        axes.yaxis.set_minor_formatter(plain)
+        axes.tick_params(axis="y", which="minor", labelsize=7)
+
+
 def _sparsity_x(labels: list[str]) -> dict[str, float]:
     """x positions: sparsities as numbers; N:M patterns after the largest, one step apart."""
     numeric = {label: float(label) for label in labels if ":" not in label}
@@ -80,7 +93,8 @@ def metric_vs_sparsity(groups: list[Group], column: Column, baseline: str, path:
     ticks = [label for label in labels]
     axes.set_xticks([x[label] for label in ticks], [("dense" if t == "0" else t) for t in ticks])
     if column.higher_is_better is False:
-        axes.set_yscale("log")
+        _log_y(axes, [s.mean for by_label in grid.values() for g in by_label.values()
+                      if (s := g.stat(column))])
     axes.set(xlabel="sparsity (fraction of weights zeroed" + ("; N:M patterns right" if nm else "") + ")",
              ylabel=column.label + (" (log scale)" if column.higher_is_better is False else ""),
              title=f"{column.label} vs sparsity")
@@ -147,22 +161,26 @@ def _coinciding(points, log: bool) -> dict[tuple[float, float], list[str]]:
 
 
 def size_vs_metric(groups: list[Group], column: Column, path: Path) -> Path | None:
-    """Each configuration's size against the metric, labelled, with the Pareto front drawn."""
+    """Each configuration's size against the metric, with the Pareto front drawn and labelled
+    (the other points' labels would pile up; the tables name every run). None when the sizes
+    do not differ (unstructured pruning keeps dense storage): there is no trade-off to show."""
     points = [(g.size_mb, s.mean, g.recipe) for g in groups
               if g.size_mb is not None and (s := g.stat(column))]
-    if len(points) < 2 or column.higher_is_better is None:
+    sizes = [p[0] for p in points]
+    if len(points) < 2 or column.higher_is_better is None or max(sizes) - min(sizes) < 0.01 * max(sizes):
         return None
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(7.5, 5))
-    axes.scatter([p[0] for p in points], [p[1] for p in points], color="tab:blue", zorder=3)
+    axes.scatter(sizes, [p[1] for p in points], color="tab:blue", zorder=3, label="runs")
     front = pareto_front([(p[0], p[1]) for p in points], column.higher_is_better)
     axes.plot([p[0] for p in front], [p[1] for p in front], color="tab:red", linestyle="--",
               marker="o", zorder=2, label="Pareto front (no run smaller and better)")
-    for (size, value), names in _coinciding(points, log=column.higher_is_better is False).items():
+    on_front = [p for p in points if (p[0], p[1]) in front]
+    for (size, value), names in _coinciding(on_front, log=column.higher_is_better is False).items():
         axes.annotate(", ".join(names), (size, value), fontsize=7, xytext=(4, 3),
                       textcoords="offset points")
     if column.higher_is_better is False:
-        axes.set_yscale("log")
+        _log_y(axes, [p[1] for p in points])
     axes.set(xlabel="model size in memory (MB)",
              ylabel=column.label + (" (log scale, lower is better)" if column.higher_is_better is False
                                     else " (higher is better)"),
