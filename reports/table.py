@@ -116,10 +116,20 @@ def columns(records: list[RunRecord]) -> list[Column]:
     return list(found.values())
 
 
+def latest(records: list[RunRecord]) -> tuple[list[RunRecord], int]:
+    """The finished runs, in the order they ran, keeping only the newest of runs of one exact
+    configuration (the same recipe under another run key: older code or library versions);
+    and how many were superseded."""
+    ordered = sorted((r for r in records if r.ok), key=lambda r: r.timing.started_at if r.timing else 0)
+    newest = {(r.preset, r.recipe, tuple(r.task_names), r.limit): r for r in ordered}
+    kept = [r for r in ordered if newest[(r.preset, r.recipe, tuple(r.task_names), r.limit)] is r]
+    return kept, len(ordered) - len(kept)
+
+
 def groups(records: list[RunRecord]) -> list[Group]:
     """Finished runs grouped by configuration (seeds together), in the order they ran."""
     found: dict[tuple, Group] = {}
-    for record in sorted((r for r in records if r.ok), key=lambda r: r.timing.started_at if r.timing else 0):
+    for record in latest(records)[0]:
         key = (record.preset, seedless(record.recipe), tuple(record.task_names), record.limit)
         found.setdefault(key, Group(record.preset, seedless(record.recipe), [])).records.append(record)
     return list(found.values())
@@ -284,8 +294,13 @@ def build_tables(records: list[RunRecord], baseline_recipe: str = "fp32",
     """Every table the records support (or only the named ones), comparison first."""
     all_groups = groups(records)
     cols = columns([g.first for g in all_groups])
+    superseded = latest(records)[1]
     makers = {"comparison": lambda: [comparison(all_groups, cols, baseline_recipe)],
               "sparsity": lambda: sparsity_tables(all_groups, cols, baseline_recipe),
               "bits": lambda: bits_table(all_groups, cols, baseline_recipe),
               "tasks": lambda: task_tables(all_groups, cols, baseline_recipe)}
-    return [table for name in (only or TABLES) for table in makers[name]()]
+    tables = [table for name in (only or TABLES) for table in makers[name]()]
+    if superseded and tables:
+        tables[0].notes.append(f"{superseded} older run(s) of a configuration that also has a newer "
+                               "run (another run key: other code or library versions) left out.")
+    return tables

@@ -218,3 +218,14 @@ def test_lm_evals_own_results_files_are_reported(tmp_path, capsys):
     assert row["arc_easy acc"] == "0.63"
     assert rows[1][header.index("wikitext word_perplexity") + 1] == "+25.0%"
     assert rows[1][header.index("arc_easy acc") + 1] == "-10.0%"
+
+
+def test_an_older_run_of_the_same_configuration_is_not_a_seed():
+    runs = _v1()
+    fp32, int8 = runs["fp32"], runs["int8"]
+    older = _variant(int8, "int8", int8.artifact["recipe"]["steps"], 2.0, -1)  # ran before, other key
+    table = build_tables([fp32, older, int8], "fp32", only=("comparison",))[0]
+    assert "seeds" not in table.header
+    row = dict(zip(table.header, next(r for r in table.rows if r[1] == "int8"), strict=True))
+    assert row["wikitext2 word ppl"] == f"{int8.metric(*PPL).value:.2f}"  # the newest run's
+    assert any("1 older run(s)" in note for note in table.notes)
