@@ -195,6 +195,8 @@ def _warn(message: str) -> None:
 
 def choose_baseline(records, requested: str | None) -> str:
     """The recipe changes are measured against: `requested`, else fp32, else a cast-only recipe."""
+    from compbench.reports.table import CAST_METHODS
+
     recipes = sorted({r.recipe for r in records if r.ok})
     if requested is not None:
         baseline = _canonical(requested)
@@ -205,7 +207,7 @@ def choose_baseline(records, requested: str | None) -> str:
     if "fp32" in recipes:
         return "fp32"
     cast_only = [r.recipe for r in records if r.ok and r.artifact.get("recipe", {}).get("steps")
-                 and all(s["method"] in ("fp32", "bf16", "fp16") for s in r.artifact["recipe"]["steps"])]
+                 and all(s["method"] in CAST_METHODS for s in r.artifact["recipe"]["steps"])]
     if cast_only:
         return cast_only[0]
     raise CompbenchError(f"no uncompressed run found to compare with; name one with --baseline "
@@ -516,6 +518,9 @@ def _add_compbench_tasks() -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from compbench.reports.render import FORMATS
+    from compbench.reports.table import TABLES
+
     parser = _Parser(
         prog="compbench",
         description="Compress small language models with a recipe and measure what it costs: "
@@ -570,9 +575,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="file to write (default: RESULTS_DIR/report.md|.csv|.json)")
     p.add_argument("--baseline", default=None, help="recipe the changes are measured against "
                    "(default: fp32, else an uncompressed cast)")
-    p.add_argument("--format", choices=("md", "csv", "json"), default="md",
+    p.add_argument("--format", choices=FORMATS, default="md",
                    help="markdown with plots (default), CSV (a file per table) or JSON")
-    p.add_argument("--table", action="append", choices=("comparison", "sparsity", "bits", "tasks"),
+    p.add_argument("--table", action="append", choices=TABLES,
                    help="only this table (repeatable; default: every table the results support)")
     p.add_argument("--no-plots", action="store_true", help="tables only")
     p.set_defaults(func=cmd_report)

@@ -24,6 +24,7 @@ _SEED = re.compile(r":seed=\d+")
 PRUNING_METHODS = ("magnitude", "wanda", "sparsegpt")
 BIT_METHODS = ("gptq", "rtn")
 TABLES = ("comparison", "sparsity", "bits", "tasks")
+CAST_METHODS = ("fp32", "bf16", "fp16")  # steps that change the dtype only: no compression
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,7 @@ def comparison(all_groups: list[Group], cols: list[Column], baseline_recipe: str
 
 def _pruning_point(group: Group) -> tuple[str, str, float] | None:
     """(method label, sparsity label, sparsity as a number) of a one-step pruning recipe."""
-    steps = [s for s in group.steps() if s["method"] not in ("fp32", "bf16", "fp16")]
+    steps = [s for s in group.steps() if s["method"] not in CAST_METHODS]
     if len(steps) != 1 or steps[0]["method"] not in PRUNING_METHODS:
         return None
     step, config = steps[0], steps[0]["config"]
@@ -211,7 +212,7 @@ def _pruning_point(group: Group) -> tuple[str, str, float] | None:
 
 
 def _bits_point(group: Group) -> tuple[str, int] | None:
-    steps = [s for s in group.steps() if s["method"] not in ("fp32", "bf16", "fp16")]
+    steps = [s for s in group.steps() if s["method"] not in CAST_METHODS]
     if len(steps) != 1 or steps[0]["method"] not in BIT_METHODS:
         return None
     return steps[0]["method"], int(steps[0]["config"]["bits"])
