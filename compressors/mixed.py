@@ -131,6 +131,7 @@ register_compressor(
     "mixed", MixedConfig, apply, kind="quantize", terminal=True, needs_calibration=True,
     libraries=("bitsandbytes", "llmcompressor", "compressed-tensors"),
     exportable=lambda config: config.method != "bnb",
+    trainable=lambda config: config.method == "bnb",
     summary="per-block 4/8-bit weights (packed integers or bitsandbytes) under a bit budget, "
             "by measured sensitivity",
 )

@@ -62,6 +62,10 @@ class Recipe:
     def as_dict(self) -> dict[str, Any]:
         return {"string": str(self), "steps": [s.as_dict() for s in self.steps]}
 
+    def untrainable_steps(self) -> list[Step]:
+        """Steps whose layers peft cannot carry a LoRA adapter on (packed or torch-quantized)."""
+        return [s for s in self.steps if not COMPRESSORS[s.method].can_train(s.config)]
+
     def unexportable_steps(self) -> list[Step]:
         """Steps whose result `from_pretrained` cannot reload (no on-disk size, no export)."""
         return [s for s in self.steps if not COMPRESSORS[s.method].can_export(s.config)]

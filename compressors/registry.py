@@ -42,6 +42,8 @@ class Compressor:
     exportable: bool | Callable[[Any], bool] = True
     # Whether the step reads calibration data; a predicate where that depends on the options.
     needs_calibration: bool | Callable[[Any], bool] = False
+    # Whether peft can train a LoRA adapter over the layers it leaves (float or bitsandbytes).
+    trainable: bool | Callable[[Any], bool] = True
     # Libraries whose code writes the compressed weights: their versions are part of the identity.
     libraries: tuple[str, ...] = ()
     summary: str = ""
@@ -49,6 +51,10 @@ class Compressor:
     def can_export(self, config: Any) -> bool:
         """Whether this step, with these options, leaves a model stock `from_pretrained` reloads."""
         return self.exportable(config) if callable(self.exportable) else self.exportable
+
+    def can_train(self, config: Any) -> bool:
+        """Whether a LoRA adapter can be trained on this step's result, with these options."""
+        return self.trainable(config) if callable(self.trainable) else self.trainable
 
     def uses_calibration(self, config: Any) -> bool:
         """Whether this step, with these options, reads calibration data."""
@@ -77,6 +83,7 @@ def register_compressor(
     terminal: bool = False,
     exportable: bool | Callable[[Any], bool] = True,
     needs_calibration: bool | Callable[[Any], bool] = False,
+    trainable: bool | Callable[[Any], bool] = True,
     libraries: tuple[str, ...] = (),
     summary: str = "",
 ) -> None:
@@ -87,6 +94,5 @@ def register_compressor(
         raise ValueError(f"compressor {name!r} is already registered")
     if not any(f.name == "version" for f in fields(config_cls)):
         raise ValueError(f"{config_cls.__name__} needs a `version` field")
-    COMPRESSORS[name] = Compressor(
-        name, config_cls, apply, kind, terminal, exportable, needs_calibration, libraries, summary
-    )
+    COMPRESSORS[name] = Compressor(name, config_cls, apply, kind, terminal, exportable,
+                                   needs_calibration, trainable, libraries, summary)

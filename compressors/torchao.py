@@ -56,6 +56,7 @@ def apply(model, config: TorchaoInt8Config, context: CompressionContext) -> Step
 
 
 register_compressor(
-    "torchao-int8", TorchaoInt8Config, apply, kind="quantize", terminal=True, libraries=("torchao",),
+    "torchao-int8", TorchaoInt8Config, apply, kind="quantize", terminal=True, trainable=False,
+    libraries=("torchao",),
     summary="torchao int8 weights (weight-only; activations=true: W8A8 dynamic)",
 )

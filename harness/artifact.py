@@ -44,8 +44,10 @@ def library_versions(names) -> dict[str, str | None]:
     return {name: _version(name) for name in names}
 
 
-def artifact_identity(preset: Preset, recipe: Recipe, dtype: str | None, device: str) -> dict[str, Any]:
-    """The identity of `preset` compressed by `recipe` (see the module doc), with its `key`."""
+def artifact_identity(preset: Preset, recipe: Recipe, dtype: str | None, device: str,
+                      num_labels: int | None = None) -> dict[str, Any]:
+    """The identity of `preset` compressed by `recipe` (see the module doc), with its `key`;
+    with `num_labels`, of the sequence classifier with a fresh head of that many classes."""
     from compbench.tasks.calibration import calibration_file
 
     steps = [(step, COMPRESSORS[step.method]) for step in recipe.steps]
@@ -61,6 +63,8 @@ def artifact_identity(preset: Preset, recipe: Recipe, dtype: str | None, device:
                              for c in calibrated},
         "libraries": library_versions(libraries),
     }
+    if num_labels is not None:
+        identity["head"] = {"kind": "sequence-classification", "num_labels": num_labels}
     return {"key": digest_of(identity), **identity}
 
 
@@ -91,18 +95,22 @@ def compression_context(tokenizer) -> CompressionContext:
 
 
 def build(preset: Preset | str, recipe: Recipe | str, *, device: str | None = None,
-          dtype: str | None = None, store: ModelStore | None = None) -> Artifact:
+          dtype: str | None = None, store: ModelStore | None = None,
+          num_labels: int | None = None) -> Artifact:
     """Load the preset's uncompressed model and apply the recipe; the result and its identity.
 
     With a `store`, a storable recipe's model is loaded from it when it holds the artifact's
     key; otherwise it is compressed, saved there, and loaded back, so that what is evaluated is
-    always the stored checkpoint (a hit and a miss give the same numbers)."""
+    always the stored checkpoint (a hit and a miss give the same numbers). With `num_labels`,
+    the base is a sequence classifier with a fresh head (not stored: its head is untrained)."""
     preset = preset if isinstance(preset, Preset) else get_preset(preset)
     recipe = recipe if isinstance(recipe, Recipe) else parse_recipe(recipe)
     device = choose_device(device)
-    identity = artifact_identity(preset, recipe, dtype, device)
+    identity = artifact_identity(preset, recipe, dtype, device, num_labels)
+    if num_labels is not None:
+        store = None
     if store is None or not storable(recipe):
-        model, tokenizer = load_model(preset, device=device, dtype=dtype)
+        model, tokenizer = load_model(preset, device=device, dtype=dtype, num_labels=num_labels)
         result = compress(model, recipe, compression_context(tokenizer))
         origin = "compressed" if store is None else "compressed (recipe not storable)"
         return Artifact(result.model, tokenizer, preset, recipe, result, identity, device, origin)

@@ -109,7 +109,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     settings = EvalSettings(tasks=tasks, limit=args.limit, batch_size=args.batch_size,
                             max_length=args.max_length, include_paths=include_paths)
     specs = [RunSpec(model=args.model, recipe=r, settings=settings, device=args.device,
-                     dtype=args.dtype) for r in recipes]
+                     dtype=args.dtype, adapter=args.adapter) for r in recipes]
     return _run_and_summarize(specs, Path(args.output_dir), args, baseline=recipes[0])
 
 
@@ -358,17 +358,35 @@ def cmd_export(args: argparse.Namespace) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CompbenchError(f"cannot write the checkpoint to {out}: {exc.strerror}") from None
+    adapter = None
+    if args.merge and not args.adapter:
+        raise CompbenchError("--merge needs --adapter DIR (the adapter to merge)")
+    if args.adapter:
+        from compbench.harness.adapter import check_mergeable, read_adapter
+
+        adapter = read_adapter(args.adapter)
+        if args.merge:
+            check_mergeable(recipe)
     artifact = build(preset, recipe, device=args.device, dtype=args.dtype)
-    save_checkpoint_atomic(artifact, out)
-    print(f"wrote {out} ({preset.name}, recipe {recipe}); evaluate it with:\n"
-          f"  lm_eval --model hf --model_args pretrained={out} --tasks …")
+    if adapter is not None and args.merge:
+        import dataclasses
+
+        from compbench.harness.adapter import merged
+
+        artifact = dataclasses.replace(artifact, model=merged(artifact, adapter))
+    save_checkpoint_atomic(artifact, out, None if args.merge else adapter)
+    what = f"recipe {recipe}" + (f" + {adapter.label}" if adapter else "")
+    how = (f"lm_eval --model hf --model_args pretrained={out},peft={out}/adapter"
+           if adapter and not args.merge else f"lm_eval --model hf --model_args pretrained={out}")
+    print(f"wrote {out} ({preset.name}, {what}{', merged' if args.merge else ''}); evaluate it "
+          f"with:\n  {how} --tasks …")
     return 0
 
 
-def save_checkpoint_atomic(artifact, out: Path) -> None:
+def save_checkpoint_atomic(artifact, out: Path, adapter=None) -> None:
     """`save_pretrained` into a staging folder beside `out`, then renamed onto it: a kill
     mid-save leaves no half checkpoint under the name, only a staging folder that the next
-    export beside it removes."""
+    export beside it removes. An `adapter` is copied in as `out/adapter`."""
     import os
     import shutil
 
@@ -378,6 +396,8 @@ def save_checkpoint_atomic(artifact, out: Path) -> None:
     staging = staging_path(out)
     artifact.model.save_pretrained(staging)
     artifact.tokenizer.save_pretrained(staging)
+    if adapter is not None:
+        shutil.copytree(adapter.path, staging / "adapter")
     if out.exists():
         shutil.rmtree(out)
     os.replace(staging, out)
@@ -546,7 +566,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluation window in tokens (default: the preset's)")
     p.add_argument("--include-path", action="append", metavar="DIR",
                    help="folder of your own lm-eval task YAMLs, beside compbench's (repeatable)")
-
+    p.add_argument("--adapter", metavar="DIR", help="a LoRA adapter from `compbench finetune` "
+                   "(<output-dir>/adapter) loaded onto each compressed model (SFT adapters)")
     _add_run_options(p)
     p.set_defaults(func=cmd_eval)
 
@@ -607,6 +628,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="prune: also remove models not used for this many days")
     p.set_defaults(func=cmd_store)
 
+    from compbench.harness.finetune import add_parser as add_finetune_parser
+
+    add_finetune_parser(sub, _positive_int, _add_data_dir)
+
     p = sub.add_parser("export", help="save a compressed model as a Hugging Face checkpoint",
                        description="Compress a preset and save it with save_pretrained, so "
                        "`lm_eval --model hf --model_args pretrained=OUT_DIR` loads it.")
@@ -621,6 +646,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None)
     p.add_argument("--force", action="store_true", help="write into a non-empty OUT_DIR")
+    p.add_argument("--adapter", metavar="DIR", help="a LoRA adapter from `compbench finetune`: "
+                   "saved beside the base as OUT_DIR/adapter, or merged with --merge")
+    p.add_argument("--merge", action="store_true", help="add the adapter's update into the base's "
+                   "weights (float or pruned bases; quantized ones are refused)")
     _add_data_dir(p)
     p.set_defaults(func=cmd_export)
 

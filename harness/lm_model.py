@@ -22,7 +22,7 @@ from compbench.harness.artifact import Artifact, build
 
 # HFLM's own arguments that it still honours when handed a model object; the rest (revision,
 # dtype, peft, parallelize, …) it would silently ignore, so `compressed` takes them itself
-# (device, dtype, revision) or refuses them (peft, and any other) with one line.
+# (device, dtype, revision, peft) or refuses them with one line.
 HFLM_ARGS = ("truncation", "logits_cache", "softmax_dtype", "mixed_precision_dtype",
              "max_batch_size", "add_bos_token", "prefix_token_id", "think_end_token",
              "enable_thinking", "chat_template_args")
@@ -47,7 +47,8 @@ def _passed_model_notices(record: logging.LogRecord) -> bool:
 
 @register_model("compressed")
 class CompressedLM(HFLM):
-    """An HFLM over a preset compressed by a recipe (see `compbench methods`), or over an artifact."""
+    """An HFLM over a preset compressed by a recipe (see `compbench methods`), with a LoRA
+    adapter from `compbench finetune` on it (`peft=DIR`), or over an artifact."""
 
     def __init__(
         self,
@@ -59,6 +60,7 @@ class CompressedLM(HFLM):
         batch_size: int | str = 1,
         data_dir: str | None = None,
         revision: str | None = None,
+        peft: str | None = None,
         artifact: Artifact | None = None,
         **kwargs: Any,
     ) -> None:
@@ -69,7 +71,17 @@ class CompressedLM(HFLM):
         if artifact is None:
             preset = _preset(str(pretrained), revision)
             check_evaluable(preset)
+            adapter = None
+            if peft:
+                from compbench.harness.adapter import check_causal, read_adapter
+
+                adapter = read_adapter(peft, flag="peft")
+                check_causal(adapter)
             artifact = build(preset, str(recipe), device=device, dtype=dtype)
+            if adapter is not None:
+                from compbench.harness.adapter import with_adapter
+
+                artifact = with_adapter(artifact, adapter)
         check_evaluable(artifact.preset)
         self.artifact = artifact
         self.preset, self.recipe = artifact.preset, artifact.recipe
@@ -107,10 +119,6 @@ class CompressedLM(HFLM):
             args.pop("device")
         if "recipe" in args:
             args["recipe"] = str(args["recipe"])
-        if "peft" in args:
-            raise CompbenchError("bad --model_args for 'compressed': peft adapters are not loaded "
-                                 "onto compressed models yet; merge the adapter into a checkpoint "
-                                 "and evaluate that (--model hf, or compbench --model FOLDER)")
         known = model_arg_names()
         unknown = sorted(set(args) - known)
         if unknown:

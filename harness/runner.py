@@ -30,6 +30,7 @@ class RunSpec:
     settings: EvalSettings
     device: str | None = None  # None: CUDA when present, else the CPU
     dtype: str | None = None  # None: the preset's
+    adapter: str | None = None  # a peft LoRA adapter folder loaded onto the compressed model
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,8 @@ class PlannedRun:
 
 
 def _slug(spec: RunSpec, canonical_recipe: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.=_-]+", "_", f"{spec.model}__{canonical_recipe}")
+    adapter = "__lora" if spec.adapter else ""
+    return re.sub(r"[^A-Za-z0-9.=_-]+", "_", f"{spec.model}__{canonical_recipe}{adapter}")
 
 
 def plan(specs: list[RunSpec], output_dir: Path) -> list[PlannedRun]:
@@ -69,6 +71,12 @@ def plan(specs: list[RunSpec], output_dir: Path) -> list[PlannedRun]:
         preset = get_preset(spec.model)
         check_evaluable(preset)
         identity = artifact_identity(preset, recipe, spec.dtype, device)
+        if spec.adapter:
+            from compbench.harness.adapter import adapter_identity, check_causal, read_adapter
+
+            adapter = read_adapter(spec.adapter)
+            check_causal(adapter)
+            identity = adapter_identity(identity, adapter)
         fields = spec.settings.key_fields(indexes[spec.settings], device)
         key = run_key(identity["key"], fields)
         path = output_dir / f"{_slug(spec, str(recipe))}__{key[:10]}.json"
@@ -89,6 +97,10 @@ def run_planned(run: PlannedRun, store_root: str | None = None) -> dict:
     store = ModelStore(store_root) if store_root else None
     with PeakMemory() as memory, Timer() as timer:
         artifact = build(spec.model, spec.recipe, device=spec.device, dtype=spec.dtype, store=store)
+        if spec.adapter:
+            from compbench.harness.adapter import read_adapter, with_adapter
+
+            artifact = with_adapter(artifact, read_adapter(spec.adapter))
     if artifact.key != run.artifact["key"]:
         raise RuntimeError("the artifact built differs from the one planned (its source or "
                            "libraries changed while the sweep ran)")

@@ -115,10 +115,18 @@ def choose_device(device: str | None = None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_model(preset: Preset, device: str | None = None, dtype: str | None = None):
-    """Load a preset's uncompressed model and tokenizer with `from_pretrained`."""
+def load_model(preset: Preset, device: str | None = None, dtype: str | None = None,
+               num_labels: int | None = None):
+    """Load a preset's uncompressed model and tokenizer with `from_pretrained`; with
+    `num_labels`, as a sequence classifier with a fresh head of that many classes (its init
+    follows torch's seed) and the pad token set, which the head needs to find each row's end."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForMaskedLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
 
     source = resolve_source(preset)
     dtype_name = dtype or preset.dtype
@@ -126,9 +134,15 @@ def load_model(preset: Preset, device: str | None = None, dtype: str | None = No
     if not isinstance(torch_dtype, torch.dtype):
         raise CompbenchError(f"unknown dtype '{dtype_name}'; use float32, bfloat16 or float16")
     auto = AutoModelForMaskedLM if preset.task_head == "masked-lm" else AutoModelForCausalLM
+    head = {}
     try:
-        model = auto.from_pretrained(source, dtype=torch_dtype, revision=preset.revision)
         tokenizer = AutoTokenizer.from_pretrained(source, revision=preset.revision)
+        if num_labels is not None:
+            auto = AutoModelForSequenceClassification
+            if tokenizer.pad_token is None:
+                tokenizer.pad_token = tokenizer.eos_token
+            head = {"num_labels": num_labels, "pad_token_id": tokenizer.pad_token_id}
+        model = auto.from_pretrained(source, dtype=torch_dtype, revision=preset.revision, **head)
     except OSError as exc:
         raise CompbenchError(f"could not load model '{preset.name}' from {source}: {exc}") from exc
     model.to(choose_device(device))

@@ -71,6 +71,32 @@ def line_plot(series: dict[str, list[tuple[float, float]]], path: Path, *, xlabe
     return _save(figure, path)
 
 
+def loss_curve(history: list[dict], path: Path, title: str) -> Path:
+    """Training loss per step, held-out loss (and F1 where measured) at each evaluation, from
+    the Trainer's log history."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    train = [(row["step"], row["loss"]) for row in history if "loss" in row]
+    held_out = [(row["step"], row["eval_loss"]) for row in history if "eval_loss" in row]
+    if train:
+        axes.plot([s for s, _ in train], [v for _, v in train], label="training loss", alpha=0.8)
+    if held_out:
+        axes.plot([s for s, _ in held_out], [v for _, v in held_out], marker="o", label="held-out loss")
+    axes.set(xlabel="optimizer step", ylabel="loss", title=title)
+    axes.grid(True, alpha=0.3)
+    if any("eval_f1_micro" in row for row in history):
+        right = axes.twinx()
+        for key, style, color in (("eval_f1_micro", "s-", "tab:green"),
+                                  ("eval_f1_macro", "^-", "tab:red")):
+            rows = [row for row in history if key in row]
+            right.plot([row["step"] for row in rows], [row[key] for row in rows], style,
+                       color=color, label=key.removeprefix("eval_").replace("_", " "))
+        right.set(ylabel="held-out F1", ylim=(0, 1))
+        right.legend(fontsize=8, loc="upper right")
+    axes.legend(fontsize=8, loc="upper left")
+    return _save(figure, path)
+
+
 def metric_vs_sparsity(groups: list[Group], column: Column, baseline: str, path: Path) -> Path | None:
     """One line per pruning method: the metric against sparsity (log axis for perplexity)."""
     grid, labels = pruning_grid(groups, baseline)

@@ -143,6 +143,8 @@ class RunRecord:
     error: str | None = None
     error_kind: str | None = None  # "bad_input" or "crashed"
     traceback: str | None = None
+    # a fine-tuning run's steps, seconds, tokens/s, peak RSS, sizes and log paths (stages/)
+    training: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -155,8 +157,11 @@ class RunRecord:
 
     @property
     def recipe(self) -> str:
-        """The canonical recipe string."""
-        return self.artifact["recipe"]["string"]
+        """The canonical recipe string, with the adapter trained on it where there is one
+        (`int8+lora:r=16:alpha=32`)."""
+        adapter = self.artifact.get("adapter")
+        base = self.artifact["recipe"]["string"]
+        return f"{base}+{adapter['label']}" if adapter else base
 
     @property
     def limit(self) -> int | float | None:

@@ -91,16 +91,32 @@ def _is_report(path: Path) -> bool:
         return False
 
 
+MODEL_FOLDER_FILES = ("config.json", "adapter_config.json", "trainer_state.json")
+
+
+def _in_model_folder(path: Path, root: Path) -> bool:
+    """Whether a JSON file lies in a checkpoint or adapter folder (a fine-tuning run's output),
+    whose JSON files are the model's, not results."""
+    folder = path.parent
+    while folder != root and root in folder.parents:
+        if any((folder / name).is_file() for name in MODEL_FOLDER_FILES):
+            return True
+        folder = folder.parent
+    return False
+
+
 def load_results(folders: list[Path] | Path, warn: Callable[[str], None] | None = None) -> list[RunRecord]:
-    """Every results file under the folders (recursively, sorted by path). A file that cannot be
-    read is named through `warn` and skipped; without `warn` it is an error."""
+    """Every results file under the folders (recursively, sorted by path; not inside hidden,
+    checkpoint or adapter folders). A file that cannot be read is named through `warn` and
+    skipped; without `warn` it is an error."""
     folders = [folders] if isinstance(folders, Path) else folders
     records = []
     for folder in folders:
         if not folder.is_dir():
             raise CompbenchError(f"results dir {folder} does not exist")
         for path in sorted(folder.rglob("*.json")):
-            if any(part.startswith(".") for part in path.relative_to(folder).parts) or _is_report(path):
+            if (any(part.startswith(".") for part in path.relative_to(folder).parts)
+                    or _in_model_folder(path, folder) or _is_report(path)):
                 continue
             try:
                 records.append(read_record(path))

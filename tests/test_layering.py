@@ -10,6 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOOR = {"errors": -1, "core": 0, "model_zoo": 1, "compressors": 2, "tasks": 2, "reports": 3,
+         "stages": 3,
          "harness": 4}
 
 

@@ -27,6 +27,23 @@ def _data_with(tmp_path, data_dir, dataset, split, edit):
     return str(tmp_path / "data")
 
 
+TINY = ["--train-rows", "4", "--eval-rows", "4", "--max-steps", "1", "--max-length", "32"]
+
+
+def _file(tmp_path, name, text):
+    (tmp_path / name).write_text(text)
+    return str(tmp_path / name)
+
+
+def _adapter(tmp_path, task_type):
+    """A folder with a LoRA adapter config of the given task type (no weights are read)."""
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text(json.dumps(
+        {"peft_type": "LORA", "task_type": task_type, "r": 4, "lora_alpha": 8}))
+    return str(folder)
+
+
 def _results_with(tmp_path, edit, keep=("fp32", "int8"), edited="fp32"):
     """A results dir with v1 files of the given recipes, the `edited` one edited."""
     folder = tmp_path / "results"
@@ -80,10 +97,10 @@ CASES = {
         lambda t, d: ["eval", "--recipe", "fp32", "--tasks", "reclor", "--limit", "5", "--data-dir",
                       _data_with(t, d, "reclor", "validation", lambda r: r.update(label=7))],
         "validation.jsonl:3: gold label label=7 is not an index 0-3 into answers"),
-    "peft adapter on compressed": (
+    "peft adapter that is not one": (
         lambda t, d: ["lm-eval", "--model", "compressed", "--model_args",
                       "pretrained=smollm2-135m,peft=/no/such/adapter", "--tasks", "sst2", "--limit", "1"],
-        "peft adapters are not loaded onto compressed models yet"),
+        "peft=/no/such/adapter: no adapter_config.json there"),
     "revision of the embedded model": (
         lambda t, d: ["lm-eval", "--model", "compressed", "--model_args",
                       "pretrained=smollm2-135m,revision=v2", "--tasks", "sst2", "--limit", "1"],
@@ -126,6 +143,42 @@ CASES = {
                       "must be >= 1, got -1"),
     "max length 0": (lambda t, d: ["eval", "--recipe", "fp32", "--max-length", "0"],
                      "must be >= 1, got 0"),
+    "LoRA target modules the model lacks": (
+        lambda t, d: ["finetune", "--target-modules", "q_proj,query", *TINY],
+        "LoRA target module(s) query not in the model; its linear layers are named: down_proj, "
+        "gate_proj, k_proj, o_proj, q_proj, score, up_proj, v_proj (or use all-linear)"),
+    "a mixer weight outside (0, 1]": (
+        lambda t, d: ["finetune", "--head", "sft", "--mix", "gsm8k=1.5"],
+        "--mix: gsm8k=1.5: a weight is the fraction of that dataset's train split to use, in (0, 1]"),
+    "an unknown dataset in the mix": (
+        lambda t, d: ["finetune", "--head", "sft", "--mix", "gsm8k=1,nosuch=0.5"],
+        "unknown SFT dataset 'nosuch'; known: gsm8k, commonsense_qa, mmlu_aux"),
+    "sft without a mix": (lambda t, d: ["finetune", "--head", "sft"], "head sft needs --mix"),
+    "an unknown classification dataset": (
+        lambda t, d: ["finetune", "--dataset", "imdb"],
+        "unknown classification dataset 'imdb'; known: kasut_math, sst2, commonsense_qa"),
+    "labels that do not fit the head": (
+        lambda t, d: ["finetune", "--dataset", "kasut_math", "--num-labels", "4", *TINY],
+        "does not fit a head of 4 classes (labels 0-3)"),
+    "a base peft cannot train": (
+        lambda t, d: ["finetune", "--recipe", "dynamic-int8", *TINY],
+        "recipe 'dynamic-int8': the layers dynamic-int8 leaves cannot carry a LoRA adapter"),
+    "a GPTQ base": (
+        lambda t, d: ["finetune", "--recipe", "mixed:5:method=gptq", *TINY],
+        "the layers mixed:5:method=gptq leaves cannot carry a LoRA adapter"),
+    "an unknown key in a finetune config": (
+        lambda t, d: ["finetune", "--config", _file(t, "run.yaml", "recipe: int8\nlr: 0.1\n")],
+        "unknown key(s) lr; known: model, recipe"),
+    "a classification adapter evaluated by lm-eval": (
+        lambda t, d: ["eval", "--recipe", "fp32", "--adapter", _adapter(t, "SEQ_CLS")],
+        "was trained for SEQ_CLS (a classification head): lm-eval scores causal LMs"),
+    "an adapter merged into a quantized base": (
+        lambda t, d: ["export", "--recipe", "nf4", "--adapter", _adapter(t, "CAUSAL_LM"), "--merge",
+                      str(t / "merged")],
+        "--merge: the base's layers are quantized by nf4"),
+    "an adapter folder without an adapter": (
+        lambda t, d: ["eval", "--recipe", "fp32", "--adapter", str(t)],
+        "no adapter_config.json there"),
 }
 
 
@@ -135,7 +188,7 @@ def test_bad_input_is_one_line_exit_2_and_no_results(case, tmp_path, data_dir, c
     monkeypatch.setenv("COMPBENCH_DATA_DIR", str(data_dir))  # --data-dir changes it; restored after
     make_argv, message = CASES[case]
     argv = make_argv(tmp_path, data_dir)
-    if argv[0] == "eval" and "--output-dir" not in argv:
+    if argv[0] in ("eval", "finetune") and "--output-dir" not in argv:
         argv += ["--device", "cpu", "--output-dir", str(tmp_path / "out")]
     if argv[0] == "lm-eval":  # lm-eval's CLI sets up logging once per process: run it for real
         proc = subprocess.run([sys.executable, "-m", "compbench.harness.cli", *argv],
