@@ -96,6 +96,11 @@ def job_from(values: dict[str, Any]) -> FinetuneJob:
     from compbench.stages.data import parse_mix
 
     values = {k: v for k, v in values.items() if v is not None}
+    head = values.get("head", "classification")
+    for key, wrong in (("mix", "classification"), ("dataset", "sft"), ("num_labels", "sft")):
+        if key in values and head == wrong:
+            raise CompbenchError(f"{key} does not apply to head {head} (classification takes "
+                                 "dataset and num_labels; sft takes mix)")
     fields = {k: values[k] for k in CONFIG_KEYS if k in values}
     mix = fields.get("mix")
     if isinstance(mix, str):

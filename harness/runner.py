@@ -150,6 +150,7 @@ def run_sweep(specs: list[RunSpec], output_dir: Path, force: bool = False, echo=
     remove_stale_temporaries(output_dir)
     planned = plan(specs, output_dir)
     labels = {run.key: f"[{i}/{len(planned)}] {run.spec.model} recipe={run.spec.recipe}"
+                       + (f" adapter={run.spec.adapter}" if run.spec.adapter else "")
               for i, run in enumerate(planned, 1)}
     todo = {}
     for run in planned:

@@ -154,6 +154,10 @@ CASES = {
         lambda t, d: ["finetune", "--head", "sft", "--mix", "gsm8k=1,nosuch=0.5"],
         "unknown SFT dataset 'nosuch'; known: gsm8k, commonsense_qa, mmlu_aux"),
     "sft without a mix": (lambda t, d: ["finetune", "--head", "sft"], "head sft needs --mix"),
+    "a mix for a classification head": (
+        lambda t, d: ["finetune", "--dataset", "sst2", "--mix", "gsm8k=1"],
+        "mix does not apply to head classification (classification takes dataset and num_labels; "
+        "sft takes mix)"),
     "an unknown classification dataset": (
         lambda t, d: ["finetune", "--dataset", "imdb"],
         "unknown classification dataset 'imdb'; known: kasut_math, sst2, commonsense_qa"),
