@@ -52,10 +52,31 @@ then: compbench finetune --config finetune.yaml    (--resume after an interrupti
       compbench eval --model smollm2-135m --recipe nf4:double_quant=true --adapter runs/…/adapter
 """
 
-LORA_KEYS = {"r": "r", "alpha": "alpha", "dropout": "dropout", "target_modules": "target_modules"}
+LORA_KEYS = ("r", "alpha", "dropout", "target_modules")
 CONFIG_KEYS = [f.name for f in dataclasses.fields(FinetuneConfig) if f.name not in ("lora", "version")]
 RUN_KEYS = ("model", "recipe", "output_dir", "device", "dtype", "num_labels")
 KEYS = (*RUN_KEYS, *CONFIG_KEYS, *LORA_KEYS)
+WHOLE = ("r", "max_steps", "batch_size", "grad_accum", "seed", "eval_steps", "max_length",
+         "train_rows", "eval_rows", "num_labels")
+NUMBERS = ("alpha", "dropout", "learning_rate", "epochs", "held_out_fraction")
+
+
+def _check_types(values: dict[str, Any]) -> None:
+    """Numbers where numbers belong (a YAML config can hold anything). PyYAML reads `2e-4` as a
+    string (YAML 1.1 wants `2.0e-4`), so a string that is a float is taken as one."""
+    for key in (*WHOLE, *NUMBERS):
+        value = values.get(key)
+        if value is None:
+            continue
+        whole = key in WHOLE
+        if isinstance(value, str) and not whole:
+            try:
+                values[key] = value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
+            raise CompbenchError(f"{key} must be a {'whole number' if whole else 'number'}, "
+                                 f"got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -96,6 +117,7 @@ def job_from(values: dict[str, Any]) -> FinetuneJob:
     from compbench.stages.data import parse_mix
 
     values = {k: v for k, v in values.items() if v is not None}
+    _check_types(values)
     head = values.get("head", "classification")
     for key, wrong in (("mix", "classification"), ("dataset", "sft"), ("num_labels", "sft")):
         if key in values and head == wrong:
@@ -108,7 +130,7 @@ def job_from(values: dict[str, Any]) -> FinetuneJob:
     elif isinstance(mix, dict):
         fields["mix"] = tuple(parse_mix(",".join(f"{k}={v}" for k, v in mix.items())).items())
     try:
-        lora = LoraSettings(**{LORA_KEYS[k]: values[k] for k in LORA_KEYS if k in values})
+        lora = LoraSettings(**{k: values[k] for k in LORA_KEYS if k in values})
         config = FinetuneConfig(**fields, lora=lora)
     except TypeError as exc:
         raise CompbenchError(f"bad finetune config: {exc}") from None

@@ -173,6 +173,9 @@ CASES = {
     "an unknown key in a finetune config": (
         lambda t, d: ["finetune", "--config", _file(t, "run.yaml", "recipe: int8\nlr: 0.1\n")],
         "unknown key(s) lr; known: model, recipe"),
+    "a word for a number in a finetune config": (
+        lambda t, d: ["finetune", "--config", _file(t, "run.yaml", "r: sixteen\nlearning_rate: 2e-4\n")],
+        "r must be a whole number, got 'sixteen'"),
     "a classification adapter evaluated by lm-eval": (
         lambda t, d: ["eval", "--recipe", "fp32", "--adapter", _adapter(t, "SEQ_CLS")],
         "was trained for SEQ_CLS (a classification head): lm-eval scores causal LMs"),
