@@ -24,6 +24,8 @@ examples:
   compbench export --model smollm2-135m --recipe int8 exported/smollm2-int8
   compbench eval --recipe gptq:bits=4:group_size=64 --recipe rtn:bits=4 --tasks wikitext2_chunked
   compbench sensitivity --model smollm2-135m --method magnitude:0.5:scope=layer
+  compbench finetune --recipe nf4:double_quant=true --dataset kasut_math --max-steps 200
+  compbench finetune --recipe nf4 --head sft --mix gsm8k=1.0,commonsense_qa=0.5 --max-steps 500
 """
 
 RECIPE_HELP = ("compression recipe: steps joined by '+', arguments by ':', e.g. 'fp32', 'nf4', "
