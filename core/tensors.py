@@ -13,7 +13,10 @@ def is_tensor_subclass(tensor: torch.Tensor) -> bool:
 
 def is_quantized_linear(module: nn.Module) -> bool:
     """A Linear whose weight is stored quantized: bitsandbytes, packed compressed-tensors, torch
-    dynamic, or a torchao tensor subclass."""
+    dynamic, or a torchao tensor subclass. A peft LoRA wrapper (same class name, its quantized
+    layer in `base_layer`) is not one itself: the layer it wraps is."""
+    if hasattr(module, "base_layer"):
+        return False
     return (type(module).__name__ in ("Linear8bitLt", "Linear4bit")
             or hasattr(module, "weight_packed")
             or isinstance(module, torch.ao.nn.quantized.dynamic.Linear)
