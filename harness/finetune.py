@@ -206,7 +206,8 @@ def check_job(job: FinetuneJob) -> None:
 
 def run_finetune(job: FinetuneJob, resume: bool = False, echo=print):
     """Build the base, train the adapter, write the loss curve and the results JSON. Returns
-    the record and the artifact, whose model now carries the trained (best) adapter."""
+    the record and the artifact, whose model now carries the trained (best) adapter; under a
+    data-parallel launcher every process trains and only rank 0 writes (the others get None)."""
     from transformers import set_seed
 
     from compbench.core.measure import PeakMemory, Timer
@@ -232,6 +233,8 @@ def run_finetune(job: FinetuneJob, resume: bool = False, echo=print):
     with memory, Timer() as train_timer:
         result = finetune(artifact.model, artifact.tokenizer, config, job.output_dir,
                           resume=resume, device=artifact.device)
+    if not result.main_process:  # data-parallel: rank 0 writes the curve and the record
+        return None, artifact
     curve = loss_curve(result.history, job.output_dir / "loss_curve.png",
                        f"{job.model} {job.recipe} + {adapter_label(config.lora)}")
     record = _record(job, artifact, result, started, load_timer.seconds, train_timer.seconds,
@@ -284,7 +287,7 @@ def _record(job: FinetuneJob, artifact, result: FinetuneResult, started: float, 
                       load_and_compress_seconds=load_seconds, peak_rss_mb=peak_rss_bytes / 2**20),
         env=env,
         training={
-            "steps": result.steps, "seconds": train_seconds, "train_rows": result.train_rows,
+            "steps": result.steps, "processes": result.processes, "seconds": train_seconds, "train_rows": result.train_rows,
             "eval_rows": result.eval_rows, "train_tokens": result.train_tokens,
             "tokens_per_s": result.tokens_per_s, "peak_rss_mb": peak_rss_bytes / 2**20,
             "best": result.metrics, "before": result.initial_metrics,

@@ -104,7 +104,10 @@ def device_kind(device: str) -> str:
 
 
 def choose_device(device: str | None = None) -> str:
-    """The requested device, else CUDA when present, else CPU."""
+    """The requested device, else CUDA when present (under a data-parallel launcher such as
+    `accelerate launch` or torchrun, this process's own GPU, cuda:$LOCAL_RANK), else CPU."""
+    import os
+
     import torch
 
     if device and device.startswith("cuda") and not torch.cuda.is_available():
@@ -112,7 +115,10 @@ def choose_device(device: str | None = None) -> str:
                              "or leave --device out")
     if device:
         return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        return "cpu"
+    local_rank = os.environ.get("LOCAL_RANK")
+    return f"cuda:{local_rank}" if local_rank is not None else "cuda"
 
 
 def load_model(preset: Preset, device: str | None = None, dtype: str | None = None,

@@ -89,6 +89,8 @@ class FinetuneResult:
     train_rows: int
     eval_rows: int
     resumed_from: str | None
+    processes: int = 1  # data-parallel processes (accelerate launch / torchrun)
+    main_process: bool = True  # False on the other ranks, which write nothing
 
 
 def last_complete_checkpoint(folder: Path) -> Path | None:
@@ -179,7 +181,8 @@ class _LogWriter:
                 writer.start_tokens = state.num_input_tokens_seen  # > 0 when resumed
 
             def on_log(self, args, state, control, logs=None, **kwargs):
-                writer.write(state.log_history)
+                if state.is_world_process_zero:  # data-parallel: one writer
+                    writer.write(state.log_history)
 
         self.path = path
         self.start_tokens = 0
@@ -226,6 +229,8 @@ def finetune(model, tokenizer, config: FinetuneConfig, output_dir: Path, *, resu
                              processing_class=tokenizer, callbacks=[log.callback],
                              args=SFTConfig(**arguments, max_length=config.max_length,
                                             completion_only_loss=True, packing=False))
+    if config.head == "sft":  # trl drops the rows whose answer truncation cut away
+        train, held_out = _kept_rows(trainer, len(train), len(held_out), config.max_length)
     initial = None
     if config.head == "sft":  # the base's own held-out loss, which training should lower
         initial = _named({"step": 0, **trainer.evaluate()})
@@ -233,9 +238,11 @@ def finetune(model, tokenizer, config: FinetuneConfig, output_dir: Path, *, resu
     trainer.train(resume_from_checkpoint=str(start_from) if start_from else None)
     seconds = time.perf_counter() - started
     state = trainer.state
-    log.write(state.log_history)
     adapter_dir = output_dir / "adapter"
-    _save_atomic(peft_model, tokenizer, adapter_dir)
+    main_process = trainer.is_world_process_zero()
+    if main_process:
+        log.write(state.log_history)
+        _save_atomic(peft_model, tokenizer, adapter_dir)
     best = _best_eval(state.log_history, arguments["metric_for_best_model"],
                       arguments["greater_is_better"])
     if torch.cuda.is_available():
@@ -246,7 +253,22 @@ def finetune(model, tokenizer, config: FinetuneConfig, output_dir: Path, *, resu
         steps=state.global_step, seconds=seconds, train_tokens=int(state.num_input_tokens_seen),
         tokens_per_s=(state.num_input_tokens_seen - log.start_tokens) / seconds if seconds else None,
         train_rows=len(train), eval_rows=len(held_out),
-        resumed_from=str(start_from) if start_from else None)
+        resumed_from=str(start_from) if start_from else None,
+        processes=trainer.args.world_size, main_process=main_process)
+
+
+def _kept_rows(trainer, train_rows: int, held_out_rows: int, max_length: int):
+    """The SFT rows trl kept after truncating to `max_length` (a row whose answer was cut away
+    entirely is dropped): an error when none is left on a side, a line when some were lost."""
+    train, held_out = trainer.train_dataset, trainer.eval_dataset
+    for name, kept, given in (("training", len(train), train_rows), ("held-out", len(held_out), held_out_rows)):
+        if kept == 0:
+            raise CompbenchError(f"--max-length {max_length}: the answer of every {name} row lies beyond "
+                                 "it (trl drops rows left with no answer token); raise --max-length")
+        if kept < given:
+            print(f"{given - kept} of {given} {name} rows dropped: their answers start after "
+                  f"--max-length {max_length} tokens", flush=True)
+    return train, held_out
 
 
 def _best_eval(history: list[dict], metric: str, higher: bool) -> dict[str, float]:
