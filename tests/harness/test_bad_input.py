@@ -184,7 +184,8 @@ CASES = {
                       str(t / "merged")],
         "--merge: the base's layers are quantized by nf4"),
     "an adapter config that is not a mapping": (
-        lambda t, d: ["eval", "--recipe", "fp32", "--adapter", str(Path(_file(t, "adapter_config.json", "[1, 2]")).parent)],
+        lambda t, d: ["eval", "--recipe", "fp32", "--adapter",
+                      str(Path(_file(t, "adapter_config.json", "[1, 2]")).parent)],
         "adapter_config.json holds a list, not peft's mapping of settings"),
     "an adapter folder without an adapter": (
         lambda t, d: ["eval", "--recipe", "fp32", "--adapter", str(t)],
