@@ -35,6 +35,22 @@ class AdapterInfo:
     def weight_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.path.glob("adapter_model*"))
 
+    @property
+    def num_labels(self) -> int | None:
+        """A classification adapter's class count: the rows of the head it trained in full
+        (`classifier` or `score`, saved beside the LoRA matrices); None for other adapters."""
+        if self.config.get("task_type") != "SEQ_CLS":
+            return None
+        from safetensors import safe_open
+
+        with safe_open(str(self.path / "adapter_model.safetensors"), "pt") as weights:
+            for name in weights.keys():
+                parts = name.split(".")
+                if parts[-1] == "weight" and parts[-2] in ("classifier", "score", "out_proj"):
+                    return weights.get_slice(name).get_shape()[0]
+        raise CompbenchError(f"{self.flag}={self.path}: a classification adapter without its "
+                             "head's weights (classifier or score)")
+
 
 def require_peft(what: str) -> None:
     """peft (and trl, for SFT) are the optional extra `compbench[finetune]`."""

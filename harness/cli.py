@@ -369,7 +369,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         adapter = read_adapter(args.adapter)
         if args.merge:
             check_mergeable(recipe)
-    artifact = build(preset, recipe, device=args.device, dtype=args.dtype)
+    artifact = build(preset, recipe, device=args.device, dtype=args.dtype,
+                     num_labels=adapter.num_labels if adapter else None)
     if adapter is not None and args.merge:
         import dataclasses
 
@@ -465,7 +466,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     from compbench.model_zoo import PRESETS
 
     for preset in PRESETS.values():
-        note = "" if preset.task_head == "causal-lm" else "  (not evaluable yet: encoder)"
+        note = "" if preset.task_head == "causal-lm" else "  (scored as a trained classifier)"
         print(f"{preset.name:22s} {preset.source:36s} {preset.dtype:9s} {preset.task_head}{note}")
     return 0
 

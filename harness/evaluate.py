@@ -1,4 +1,5 @@
-"""Evaluate an artifact with lm-eval: `evaluate(artifact, settings) -> RunRecord`.
+"""Evaluate an artifact with lm-eval (a sequence classifier: with harness/classify.py):
+`evaluate(artifact, settings) -> RunRecord`.
 
 `EvalSettings` are the evaluation choices that can change a number; with the artifact's
 identity they make the run key, so a results file is reused only for the very same run.
@@ -180,44 +181,61 @@ def evaluate(artifact: Artifact, settings: EvalSettings, *, key: str | None = No
         param_counts,
         throughput,
     )
+    from compbench.harness.classify import is_classifier, score_classifier
     from compbench.harness.lm_model import CompressedLM
 
     started = started_at or time.time()
-    lm = CompressedLM(artifact=artifact, max_length=settings.max_length,
-                      batch_size=settings.batch_size)
+    classifier = is_classifier(artifact.model)
     manager = task_manager({"pretrained": artifact.preset.name}, settings.include_paths, settings.tasks)
     if eval_fields is None:
         eval_fields = settings.key_fields(manager.task_index, artifact.device)
     compression = artifact.compression
-    params_total, params_nonzero = param_counts(lm.model)
-    counter = TokenCounter(lm.model)
-    with PeakMemory() as eval_memory, Timer() as eval_timer:
-        output = lm_eval.simple_evaluate(
-            model=lm, tasks=list(settings.tasks), limit=settings.limit,
-            num_fewshot=settings.num_fewshot, task_manager=manager, log_samples=False,
-            bootstrap_iters=settings.bootstrap_iters)
-    counter.remove()
-    speed = throughput(lm.model, _speed_prompt(lm.tokenizer))
-    configs = output.get("configs", {})
-    tasks = {}
-    for name, block in output["results"].items():
-        metadata = (configs.get(name) or {}).get("metadata") or {}
-        counts = output.get("n-samples", {}).get(name, {})
-        tasks[name] = TaskResult.from_lm_eval(
-            block, output.get("higher_is_better", {}).get(name, {}), metadata,
-            version=output.get("versions", {}).get(name), n_original=counts.get("original"),
-            n_effective=counts.get("effective"), protocol=_protocol(name, metadata, lm))
+    params_total, params_nonzero = param_counts(artifact.model)
+    if classifier:
+        model, max_length = artifact.model, settings.max_length or artifact.preset.max_length
+        with PeakMemory() as eval_memory, Timer() as eval_timer:
+            scores = {name: score_classifier(model, artifact.tokenizer, name, limit=settings.limit,
+                                             batch_size=settings.batch_size, max_length=max_length)
+                      for name in settings.tasks}
+        tasks = {name: score.task for name, score in scores.items()}
+        seconds = sum(score.seconds for score in scores.values())
+        eval_tokens = sum(score.tokens for score in scores.values())
+        speed = {"eval_samples_per_s": sum(s.samples for s in scores.values()) / seconds,
+                 "latency_ms_per_batch": max(s.latency_ms_per_batch for s in scores.values())}
+        device = str(next(model.parameters()).device)
+    else:
+        lm = CompressedLM(artifact=artifact, max_length=settings.max_length,
+                          batch_size=settings.batch_size)
+        model, max_length, device = lm.model, lm.max_length, str(lm.device)
+        counter = TokenCounter(model)
+        with PeakMemory() as eval_memory, Timer() as eval_timer:
+            output = lm_eval.simple_evaluate(
+                model=lm, tasks=list(settings.tasks), limit=settings.limit,
+                num_fewshot=settings.num_fewshot, task_manager=manager, log_samples=False,
+                bootstrap_iters=settings.bootstrap_iters)
+        counter.remove()
+        eval_tokens = counter.tokens
+        speed = throughput(model, _speed_prompt(lm.tokenizer))
+        configs = output.get("configs", {})
+        tasks = {}
+        for name, block in output["results"].items():
+            metadata = (configs.get(name) or {}).get("metadata") or {}
+            counts = output.get("n-samples", {}).get(name, {})
+            tasks[name] = TaskResult.from_lm_eval(
+                block, output.get("higher_is_better", {}).get(name, {}), metadata,
+                version=output.get("versions", {}).get(name), n_original=counts.get("original"),
+                n_effective=counts.get("effective"), protocol=_protocol(name, metadata, lm))
     disk_bytes = artifact.checkpoint_bytes
     if disk_bytes is None and not artifact.recipe.unexportable_steps():
-        disk_bytes = checkpoint_bytes(lm.model)
+        disk_bytes = checkpoint_bytes(model)
     peak_cuda = eval_memory.peak_cuda_bytes
     return RunRecord(
         status="ok",
         run_key=key or run_key(artifact.key, eval_fields),
         model={"preset": artifact.preset.name, "source": artifact.preset.source,
                "revision": artifact.preset.revision,
-               "dtype": str(lm.model.dtype).removeprefix("torch."), "max_length": lm.max_length,
-               "device": str(lm.device), "origin": artifact.origin},
+               "dtype": str(model.dtype).removeprefix("torch."), "max_length": max_length,
+               "device": device, "origin": artifact.origin},
         artifact=artifact.identity,
         settings=eval_fields,
         compression=CompressionInfo(
@@ -229,8 +247,8 @@ def evaluate(artifact: Artifact, settings: EvalSettings, *, key: str | None = No
         timing=Timing(
             started_at=started, wall_seconds=time.time() - started,
             load_and_compress_seconds=load_seconds, eval_seconds=eval_timer.seconds,
-            eval_tokens=counter.tokens,
-            eval_tokens_per_s=counter.tokens / eval_timer.seconds if eval_timer.seconds else None,
+            eval_tokens=eval_tokens,
+            eval_tokens_per_s=eval_tokens / eval_timer.seconds if eval_timer.seconds else None,
             **speed,
             peak_rss_mb=max(load_peak_rss_bytes, eval_memory.peak_rss_bytes) / 2**20,
             peak_cuda_mb=None if peak_cuda is None else peak_cuda / 2**20),

@@ -30,11 +30,17 @@ HFLM_ARGS = ("truncation", "logits_cache", "softmax_dtype", "mixed_precision_dty
 
 def check_evaluable(preset) -> None:
     """`compressed` scores causal LMs (loglikelihood of continuations); an encoder would give
-    numbers with no meaning, so it is refused."""
-    if preset.task_head != "causal-lm":
-        raise CompbenchError(f"'{preset.name}' is a {preset.task_head} encoder: compbench evaluates "
-                             "causal language models through lm-eval, which gives no valid numbers "
-                             "for it (encoder evaluation is not built yet)")
+    numbers with no meaning, so it is refused, with the way to score it instead."""
+    if preset.task_head == "causal-lm":
+        return
+    if preset.task_head == "sequence-classification":
+        raise CompbenchError(f"'{preset.name}' is a sequence classifier: lm-eval scores language "
+                             f"models; score it with `compbench eval --model {preset.source} --tasks "
+                             "sst2` (a classification dataset's held-out rows)")
+    raise CompbenchError(f"'{preset.name}' is a {preset.task_head} model: lm-eval gives no valid "
+                         "numbers for it; train a classifier on it (compbench finetune --model "
+                         f"{preset.name} --dataset sst2), export that merged (compbench export "
+                         "--adapter DIR --merge OUT) and score OUT with compbench eval")
 
 
 def _passed_model_notices(record: logging.LogRecord) -> bool:

@@ -54,6 +54,7 @@ def plan(specs: list[RunSpec], output_dir: Path) -> list[PlannedRun]:
     versions) and its evaluation key fields (task versions, data hashes, settings)."""
     from compbench.compressors import parse_recipe
     from compbench.harness.artifact import artifact_identity
+    from compbench.harness.classify import check_datasets
     from compbench.harness.evaluate import task_index
     from compbench.harness.lm_model import check_evaluable
     from compbench.model_zoo.presets import choose_device, get_preset
@@ -69,7 +70,10 @@ def plan(specs: list[RunSpec], output_dir: Path) -> list[PlannedRun]:
         device = choose_device(spec.device)
         recipe = parse_recipe(spec.recipe)
         preset = get_preset(spec.model)
-        check_evaluable(preset)
+        if preset.task_head == "sequence-classification":  # scored by harness/classify.py
+            check_datasets(spec.settings.tasks, preset.name)
+        else:
+            check_evaluable(preset)
         identity = artifact_identity(preset, recipe, spec.dtype, device)
         if spec.adapter:
             from compbench.harness.adapter import adapter_identity, check_causal, read_adapter

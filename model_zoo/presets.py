@@ -24,7 +24,9 @@ class Preset:
     source: str
     dtype: str = "float32"  # dtype of the uncompressed baseline
     family: str = "llama"  # architecture family, for documentation
-    task_head: str = "causal-lm"  # "causal-lm", "masked-lm" or "encoder" (classifier heads only)
+    # "causal-lm", "masked-lm", "encoder" (loads only with a fresh classifier head) or
+    # "sequence-classification" (a folder holding a trained classifier, e.g. a merged export)
+    task_head: str = "causal-lm"
     max_length: int = 2048  # evaluation window in tokens (rolling perplexity, truncation)
     revision: str = "main"
 
@@ -55,7 +57,12 @@ def get_preset(name_or_path: str) -> Preset:
         return PRESETS[name_or_path]
     if Path(name_or_path).is_dir():
         folder = Path(name_or_path).resolve()
-        _check_checkpoint_folder(folder)
+        config = _check_checkpoint_folder(folder)
+        architectures = config.get("architectures") or []
+        if any(str(a).endswith("ForSequenceClassification") for a in architectures):
+            return Preset(name=folder.name, source=str(folder), family=config["model_type"],
+                          task_head="sequence-classification",
+                          max_length=config.get("max_position_embeddings", 2048))
         return Preset(name=folder.name, source=str(folder))
     close = difflib.get_close_matches(name_or_path, PRESETS, n=1)
     hint = f"did you mean '{close[0]}'? " if close else ""
@@ -65,8 +72,9 @@ def get_preset(name_or_path: str) -> Preset:
     )
 
 
-def _check_checkpoint_folder(folder: Path) -> None:
-    """A local model folder must hold a readable Hugging Face `config.json` naming its type."""
+def _check_checkpoint_folder(folder: Path) -> dict:
+    """A local model folder must hold a readable Hugging Face `config.json` naming its type
+    (returned)."""
     import json
 
     config = folder / "config.json"
@@ -80,6 +88,7 @@ def _check_checkpoint_folder(folder: Path) -> None:
     if not isinstance(data, dict) or "model_type" not in data:
         raise CompbenchError(f"{config} has no 'model_type': transformers cannot tell which "
                              "architecture to build")
+    return data
 
 
 def resolve_source(preset: Preset) -> str:
@@ -173,8 +182,9 @@ def load_model(preset: Preset, device: str | None = None, dtype: str | None = No
 
     if preset.task_head == "encoder" and num_labels is None:
         raise CompbenchError(f"{preset.name} is an encoder without a language-model head: lm-eval "
-                             "tasks cannot score it; train a classifier on it with `compbench finetune "
-                             f"--model {preset.name} --dataset sst2`")
+                             "tasks cannot score it; train a classifier on it (compbench finetune "
+                             f"--model {preset.name} --dataset sst2), export that merged (compbench "
+                             "export --adapter DIR --merge OUT) and evaluate OUT")
     source = resolve_source(preset)
     dtype_name = dtype or preset.dtype
     torch_dtype = getattr(torch, dtype_name, None)
@@ -184,11 +194,13 @@ def load_model(preset: Preset, device: str | None = None, dtype: str | None = No
     head = {}
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, revision=preset.revision)
-        if num_labels is not None:
+        if num_labels is not None or preset.task_head == "sequence-classification":
             auto = AutoModelForSequenceClassification
             if tokenizer.pad_token is None:
                 tokenizer.pad_token = tokenizer.eos_token
-            head = {"num_labels": num_labels, "pad_token_id": tokenizer.pad_token_id}
+            head = {"pad_token_id": tokenizer.pad_token_id}
+            if num_labels is not None:  # a fresh head; else the folder's trained one
+                head["num_labels"] = num_labels
         model = auto.from_pretrained(source, dtype=torch_dtype, revision=preset.revision, **head)
     except OSError as exc:
         raise CompbenchError(f"could not load model '{preset.name}' from {source}: {exc}") from exc

@@ -120,6 +120,8 @@ class Timing:
     generate_tokens_per_s: float | None = None
     peak_rss_mb: float | None = None
     peak_cuda_mb: float | None = None
+    eval_samples_per_s: float | None = None  # a classifier's rows/s (harness/classify.py)
+    latency_ms_per_batch: float | None = None  # a classifier's median forward per batch
 
 
 @dataclass(frozen=True)

@@ -147,6 +147,24 @@ def test_export_merges_an_adapter_into_a_float_base(tmp_path, fp32_model, tokeni
     assert not isinstance(merged, PeftModel) and not (tmp_path / "merged" / "adapter").exists()
 
 
+def test_a_classification_adapter_exported_merged_scores_as_its_run_did(classified, tmp_path):
+    """The merged export of a classification adapter is a plain *ForSequenceClassification
+    folder; `compbench eval` scores it on the held-out rows the run's best checkpoint was
+    scored on, with the same numbers."""
+    merged = tmp_path / "merged"
+    assert main(["export", "--recipe", "fp32", "--adapter", str(classified / "adapter"), "--merge",
+                 str(merged)]) == 0
+    out = tmp_path / "eval"
+    assert main(["eval", "--model", str(merged), "--recipe", "fp32", "--tasks", "kasut_math",
+                 "--limit", "16", "--max-length", "64", "--batch-size", "4", "--device", "cpu",
+                 "--output-dir", str(out)]) == 0
+    (record,) = load_results(out)
+    trained = _result(classified).tasks["kasut_math"].metrics
+    for key in ("acc,none", "f1_micro,none", "f1_macro,none"):
+        assert record.tasks["kasut_math"].metrics[key].value == pytest.approx(trained[key].value,
+                                                                              abs=1e-9), key
+
+
 @pytest.mark.slow
 def test_accelerate_launch_trains_data_parallel_on_two_cpu_processes(tmp_path):
     """The same command under `accelerate launch` (2 CPU processes, gloo): each optimizer step
