@@ -1,7 +1,7 @@
 """The MMLU study with its QLoRA step: size, `mmlu_subset` accuracy, compression ratio and Score
 of the uncompressed model, the NF4 + double-quant model and NF4 + a QLoRA adapter.
 
-    python bench/mmlu_qlora.py      # bench/results/mmlu_qlora/report.md (about 20 minutes here)
+    python bench/mmlu_qlora.py      # bench/results/mmlu_qlora/report.md (about 15 minutes here)
 
 Three commands, each resumable: `compbench finetune --config bench/mmlu_qlora.yaml` trains the
 adapter (skipped once its results JSON exists, --resume after an interruption), `compbench eval`

@@ -9,8 +9,10 @@ norm of each head's or channel's activations over calibration windows times the 
 output weights that read it (Wanda's |w| x ||x|| at the granularity of a head or a channel).
 
 Query heads are removed within each key/value group alike, so grouped-query attention keeps
-its key/value heads. Written by hand: no maintained library prunes decoder heads and channels
-for Hugging Face models (TextPruner covers encoders only).
+its key/value heads. BERT-style encoders (minilm-l6-v2) lose FFN channels the same way; their
+heads cannot be removed with a reloadable result in transformers 5 (see `apply`). Written by
+hand: no maintained library prunes heads and channels of Hugging Face models (TextPruner, for
+encoders, is unmaintained).
 """
 
 from __future__ import annotations
@@ -63,13 +65,36 @@ def _top(score: torch.Tensor, keep: int) -> torch.Tensor:
     return score.argsort(descending=True, stable=True)[:keep].sort().values
 
 
-def prune_mlp_(mlp: nn.Module, input_norm: torch.Tensor, remove: int) -> None:
-    """Drop the `remove` intermediate channels of a gated MLP with the least activation x weight norm."""
-    score = input_norm * mlp.down_proj.weight.float().norm(dim=0)
+@dataclass(frozen=True)
+class FfnLayout:
+    """Where a block's feed-forward linears are: those whose output rows are the intermediate
+    channels, and the one that reads them (paths inside the block)."""
+
+    writers: tuple[str, ...]
+    reader: str
+
+
+DECODER_FFN = FfnLayout(("mlp.gate_proj", "mlp.up_proj"), "mlp.down_proj")  # Llama, Qwen2, …
+ENCODER_FFN = FfnLayout(("intermediate.dense",), "output.dense")  # BERT, RoBERTa
+
+
+def _get(block: nn.Module, path: str) -> nn.Module:
+    return block.get_submodule(path)
+
+
+def _set(block: nn.Module, path: str, module: nn.Module) -> None:
+    parent, _, name = path.rpartition(".")
+    setattr(block.get_submodule(parent) if parent else block, name, module)
+
+
+def prune_ffn_(block: nn.Module, layout: FfnLayout, input_norm: torch.Tensor, remove: int) -> None:
+    """Drop the `remove` intermediate channels with the least activation x weight norm."""
+    reader = _get(block, layout.reader)
+    score = input_norm * reader.weight.float().norm(dim=0)
     keep = _top(score, score.numel() - remove)
-    mlp.gate_proj = _sliced(mlp.gate_proj, keep, 0)
-    mlp.up_proj = _sliced(mlp.up_proj, keep, 0)
-    mlp.down_proj = _sliced(mlp.down_proj, keep, 1)
+    for path in layout.writers:
+        _set(block, path, _sliced(_get(block, path), keep, 0))
+    _set(block, layout.reader, _sliced(reader, keep, 1))
 
 
 def prune_heads_(attention: nn.Module, input_norm: torch.Tensor, head_dim: int, kv_heads: int,
@@ -92,15 +117,25 @@ def prune_heads_(attention: nn.Module, input_norm: torch.Tensor, head_dim: int, 
     return len(kept_heads)
 
 
-def _blocks(model: nn.Module) -> list[nn.Module]:
+def _has(block: nn.Module, paths) -> bool:
+    try:
+        return all(isinstance(block.get_submodule(p), nn.Linear) for p in paths)
+    except AttributeError:
+        return False
+
+
+def _blocks(model: nn.Module) -> tuple[list[nn.Module], FfnLayout]:
+    """The blocks and their feed-forward layout: decoder blocks (self_attn.{q,k,v,o}_proj and a
+    gated mlp) or BERT-style encoder layers (intermediate.dense, output.dense)."""
     blocks = list(find_blocks(model).values())
-    if not all(hasattr(m, "self_attn") and hasattr(m, "mlp")
-               and all(hasattr(m.self_attn, p) for p in ("q_proj", "k_proj", "v_proj", "o_proj"))
-               and all(hasattr(m.mlp, p) for p in ("gate_proj", "up_proj", "down_proj"))
-               for m in blocks):
-        raise CompbenchError("structured pruning needs decoder blocks with self_attn.{q,k,v,o}_proj "
-                             "and a gated mlp.{gate,up,down}_proj (Llama, Qwen2, Mistral, Phi-3 style)")
-    return blocks
+    attention = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj")
+    if all(_has(b, attention + DECODER_FFN.writers + (DECODER_FFN.reader,)) for b in blocks):
+        return blocks, DECODER_FFN
+    if all(_has(b, ENCODER_FFN.writers + (ENCODER_FFN.reader,)) for b in blocks):
+        return blocks, ENCODER_FFN
+    raise CompbenchError("structured pruning needs decoder blocks with self_attn.{q,k,v,o}_proj and a "
+                         "gated mlp.{gate,up,down}_proj (Llama, Qwen2, Mistral, Phi-3 style) or "
+                         "BERT-style encoder layers (intermediate.dense, output.dense)")
 
 
 @torch.no_grad()
@@ -127,7 +162,12 @@ def input_norms(model: nn.Module, modules: list[nn.Module], ids: torch.Tensor) -
 
 @torch.no_grad()
 def apply(model: nn.Module, config: StructuredConfig, context: CompressionContext) -> StepOutput:
-    blocks = _blocks(model)
+    blocks, layout = _blocks(model)
+    if layout is ENCODER_FFN and config.heads:
+        raise CompbenchError(
+            f"structured: heads= on {model.config.model_type}: transformers 5 derives its head size "
+            "from hidden_size / num_attention_heads (its pruned_heads support is gone), so a model "
+            "with fewer heads would not reload with from_pretrained; prune ffn= only")
     text_config = model.config.get_text_config()
     heads = text_config.num_attention_heads
     kv_heads = getattr(text_config, "num_key_value_heads", None) or heads
@@ -137,21 +177,24 @@ def apply(model: nn.Module, config: StructuredConfig, context: CompressionContex
     remove_channels = round(config.ffn * intermediate)
     if remove_per_group >= heads // kv_heads:
         raise CompbenchError(f"structured: heads={config.heads} would remove every query head")
-    if any(type(m).__name__ not in ("Linear",) for b in blocks
-           for m in (b.mlp.gate_proj, b.self_attn.q_proj)):
+    if any(type(_get(b, path)) is not nn.Linear for b in blocks for path in layout.writers):
         raise CompbenchError("structured pruning must come before quantization in a recipe")
     ids = calibration_ids(context, config)
-    norms = input_norms(model, [m for b in blocks for m in (b.mlp.down_proj, b.self_attn.o_proj)], ids)
+    readers = [_get(b, layout.reader) for b in blocks]
+    if layout is DECODER_FFN:
+        readers += [b.self_attn.o_proj for b in blocks]
+    norms = input_norms(model, readers, ids)
     params_before = sum(p.numel() for p in model.parameters())
     kept_heads = heads
     for i, block in enumerate(blocks):
         if remove_channels:
-            prune_mlp_(block.mlp, norms[2 * i], remove_channels)
+            prune_ffn_(block, layout, norms[i], remove_channels)
         if remove_per_group:
-            kept_heads = prune_heads_(block.self_attn, norms[2 * i + 1], head_dim, kv_heads,
+            kept_heads = prune_heads_(block.self_attn, norms[len(blocks) + i], head_dim, kv_heads,
                                       remove_per_group)
     text_config.num_attention_heads = kept_heads
-    text_config.head_dim = head_dim
+    if layout is DECODER_FFN:
+        text_config.head_dim = head_dim
     text_config.intermediate_size = intermediate - remove_channels
     params_after = sum(p.numel() for p in model.parameters())
     return StepOutput(model, {

@@ -59,3 +59,42 @@ def test_bad_structured_options_are_one_clear_error(recipe, message):
 def test_removing_every_head_is_refused(fp32_model, context, data_dir):
     with pytest.raises(CompbenchError, match="would remove every query head"):
         compress(fp32_model, parse_recipe("structured:heads=0.9:nsamples=1:seqlen=64"), context)
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    """The embedded encoder with a fresh (seeded) 2-class head, and its calibration context."""
+    from compbench.harness.artifact import compression_context
+    from compbench.model_zoo.presets import get_preset, load_model
+
+    def make():
+        torch.manual_seed(0)
+        model, tokenizer = load_model(get_preset("minilm-l6-v2"), device="cpu", num_labels=2)
+        return model, tokenizer, compression_context(tokenizer)
+    return make
+
+
+def test_an_encoder_loses_30_percent_of_its_ffn_channels_and_reloads(encoder, tmp_path, data_dir):
+    from transformers import AutoModelForSequenceClassification
+
+    model, tokenizer, context = encoder()
+    before = sum(p.numel() for p in model.parameters())
+    result = compress(model, parse_recipe("structured:ffn=0.3:nsamples=2:seqlen=128"), context)
+    removed = round(0.3 * 1536)  # 461 channels in each of the 6 layers
+    # each channel: a row of intermediate.dense (384 weights + a bias) and a column of output.dense
+    assert sum(p.numel() for p in result.model.parameters()) == before - 6 * removed * (384 + 1 + 384)
+    assert result.model.config.intermediate_size == 1536 - removed
+    batch = tokenizer(["a gripping, funny film", "dull and far too long"], padding=True,
+                      return_tensors="pt")
+    with torch.no_grad():
+        logits = result.model(**batch).logits
+    result.model.save_pretrained(tmp_path)
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**batch).logits, logits, rtol=0, atol=1e-5)
+
+
+def test_encoder_heads_are_refused_with_the_reason(encoder, data_dir):
+    model, _, context = encoder()
+    with pytest.raises(CompbenchError, match="heads= on bert: transformers 5 derives its head size"):
+        compress(model, parse_recipe("structured:heads=0.25:nsamples=1:seqlen=64"), context)
