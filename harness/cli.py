@@ -26,6 +26,7 @@ examples:
   compbench sensitivity --model smollm2-135m --method magnitude:0.5:scope=layer
   compbench finetune --recipe nf4:double_quant=true --dataset kasut_math --max-steps 200
   compbench finetune --recipe nf4 --head sft --mix gsm8k=1.0,commonsense_qa=0.5 --max-steps 500
+  compbench distill --teacher smollm2-135m --student-recipe structured:ffn=0.25 --head causal
 """
 
 RECIPE_HELP = ("compression recipe: steps joined by '+', arguments by ':', e.g. 'fp32', 'nf4', "
@@ -631,9 +632,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="prune: also remove models not used for this many days")
     p.set_defaults(func=cmd_store)
 
+    from compbench.harness.distill import add_parser as add_distill_parser
     from compbench.harness.finetune import add_parser as add_finetune_parser
 
     add_finetune_parser(sub, _positive_int, _add_data_dir)
+    add_distill_parser(sub, _positive_int, _add_data_dir)
 
     p = sub.add_parser("export", help="save a compressed model as a Hugging Face checkpoint",
                        description="Compress a preset and save it with save_pretrained, so "

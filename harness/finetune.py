@@ -61,14 +61,14 @@ WHOLE = ("r", "max_steps", "batch_size", "grad_accum", "seed", "eval_steps", "ma
 NUMBERS = ("alpha", "dropout", "learning_rate", "epochs", "held_out_fraction")
 
 
-def _check_types(values: dict[str, Any]) -> None:
+def check_types(values: dict[str, Any], wholes=WHOLE, numbers=NUMBERS) -> None:
     """Numbers where numbers belong (a YAML config can hold anything). PyYAML reads `2e-4` as a
     string (YAML 1.1 wants `2.0e-4`), so a string that is a float is taken as one."""
-    for key in (*WHOLE, *NUMBERS):
+    for key in (*wholes, *numbers):
         value = values.get(key)
         if value is None:
             continue
-        whole = key in WHOLE
+        whole = key in wholes
         if isinstance(value, str) and not whole:
             try:
                 values[key] = value = float(value)
@@ -92,22 +92,22 @@ class FinetuneJob:
     num_labels: int | None = None  # classification: None = the dataset's class count
 
 
-def read_config_file(path: str) -> dict[str, Any]:
-    """A finetune YAML config: a mapping of the keys `compbench finetune --help` lists."""
+def read_config_file(path: str, keys=KEYS, command: str = "finetune") -> dict[str, Any]:
+    """A stage's YAML config: a mapping of the keys `compbench <command> --help` lists."""
     import yaml
 
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
-        raise CompbenchError(f"cannot read finetune config {path}: {exc.strerror}") from None
+        raise CompbenchError(f"cannot read {command} config {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise CompbenchError(f"finetune config {path} is not valid YAML: {exc}") from None
+        raise CompbenchError(f"{command} config {path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
-        raise CompbenchError(f"finetune config {path} must be a mapping of keys (see --help)")
-    unknown = sorted(set(data) - set(KEYS))
+        raise CompbenchError(f"{command} config {path} must be a mapping of keys (see --help)")
+    unknown = sorted(set(data) - set(keys))
     if unknown:
-        raise CompbenchError(f"finetune config {path}: unknown key(s) {', '.join(unknown)}; "
-                             f"known: {', '.join(KEYS)}")
+        raise CompbenchError(f"{command} config {path}: unknown key(s) {', '.join(unknown)}; "
+                             f"known: {', '.join(keys)}")
     return data
 
 
@@ -117,7 +117,7 @@ def job_from(values: dict[str, Any]) -> FinetuneJob:
     from compbench.stages.data import parse_mix
 
     values = {k: v for k, v in values.items() if v is not None}
-    _check_types(values)
+    check_types(values)
     head = values.get("head", "classification")
     for key, wrong in (("mix", "classification"), ("dataset", "sft"), ("num_labels", "sft")):
         if key in values and head == wrong:

@@ -159,11 +159,13 @@ class RunRecord:
 
     @property
     def recipe(self) -> str:
-        """The canonical recipe string, with the adapter trained on it where there is one
-        (`int8+lora:r=16:alpha=32`)."""
-        adapter = self.artifact.get("adapter")
+        """The canonical recipe string, with the adapter trained on it or the distillation that
+        trained it where there is one (`int8+lora:r=16:alpha=32`, `structured:ffn=0.3+distill:kl=1`)."""
         base = self.artifact["recipe"]["string"]
-        return f"{base}+{adapter['label']}" if adapter else base
+        for stage in ("adapter", "distillation"):
+            if self.artifact.get(stage):
+                base = f"{base}+{self.artifact[stage]['label']}"
+        return base
 
     @property
     def limit(self) -> int | float | None:

@@ -144,3 +144,19 @@ def gptq_chunks(tokenizer, data_dir):
     rows = [json.loads(line)["text"] for line in
             (data_dir / "wikitext-2-raw-v1" / "test.jsonl").read_text().splitlines()]
     return tokenizer("\n\n".join(rows), return_tensors="pt").input_ids[:, :4 * 2048].reshape(4, 2048)
+
+
+@pytest.fixture(scope="session")
+def minilm_classifier(tmp_path_factory) -> Path:
+    """The embedded encoder with a seeded fresh 2-class head, saved as a plain classifier folder
+    (an untrained stand-in for a fine-tuned SST-2 teacher)."""
+    import torch
+
+    from compbench.model_zoo.presets import get_preset, load_model
+
+    torch.manual_seed(0)
+    model, tokenizer = load_model(get_preset("minilm-l6-v2"), device="cpu", num_labels=2)
+    folder = tmp_path_factory.mktemp("classifier") / "minilm-sst2"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

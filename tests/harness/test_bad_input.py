@@ -176,6 +176,28 @@ CASES = {
     "a word for a number in a finetune config": (
         lambda t, d: ["finetune", "--config", _file(t, "run.yaml", "r: sixteen\nlearning_rate: 2e-4\n")],
         "r must be a whole number, got 'sixteen'"),
+    "distillation with every weight 0": (
+        lambda t, d: ["distill", "--teacher", "smollm2-135m", "--head", "causal", "--student-recipe",
+                      "structured:ffn=0.25", "--ce", "0", "--kl", "0"],
+        "every distillation weight is 0: set ce, kl, hidden or attention above 0"),
+    "a decoder preset as a classification teacher": (
+        lambda t, d: ["distill", "--teacher", "smollm2-135m", "--student-recipe", "structured:ffn=0.25"],
+        "--teacher smollm2-135m: classification distillation needs a trained classifier"),
+    "an encoder as a causal teacher": (
+        lambda t, d: ["distill", "--teacher", "minilm-l6-v2", "--head", "causal", "--student-recipe",
+                      "structured:ffn=0.25"],
+        "--teacher minilm-l6-v2: causal distillation needs a causal LM (this model's head: encoder)"),
+    "an unknown causal corpus": (
+        lambda t, d: ["distill", "--teacher", "smollm2-135m", "--head", "causal", "--dataset", "c4",
+                      "--student-recipe", "structured:ffn=0.25"],
+        "causal distillation data must be one of wikitext2, got 'c4'"),
+    "a bad layer map": (
+        lambda t, d: ["distill", "--teacher", "smollm2-135m", "--head", "causal", "--layer-map", "1-2",
+                      "--student-recipe", "structured:ffn=0.25"],
+        "layer map: '1-2' is not STUDENT:TEACHER"),
+    "a distill run without a student recipe": (
+        lambda t, d: ["distill", "--teacher", "smollm2-135m"],
+        "distill needs --student-recipe (see --help)"),
     "a classification adapter evaluated by lm-eval": (
         lambda t, d: ["eval", "--recipe", "fp32", "--adapter", _adapter(t, "SEQ_CLS")],
         "was trained for SEQ_CLS (a classification head): lm-eval scores causal LMs"),
@@ -199,7 +221,7 @@ def test_bad_input_is_one_line_exit_2_and_no_results(case, tmp_path, data_dir, c
     monkeypatch.setenv("COMPBENCH_DATA_DIR", str(data_dir))  # --data-dir changes it; restored after
     make_argv, message = CASES[case]
     argv = make_argv(tmp_path, data_dir)
-    if argv[0] in ("eval", "finetune") and "--output-dir" not in argv:
+    if argv[0] in ("eval", "finetune", "distill") and "--output-dir" not in argv:
         argv += ["--device", "cpu", "--output-dir", str(tmp_path / "out")]
     if argv[0] == "lm-eval":  # lm-eval's CLI sets up logging once per process: run it for real
         proc = subprocess.run([sys.executable, "-m", "compbench.harness.cli", *argv],

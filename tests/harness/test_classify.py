@@ -8,24 +8,12 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from compbench.harness.cli import main
-from compbench.model_zoo.presets import get_preset, load_model
 from compbench.reports.store import load_results
 
 
-@pytest.fixture(scope="module")
-def classifier_folder(tmp_path_factory):
-    """minilm-l6-v2 with a seeded fresh 2-class head, saved as a plain HF classifier folder."""
-    torch.manual_seed(0)
-    model, tokenizer = load_model(get_preset("minilm-l6-v2"), device="cpu", num_labels=2)
-    folder = tmp_path_factory.mktemp("classifier") / "minilm-sst2"
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-def test_a_classifier_folder_is_scored_on_its_held_out_rows(classifier_folder, data_dir, tmp_path):
+def test_a_minilm_classifier_is_scored_on_its_held_out_rows(minilm_classifier, data_dir, tmp_path):
     out = tmp_path / "results"
-    assert main(["eval", "--model", str(classifier_folder), "--recipe", "fp32", "--recipe",
+    assert main(["eval", "--model", str(minilm_classifier), "--recipe", "fp32", "--recipe",
                  "dynamic-int8", "--tasks", "sst2", "--limit", "40", "--batch-size", "16",
                  "--device", "cpu", "--output-dir", str(out)]) == 0
     records = {r.recipe: r for r in load_results(out)}
@@ -34,8 +22,8 @@ def test_a_classifier_folder_is_scored_on_its_held_out_rows(classifier_folder, d
     assert (fp32.n_effective, fp32.n_original) == (40, 872)
     # independently: the first 40 validation sentences through plain transformers
     rows = [json.loads(line) for line in (data_dir / "sst2" / "validation.jsonl").open()][:40]
-    model = AutoModelForSequenceClassification.from_pretrained(classifier_folder).eval()
-    tokenizer = AutoTokenizer.from_pretrained(classifier_folder)
+    model = AutoModelForSequenceClassification.from_pretrained(minilm_classifier).eval()
+    tokenizer = AutoTokenizer.from_pretrained(minilm_classifier)
     with torch.no_grad():
         logits = torch.cat([model(**tokenizer([r["sentence"].strip() for r in rows[i:i + 8]], padding=True,
                                               return_tensors="pt")).logits for i in range(0, 40, 8)])
@@ -46,8 +34,8 @@ def test_a_classifier_folder_is_scored_on_its_held_out_rows(classifier_folder, d
     assert quantized.timing.eval_samples_per_s > 0 and quantized.timing.latency_ms_per_batch > 0
 
 
-def test_a_classifier_given_a_language_task_is_one_line(classifier_folder, tmp_path, capsys):
-    code = main(["eval", "--model", str(classifier_folder), "--recipe", "fp32", "--tasks", "wikitext2_ppl",
+def test_a_classifier_given_a_language_task_is_one_line(minilm_classifier, tmp_path, capsys):
+    code = main(["eval", "--model", str(minilm_classifier), "--recipe", "fp32", "--tasks", "wikitext2_ppl",
                  "--device", "cpu", "--output-dir", str(tmp_path)])
     assert code == 2
     err = capsys.readouterr().err.strip()

@@ -1,0 +1,289 @@
+"""`compbench distill`: build a teacher and a compressed student of it, distill, write results.
+
+The teacher is a preset or folder (a trained classifier, e.g. a merged `compbench export
+--adapter … --merge`; or a decoder for causal distillation), built like `compbench eval` builds
+a model (`--teacher-recipe`, default fp32). The student is the same model compressed by
+`--student-recipe` (e.g. `structured:ffn=0.3`). The run folder holds the student
+(`student/`, stock `save_pretrained`), the Trainer's checkpoints, the training log, a loss
+curve and one results JSON in `compbench eval`'s schema with a `training` block. The same
+command with `--kl 0 --hidden 0` trains the student on labels alone, for comparison.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from compbench.core.io import digest_of
+from compbench.errors import CompbenchError
+from compbench.harness.finetune import check_types, read_config_file
+from compbench.stages.distill import DistillConfig, DistillLoss, parse_layer_map
+
+EXAMPLE = """\
+example config (distill.yaml; every key is also a flag: --student-recipe, --max-steps, …):
+  teacher: exported/minilm-sst2        # a trained classifier folder, or a decoder preset
+  teacher_recipe: fp32
+  student_recipe: structured:ffn=0.3:calibration=sst2
+  head: classification                 # or causal (dataset: wikitext2)
+  dataset: sst2
+  ce: 0.5                              # weight of the cross-entropy with the labels
+  kl: 0.5                              # weight of T^2 * KL to the teacher's softened outputs
+  hidden: 1.0                          # weight of the MSE of mapped hidden states
+  attention: 0.0                       # weight of the MSE of mapped attention maps
+  temperature: 2.0
+  layer_map: 0:0,3:3,6:6               # student:teacher hidden states (default: same depth)
+  learning_rate: 5.0e-5
+  max_steps: 200
+  batch_size: 16
+  eval_steps: 50
+  max_length: 128
+  output_dir: runs/minilm-ffn30-distilled
+then: compbench distill --config distill.yaml    (--resume after an interruption)
+      compbench eval --model runs/minilm-ffn30-distilled/student --recipe fp32 --tasks sst2
+"""
+
+LOSS_KEYS = ("ce", "kl", "hidden", "attention", "temperature", "layer_map")
+CONFIG_KEYS = [f.name for f in dataclasses.fields(DistillConfig) if f.name not in ("loss", "version")]
+RUN_KEYS = ("teacher", "teacher_recipe", "student_recipe", "output_dir", "device", "dtype")
+KEYS = (*RUN_KEYS, *CONFIG_KEYS, *LOSS_KEYS)
+WHOLE = ("max_steps", "batch_size", "grad_accum", "seed", "eval_steps", "max_length", "train_rows",
+         "eval_rows")
+NUMBERS = ("ce", "kl", "hidden", "attention", "temperature", "learning_rate", "epochs")
+
+
+@dataclass(frozen=True)
+class DistillJob:
+    """One distillation run: the teacher, the student's recipe and the training config."""
+
+    teacher: str
+    teacher_recipe: str
+    student_recipe: str
+    config: DistillConfig
+    output_dir: Path
+    device: str | None = None
+    dtype: str | None = None
+
+
+def distill_label(loss: DistillLoss) -> str:
+    """How a distilled run's recipe reads in reports: `structured:ffn=0.3+distill:ce=0.5:kl=0.5`."""
+    weights = [f"{name}={getattr(loss, name):g}" for name in ("ce", "kl", "hidden", "attention")
+               if getattr(loss, name)]
+    return "distill:" + ":".join(weights) + (f":T={loss.temperature:g}" if loss.kl else "")
+
+
+def job_from(values: dict[str, Any]) -> DistillJob:
+    """A job from merged YAML/flag values (missing keys take the config's defaults)."""
+    from compbench.compressors import parse_recipe
+
+    values = {k: v for k, v in values.items() if v is not None}
+    check_types(values, WHOLE, NUMBERS)
+    for key in ("teacher", "student_recipe"):
+        if key not in values:
+            raise CompbenchError(f"distill needs --{key.replace('_', '-')} (see --help)")
+    loss_fields = {k: values[k] for k in LOSS_KEYS if k in values}
+    if isinstance(loss_fields.get("layer_map"), str):
+        loss_fields["layer_map"] = parse_layer_map(loss_fields["layer_map"])
+    fields = {k: values[k] for k in CONFIG_KEYS if k in values}
+    if fields.get("head") == "causal" and "dataset" not in fields:
+        fields["dataset"] = "wikitext2"
+    try:
+        config = DistillConfig(**fields, loss=DistillLoss(**loss_fields))
+    except TypeError as exc:
+        raise CompbenchError(f"bad distill config: {exc}") from None
+    teacher_recipe = str(parse_recipe(str(values.get("teacher_recipe", "fp32"))))
+    student_recipe = str(parse_recipe(str(values["student_recipe"])))
+    teacher = str(values["teacher"])
+    default_dir = Path("runs") / f"{Path(teacher).name}-{student_recipe}-distilled".replace(":", "_")
+    return DistillJob(teacher=teacher, teacher_recipe=teacher_recipe, student_recipe=student_recipe,
+                      config=config, output_dir=Path(values.get("output_dir", default_dir)),
+                      device=values.get("device"), dtype=values.get("dtype"))
+
+
+def check_job(job: DistillJob) -> None:
+    """What can be checked before anything loads: the teacher's kind fits the head, and the
+    training data is there."""
+    from compbench.model_zoo.presets import get_preset
+    from compbench.stages.data import classification_splits
+
+    preset = get_preset(job.teacher)
+    if job.config.head == "classification":
+        if preset.task_head != "sequence-classification":
+            raise CompbenchError(f"--teacher {job.teacher}: classification distillation needs a trained "
+                                 "classifier (a folder holding *ForSequenceClassification, e.g. compbench "
+                                 "export --adapter DIR --merge OUT after compbench finetune)")
+        classification_splits(job.config.dataset)
+    else:
+        if preset.task_head != "causal-lm":
+            raise CompbenchError(f"--teacher {job.teacher}: causal distillation needs a causal LM "
+                                 f"(this model's head: {preset.task_head})")
+        from compbench.tasks.calibration import calibration_file
+
+        calibration_file(job.config.dataset)
+
+
+def run_distill(job: DistillJob, resume: bool = False, echo=print):
+    """Build teacher and student, distill, write the loss curve and the results JSON; returns the
+    record (None on the other ranks of a data-parallel run)."""
+    from transformers import set_seed
+
+    from compbench.core.measure import PeakMemory, Timer
+    from compbench.harness.artifact import build
+    from compbench.harness.evaluate import environment
+    from compbench.reports.plots import loss_curve
+    from compbench.reports.store import write_record
+    from compbench.stages.distill import distill
+
+    check_job(job)
+    started = time.time()
+    set_seed(job.config.seed)
+    with PeakMemory() as memory, Timer() as load_timer:
+        teacher = build(job.teacher, job.teacher_recipe, device=job.device, dtype=job.dtype)
+        student = build(job.teacher, job.student_recipe, device=job.device, dtype=job.dtype)
+    echo(f"teacher {job.teacher} recipe={job.teacher_recipe}; student recipe={job.student_recipe}; "
+         f"distilling on {job.config.dataset} -> {job.output_dir}")
+    job.output_dir.mkdir(parents=True, exist_ok=True)
+    with memory, Timer() as train_timer:
+        result = distill(student.model, teacher.model, student.tokenizer, job.config, job.output_dir,
+                         resume=resume, device=student.device)
+    if not result.main_process:
+        return None
+    curve = loss_curve(result.history, job.output_dir / "loss_curve.png",
+                       f"{job.teacher} {job.student_recipe} + {distill_label(job.config.loss)}")
+    record = _record(job, teacher, student, result, started, load_timer.seconds, train_timer.seconds,
+                     memory.peak_rss_bytes, curve, environment())
+    path = job.output_dir / f"distill__{record.run_key[:10]}.json"
+    write_record(path, record)
+    metrics = result.metrics
+    echo(f"held-out, best (step {metrics['step']:g}): " + ", ".join(
+        f"{k} {v:.4g}" for k, v in metrics.items() if k != "step"))
+    echo(f"wrote {path} and the student {result.adapter_dir}")
+    return record
+
+
+def _data_fingerprint(config: DistillConfig) -> dict[str, str]:
+    from compbench.core.io import sha256_file
+    from compbench.stages.data import data_fingerprint
+
+    if config.head == "classification":
+        return data_fingerprint("classification", config.dataset, {})
+    from compbench.tasks.calibration import calibration_file
+
+    path = calibration_file(config.dataset)
+    return {f"{path.parent.name}/{path.name}": sha256_file(path)}
+
+
+def _record(job: DistillJob, teacher, student, result, started: float, load_seconds: float,
+            train_seconds: float, peak_rss_bytes: int, curve: Path, env: dict):
+    """The student's results record: its identity with the teacher's and the distillation's,
+    its size (on disk, as saved) and the best checkpoint's held-out metrics."""
+    from compbench.core.measure import checkpoint_bytes, param_counts
+    from compbench.harness.finetune import _task_result
+    from compbench.reports.record import SCHEMA_VERSION, CompressionInfo, RunRecord, Timing
+
+    config = job.config
+    distillation = {"label": distill_label(config.loss), "config": config.as_dict(),
+                    "data": _data_fingerprint(config),
+                    "teacher": {"model": job.teacher, "recipe": job.teacher_recipe, "key": teacher.key}}
+    key = digest_of({"student": student.key, "teacher": teacher.key, "config": distillation["config"],
+                     "data": distillation["data"]})
+    identity = {**student.identity, "key": key, "base_key": student.key, "distillation": distillation}
+    task, task_result = _task_result(config, result.metrics, result.eval_rows)
+    if config.head == "causal":
+        task = "distill_held_out"
+    compression = student.compression
+    params_total, params_nonzero = param_counts(student.model)
+    size_bytes = checkpoint_bytes(student.model)
+    return RunRecord(
+        status="ok", run_key=key,
+        model={"preset": student.preset.name, "source": student.preset.source,
+               "revision": student.preset.revision,
+               "dtype": str(student.model.dtype).removeprefix("torch."),
+               "device": student.device, "origin": student.origin},
+        artifact=identity,
+        settings={"stage": "distill", "tasks": [task], "limit": config.eval_rows, "head": config.head},
+        compression=CompressionInfo(
+            steps=compression.steps, seconds=compression.seconds,
+            baseline_size_bytes=compression.size_bytes_before, size_bytes=compression.size_bytes,
+            baseline_16bit_bytes=compression.size_bytes_16bit_before,
+            params_total=params_total, params_nonzero=params_nonzero, checkpoint_bytes=size_bytes),
+        tasks={task: task_result},
+        timing=Timing(started_at=started, wall_seconds=time.time() - started,
+                      load_and_compress_seconds=load_seconds, peak_rss_mb=peak_rss_bytes / 2**20),
+        env=env,
+        training={
+            "steps": result.steps, "processes": result.processes, "seconds": train_seconds,
+            "train_rows": result.train_rows, "eval_rows": result.eval_rows,
+            "train_tokens": result.train_tokens, "tokens_per_s": result.tokens_per_s,
+            "peak_rss_mb": peak_rss_bytes / 2**20, "best": result.metrics,
+            "best_checkpoint": result.best_checkpoint, "resumed_from": result.resumed_from,
+            "student_dir": str(result.adapter_dir), "log": str(result.log_path), "loss_curve": str(curve),
+        },
+        schema_version=SCHEMA_VERSION,
+    )
+
+
+def add_parser(sub, positive_int, add_data_dir) -> None:
+    """The `distill` subcommand (flags default to None so that a --config file fills them)."""
+    import argparse
+
+    p = sub.add_parser(
+        "distill", help="distill a teacher into a compressed student (logits, hidden states)",
+        description="Build the teacher (--teacher, --teacher-recipe) and a student compressed from "
+                    "it (--student-recipe), train the student on the Trainer with loss = ce*CE + "
+                    "kl*T^2*KL + hidden*MSE(hidden states) + attention*MSE(attention maps), keep the "
+                    "best checkpoint's student and write the training log, a loss curve and a "
+                    "results JSON to --output-dir.",
+        epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="YAML file of the keys below (flags given here win)")
+    p.add_argument("--teacher", help="a trained classifier folder, or a decoder preset/folder (causal)")
+    p.add_argument("--teacher-recipe", dest="teacher_recipe", help="the teacher's recipe (default: fp32)")
+    p.add_argument("--student-recipe", dest="student_recipe",
+                   help="how the student is compressed from the teacher, e.g. structured:ffn=0.3")
+    p.add_argument("--head", choices=("classification", "causal"), help="default: classification")
+    p.add_argument("--dataset", help="classification: kasut_math, sst2 (default), commonsense_qa; "
+                   "causal: wikitext2 (its validation text)")
+    p.add_argument("--ce", type=float, help="weight of the cross-entropy with the labels (default: 0.5)")
+    p.add_argument("--kl", type=float, help="weight of T^2 * KL to the teacher (default: 0.5)")
+    p.add_argument("--hidden", type=float, help="weight of the hidden-state MSE (default: 0)")
+    p.add_argument("--attention", type=float, help="weight of the attention-map MSE (default: 0)")
+    p.add_argument("--temperature", type=float, help="default: 2")
+    p.add_argument("--layer-map", dest="layer_map",
+                   help="student:teacher hidden-state pairs, e.g. 0:0,3:6 (default: same depth)")
+    p.add_argument("--learning-rate", type=float, dest="learning_rate", help="default: 5e-5")
+    p.add_argument("--epochs", type=float, help="passes over the training rows (default: 1)")
+    p.add_argument("--max-steps", type=positive_int, dest="max_steps",
+                   help="optimizer steps (overrides --epochs)")
+    p.add_argument("--batch-size", type=positive_int, dest="batch_size", help="default: 16")
+    p.add_argument("--grad-accum", type=positive_int, dest="grad_accum",
+                   help="forwards per optimizer step (default: 1)")
+    p.add_argument("--seed", type=int, help="default: 0")
+    p.add_argument("--eval-steps", type=positive_int, dest="eval_steps",
+                   help="evaluate and checkpoint every N steps (default: each epoch)")
+    p.add_argument("--max-length", type=positive_int, dest="max_length",
+                   help="tokens per row; causal: the window length (default: 128)")
+    p.add_argument("--train-rows", type=positive_int, dest="train_rows",
+                   help="use the first N shuffled training rows (default: all)")
+    p.add_argument("--eval-rows", type=positive_int, dest="eval_rows",
+                   help="use the first N held-out rows (default: all)")
+    p.add_argument("--output-dir", dest="output_dir",
+                   help="run folder (default: runs/<teacher>-<student-recipe>-distilled)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda if present)")
+    p.add_argument("--dtype", help="load dtype (default: the preset's)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the last complete checkpoint in --output-dir")
+    add_data_dir(p)
+    p.set_defaults(func=cmd_distill)
+
+
+def cmd_distill(args) -> int:
+    from compbench.model_zoo.presets import choose_device
+
+    values = read_config_file(args.config, KEYS, "distill") if args.config else {}
+    values.update({k: getattr(args, k) for k in KEYS if getattr(args, k, None) is not None})
+    job = job_from(values)
+    choose_device(job.device)
+    run_distill(job, resume=args.resume)
+    return 0
