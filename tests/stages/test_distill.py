@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from compbench.compressors import parse_recipe
 from compbench.errors import CompbenchError
 from compbench.stages.distill import (
     DistillLoss,
@@ -131,7 +132,7 @@ def test_an_encoder_student_is_distilled_saved_and_reported(distilled, minilm_cl
     from transformers import AutoModelForSequenceClassification
 
     record = _record(distilled)
-    assert record.recipe == f"{STUDENT}+distill:ce=0.5:kl=0.5:hidden=1:T=2"
+    assert record.recipe == f"{parse_recipe(STUDENT)}+distill:ce=0.5:kl=0.5:hidden=1:T=2"
     assert set(record.tasks["sst2"].metrics) == {"acc,none", "f1_micro,none", "f1_macro,none"}
     log = [json.loads(line) for line in (distilled / "training_log.jsonl").read_text().splitlines()]
     steps = [row for row in log if "loss" in row]
@@ -190,5 +191,5 @@ def test_a_decoder_student_is_distilled_on_text(tmp_path, checkpoint, data_dir):
     record = _record(folder)
     metrics = record.tasks["distill_held_out"].metrics
     assert metrics["perplexity,none"].value == pytest.approx(math.exp(metrics["loss,none"].value))
-    assert record.recipe == "structured:ffn=0.25:nsamples=2:seqlen=64+distill:kl=1:T=2"
+    assert record.recipe == f"{parse_recipe('structured:ffn=0.25:nsamples=2:seqlen=64')}+distill:kl=1:T=2"
     assert (folder / "student" / "config.json").is_file()
