@@ -103,11 +103,18 @@ def job_from(values: dict[str, Any]) -> DistillJob:
 
 
 def check_job(job: DistillJob) -> None:
-    """What can be checked before anything loads: the teacher's kind fits the head, and the
-    training data is there."""
+    """What can be checked before anything loads: a student whose weights can be trained, a
+    teacher whose kind fits the head, and the training data."""
+    from compbench.compressors import COMPRESSORS, parse_recipe
     from compbench.model_zoo.presets import get_preset
     from compbench.stages.data import classification_splits
 
+    quantized = [str(step) for step in parse_recipe(job.student_recipe).steps
+                 if COMPRESSORS[step.method].kind == "quantize"]
+    if quantized:
+        raise CompbenchError(f"--student-recipe {job.student_recipe}: distillation trains the student's "
+                             f"weights, and {', '.join(quantized)} leaves them quantized; distill a pruned "
+                             "student, then quantize it")
     preset = get_preset(job.teacher)
     if job.config.head == "classification":
         if preset.task_head != "sequence-classification":

@@ -195,6 +195,10 @@ CASES = {
         lambda t, d: ["distill", "--teacher", "smollm2-135m", "--head", "causal", "--layer-map", "1-2",
                       "--student-recipe", "structured:ffn=0.25"],
         "layer map: '1-2' is not STUDENT:TEACHER"),
+    "a quantized student": (
+        lambda t, d: ["distill", "--teacher", "smollm2-135m", "--head", "causal", "--student-recipe",
+                      "structured:ffn=0.25+int8"],
+        "distillation trains the student's weights, and int8 leaves them quantized"),
     "a distill run without a student recipe": (
         lambda t, d: ["distill", "--teacher", "smollm2-135m"],
         "distill needs --student-recipe (see --help)"),
