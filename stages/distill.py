@@ -236,6 +236,8 @@ def _trainer_class():
 
         def __init__(self, *args, teacher: nn.Module, loss: DistillLoss, pairs, **kwargs):
             super().__init__(*args, **kwargs)
+            # our loss is a mean per forward: let the Trainer divide it over accumulation steps
+            self.model_accepts_loss_kwargs = False
             self.teacher, self.distill_loss, self.pairs = teacher, loss, pairs
             self.term_sums: dict[str, float] = {}
             self.term_count = 0
