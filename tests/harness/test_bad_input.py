@@ -132,7 +132,8 @@ CASES = {
         "config.json is not valid JSON"),
     "an encoder preset": (
         lambda t, d: ["eval", "--model", "roberta-large", "--recipe", "fp32"],
-        "'roberta-large' is a masked-lm encoder: compbench evaluates causal language models"),
+        "'roberta-large' is a masked-lm model: lm-eval gives no valid numbers for it; train a "
+        "classifier on it"),
     "limit nan": (lambda t, d: ["eval", "--recipe", "fp32", "--limit", "nan"],
                   "must be a positive finite number, got nan"),
     "limit inf": (lambda t, d: ["eval", "--recipe", "fp32", "--limit", "inf"],
