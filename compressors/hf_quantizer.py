@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from compbench.compressors.targets import Targeted, target_layers
+from compbench.errors import CompbenchError
 
 
 def skip_modules(model: nn.Module, targets: dict[str, nn.Module]) -> list[str]:
@@ -29,6 +30,10 @@ def reload_quantized(model: nn.Module, selection: Targeted, method: str,
                      make_config: Callable[[list[str]], object]) -> nn.Module:
     """The model reloaded with `make_config(skip_modules)` as its quantization config, on its
     device and in its dtype: only the selected layers are quantized."""
+    if getattr(model.config, "pruned_heads", None):
+        raise CompbenchError(f"{method} reloads the model with from_pretrained, which cannot rebuild "
+                             "the encoder heads removed by structured:heads= (transformers 5); "
+                             "quantize it with dynamic-int8, or prune ffn= only")
     device = next(model.parameters()).device
     quantization_config = make_config(skip_modules(model, target_layers(model, selection, method)))
     logger = logging.getLogger("transformers")

@@ -9,10 +9,11 @@ norm of each head's or channel's activations over calibration windows times the 
 output weights that read it (Wanda's |w| x ||x|| at the granularity of a head or a channel).
 
 Query heads are removed within each key/value group alike, so grouped-query attention keeps
-its key/value heads. BERT-style encoders (minilm-l6-v2) lose FFN channels the same way; their
-heads cannot be removed with a reloadable result in transformers 5 (see `apply`). Written by
-hand: no maintained library prunes heads and channels of Hugging Face models (TextPruner, for
-encoders, is unmaintained).
+its key/value heads. BERT-style encoders (minilm-l6-v2) lose FFN channels the same way, and
+whole heads (query, key and value); transformers 5 cannot express fewer heads of the same size
+in a BERT config, so their removal is recorded as `pruned_heads` and the folder reloads with
+compbench (model_zoo/pruned_heads.py). Written by hand: no maintained library prunes heads and
+channels of Hugging Face models (TextPruner, for encoders, is unmaintained).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from compbench.compressors.calibration import Calibrated, calibration_ids
 from compbench.compressors.registry import CompressionContext, StepOutput, register_compressor
 from compbench.compressors.targets import find_blocks
 from compbench.errors import CompbenchError
+from compbench.model_zoo.pruned_heads import encoder_attentions, keep_heads_, sliced_linear
 
 
 @dataclass(frozen=True)
@@ -45,19 +47,6 @@ class StructuredConfig(Calibrated):
                 raise ValueError(f"{name} must be in [0, 1), got {value}")
         if self.heads == 0.0 and self.ffn == 0.0:
             raise ValueError("nothing to remove: set heads=<fraction> and/or ffn=<fraction>")
-
-
-def _sliced(linear: nn.Linear, keep: torch.Tensor, dim: int) -> nn.Linear:
-    """A new Linear keeping the given output rows (dim 0) or input columns (dim 1)."""
-    weight = linear.weight.data.index_select(dim, keep).clone()
-    out_features, in_features = weight.shape
-    bias = linear.bias is not None
-    new = nn.Linear(in_features, out_features, bias=bias, device=weight.device, dtype=weight.dtype)
-    new.weight.data.copy_(weight)
-    if bias:
-        bias_data = linear.bias.data if dim == 1 else linear.bias.data.index_select(0, keep)
-        new.bias.data.copy_(bias_data)
-    return new
 
 
 def _top(score: torch.Tensor, keep: int) -> torch.Tensor:
@@ -93,28 +82,42 @@ def prune_ffn_(block: nn.Module, layout: FfnLayout, input_norm: torch.Tensor, re
     score = input_norm * reader.weight.float().norm(dim=0)
     keep = _top(score, score.numel() - remove)
     for path in layout.writers:
-        _set(block, path, _sliced(_get(block, path), keep, 0))
-    _set(block, layout.reader, _sliced(reader, keep, 1))
+        _set(block, path, sliced_linear(_get(block, path), keep, 0))
+    _set(block, layout.reader, sliced_linear(reader, keep, 1))
+
+
+def head_scores(input_norm: torch.Tensor, reader: nn.Linear, heads: int, head_dim: int) -> torch.Tensor:
+    """Per head: the norm of its attention output times the norm of the reader's columns for it."""
+    weight = reader.weight.float().reshape(-1, heads, head_dim).permute(1, 0, 2).reshape(heads, -1)
+    return input_norm.reshape(heads, head_dim).norm(dim=1) * weight.norm(dim=1)
 
 
 def prune_heads_(attention: nn.Module, input_norm: torch.Tensor, head_dim: int, kv_heads: int,
                  remove_per_group: int) -> int:
-    """Drop the `remove_per_group` query heads of each key/value group whose output (attention
-    result x o_proj columns) has the least norm; returns the heads kept."""
+    """Drop the `remove_per_group` query heads of each key/value group of a decoder attention
+    with the least output x o_proj norm; returns the heads kept."""
     heads = attention.q_proj.out_features // head_dim
     per_group = heads // kv_heads
-    o_weight = attention.o_proj.weight.float().reshape(-1, heads, head_dim)
-    score = (input_norm.reshape(heads, head_dim).norm(dim=1)
-             * o_weight.permute(1, 0, 2).reshape(heads, -1).norm(dim=1)).reshape(kv_heads, per_group)
+    score = head_scores(input_norm, attention.o_proj, heads, head_dim).reshape(kv_heads, per_group)
     kept_heads = []
     for group in range(kv_heads):
         kept_heads += (group * per_group + _top(score[group], per_group - remove_per_group)).tolist()
     rows = torch.tensor([h * head_dim + i for h in kept_heads for i in range(head_dim)],
                         device=attention.q_proj.weight.device)
-    attention.q_proj = _sliced(attention.q_proj, rows, 0)
-    attention.o_proj = _sliced(attention.o_proj, rows, 1)
+    attention.q_proj = sliced_linear(attention.q_proj, rows, 0)
+    attention.o_proj = sliced_linear(attention.o_proj, rows, 1)
     attention.num_key_value_groups = per_group - remove_per_group
     return len(kept_heads)
+
+
+def prune_encoder_heads_(attention: nn.Module, input_norm: torch.Tensor, heads: int, head_dim: int,
+                         remove: int) -> list[int]:
+    """Drop the `remove` heads of a BERT attention (query, key, value and output) with the least
+    output x output.dense norm; returns the heads removed (original indices)."""
+    score = head_scores(input_norm, attention.output.dense, heads, head_dim)
+    kept = _top(score, heads - remove).tolist()
+    keep_heads_(attention, kept, head_dim)
+    return [h for h in range(heads) if h not in kept]
 
 
 def _has(block: nn.Module, paths) -> bool:
@@ -163,37 +166,43 @@ def input_norms(model: nn.Module, modules: list[nn.Module], ids: torch.Tensor) -
 @torch.no_grad()
 def apply(model: nn.Module, config: StructuredConfig, context: CompressionContext) -> StepOutput:
     blocks, layout = _blocks(model)
-    if layout is ENCODER_FFN and config.heads:
-        raise CompbenchError(
-            f"structured: heads= on {model.config.model_type}: transformers 5 derives its head size "
-            "from hidden_size / num_attention_heads (its pruned_heads support is gone), so a model "
-            "with fewer heads would not reload with from_pretrained; prune ffn= only")
     text_config = model.config.get_text_config()
     heads = text_config.num_attention_heads
     kv_heads = getattr(text_config, "num_key_value_heads", None) or heads
     head_dim = getattr(text_config, "head_dim", None) or text_config.hidden_size // heads
     intermediate = text_config.intermediate_size
-    remove_per_group = round(config.heads * (heads // kv_heads))
+    encoder = layout is ENCODER_FFN
+    remove_per_group = round(config.heads * (heads // kv_heads))  # decoders: within each group
+    remove_heads = round(config.heads * heads)  # encoders: key and value heads go too
     remove_channels = round(config.ffn * intermediate)
-    if remove_per_group >= heads // kv_heads:
+    if (remove_heads if encoder else remove_per_group) >= (heads if encoder else heads // kv_heads):
         raise CompbenchError(f"structured: heads={config.heads} would remove every query head")
+    if encoder and getattr(model.config, "pruned_heads", None):
+        raise CompbenchError("structured: this encoder already had heads removed; give one heads= step")
     if any(type(_get(b, path)) is not nn.Linear for b in blocks for path in layout.writers):
         raise CompbenchError("structured pruning must come before quantization in a recipe")
     ids = calibration_ids(context, config)
+    attentions = encoder_attentions(model) if encoder else [b.self_attn for b in blocks]
     readers = [_get(b, layout.reader) for b in blocks]
-    if layout is DECODER_FFN:
-        readers += [b.self_attn.o_proj for b in blocks]
+    readers += [a.output.dense if encoder else a.o_proj for a in attentions]
     norms = input_norms(model, readers, ids)
     params_before = sum(p.numel() for p in model.parameters())
-    kept_heads = heads
-    for i, block in enumerate(blocks):
+    kept_heads, pruned_heads = heads, {}
+    for i, (block, attention) in enumerate(zip(blocks, attentions)):
         if remove_channels:
             prune_ffn_(block, layout, norms[i], remove_channels)
-        if remove_per_group:
-            kept_heads = prune_heads_(block.self_attn, norms[len(blocks) + i], head_dim, kv_heads,
+        if encoder and remove_heads:
+            pruned_heads[str(i)] = prune_encoder_heads_(attention, norms[len(blocks) + i], heads,
+                                                        head_dim, remove_heads)
+            kept_heads = heads - remove_heads
+        elif remove_per_group:
+            kept_heads = prune_heads_(attention, norms[len(blocks) + i], head_dim, kv_heads,
                                       remove_per_group)
-    text_config.num_attention_heads = kept_heads
-    if layout is DECODER_FFN:
+    if encoder:  # the config keeps the head size (hidden / heads) and records what went
+        if pruned_heads:
+            model.config.pruned_heads = pruned_heads
+    else:
+        text_config.num_attention_heads = kept_heads
         text_config.head_dim = head_dim
     text_config.intermediate_size = intermediate - remove_channels
     params_after = sum(p.numel() for p in model.parameters())

@@ -107,11 +107,13 @@ class ModelStore:
         return target
 
     def load(self, entry: StoreEntry, device: str):
-        """The stored model and tokenizer, loaded with stock `from_pretrained` in the dtype it
-        was saved in."""
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        """The stored model and tokenizer, loaded with `from_pretrained` (of the auto class its
+        config names) in the dtype it was saved in."""
+        from transformers import AutoTokenizer
 
-        model = AutoModelForCausalLM.from_pretrained(entry.path, dtype="auto")
+        from compbench.model_zoo.presets import auto_class_for, pretrained
+
+        model = pretrained(auto_class_for(entry.path), str(entry.path), "auto")
         model.to(device)
         model.eval()
         os.utime(entry.path / ENTRY_FILE)  # "last used", for `store prune --unused-days`

@@ -45,7 +45,7 @@ def gguf_path() -> Path:
     return path
 
 
-def _manifest_ok(folder: Path) -> bool:
+def manifest_ok(folder: Path) -> bool:
     """True when every file listed in the manifest exists with its recorded size and sha256
     (hashes are memoized per process by size and mtime: about a second for the checkpoint)."""
     try:
@@ -58,6 +58,13 @@ def _manifest_ok(folder: Path) -> bool:
         )
     except (OSError, ValueError, KeyError, TypeError):
         return False
+
+
+def write_manifest(folder: Path, about: dict) -> None:
+    """Record every file's size and sha256 in the folder's manifest (checked by `manifest_ok`)."""
+    files = {p.name: {"size": p.stat().st_size, "sha256": sha256_file(p)}
+             for p in folder.iterdir() if p.is_file() and p.name != MANIFEST}
+    write_json_atomic(folder / MANIFEST, {**about, "files": files})
 
 
 def _fix_special_tokens(tokenizer, gguf_file: Path) -> None:
@@ -100,11 +107,8 @@ def _materialize(target: Path, source: Path) -> None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        files = {p.name: {"size": p.stat().st_size, "sha256": sha256_file(p)}
-                 for p in staging.iterdir() if p.is_file()}
-        manifest = {"source": str(source), "source_sha256": sha256_file(source),
-                    "version": MATERIALIZE_VERSION, "files": files}
-        write_json_atomic(staging / MANIFEST, manifest)
+        write_manifest(staging, {"source": str(source), "source_sha256": sha256_file(source),
+                                 "version": MATERIALIZE_VERSION})
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)
@@ -120,11 +124,11 @@ def materialize_embedded() -> Path:
     """
     source = gguf_path()
     target = cache_dir() / "models" / f"smollm2-135m-instruct-q4_1-fp32-v{MATERIALIZE_VERSION}"
-    if _manifest_ok(target):
+    if manifest_ok(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
-        if _manifest_ok(target):
+        if manifest_ok(target):
             return target
         for staging in target.parent.glob(target.name + ".tmp-*"):  # a build killed midway:
             shutil.rmtree(staging, ignore_errors=True)  # under the lock, no one else builds

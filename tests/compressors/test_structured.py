@@ -94,7 +94,34 @@ def test_an_encoder_loses_30_percent_of_its_ffn_channels_and_reloads(encoder, tm
         torch.testing.assert_close(reloaded(**batch).logits, logits, rtol=0, atol=1e-5)
 
 
-def test_encoder_heads_are_refused_with_the_reason(encoder, data_dir):
+def test_an_encoder_loses_a_quarter_of_its_heads_and_reloads_with_compbench(encoder, tmp_path,
+                                                                            data_dir):
+    from transformers import AutoModelForSequenceClassification
+
+    from compbench.model_zoo.presets import get_preset, load_model
+
+    model, tokenizer, context = encoder()
+    before = sum(p.numel() for p in model.parameters())
+    result = compress(model, parse_recipe("structured:heads=0.25:nsamples=2:seqlen=128"), context)
+    # 3 of 12 heads (32 dims each) per layer: query/key/value rows (+ biases), output.dense columns
+    assert sum(p.numel() for p in result.model.parameters()) == before - 6 * (3 * (96 * 384 + 96) + 384 * 96)
+    pruned = result.model.config.pruned_heads
+    assert sorted(pruned) == [str(i) for i in range(6)] and all(len(set(h)) == 3 for h in pruned.values())
+    assert result.model.config.num_attention_heads == 12  # the head size stays hidden / 12
+    batch = tokenizer(["a gripping, funny film", "dull and far too long"], padding=True,
+                      return_tensors="pt")
+    with torch.no_grad():
+        logits = result.model(**batch).logits
+    result.model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    reloaded, _ = load_model(get_preset(str(tmp_path)), device="cpu")
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**batch).logits, logits, rtol=0, atol=1e-5)
+    with pytest.raises(RuntimeError, match="mismatch"):  # why compbench has its own loader
+        AutoModelForSequenceClassification.from_pretrained(tmp_path)
+
+
+def test_removing_every_head_of_an_encoder_is_refused(encoder, data_dir):
     model, _, context = encoder()
-    with pytest.raises(CompbenchError, match="heads= on bert: transformers 5 derives its head size"):
-        compress(model, parse_recipe("structured:heads=0.25:nsamples=1:seqlen=64"), context)
+    with pytest.raises(CompbenchError, match="heads=0.96 would remove every query head"):
+        compress(model, parse_recipe("structured:heads=0.96:nsamples=1:seqlen=64"), context)
