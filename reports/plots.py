@@ -1,5 +1,6 @@
 """The report's plots (matplotlib, Agg): perplexity vs sparsity per method, accuracy/F1 vs
-sparsity per task, size vs metric with the Pareto front, size and speed per bit-width. Each
+sparsity per task, size vs metric with the Pareto front, size and speed per bit-width, metric
+and size vs the heads and FFN width that structured pruning kept. Each
 function writes one PNG atomically and returns its path, or None when the data has no such shape.
 """
 
@@ -9,7 +10,7 @@ import re
 from pathlib import Path
 
 from compbench.core.io import atomic_path
-from compbench.reports.table import Column, Group, _bits_point, pruning_grid
+from compbench.reports.table import Column, Group, _bits_point, pruning_grid, structured_points
 
 
 def _pyplot():
@@ -150,6 +151,35 @@ def tasks_vs_sparsity(groups: list[Group], columns: list[Column], baseline: str,
     axes.grid(True, alpha=0.3)
     axes.legend(fontsize=8)
     return _save(figure, path)
+
+
+STRUCTURED_AXES = {"heads": "attention heads kept per layer", "ffn": "FFN width (channels kept per layer)"}
+
+
+def structured_plots(groups: list[Group], columns: list[Column], baseline: str, folder: Path) -> list[Path]:
+    """For `structured` runs: each accuracy-like metric, and the model size, against the heads
+    and the FFN width kept (one line per model; the baseline is the full width)."""
+    made = []
+    for dim, by_model in structured_points(groups, baseline).items():
+        if sum(len(points) for points in by_model.values()) < 2:
+            continue
+        for column in [c for c in columns if c.higher_is_better]:
+            series = {model: [(kept, s.mean) for kept, g in points if (s := g.stat(column))]
+                      for model, points in by_model.items()}
+            made.append(line_plot(series, folder / f"{slug(column.label)}_vs_{dim}.png",
+                                  xlabel=STRUCTURED_AXES[dim], ylabel=column.label,
+                                  title=f"{column.label} vs {STRUCTURED_AXES[dim].split(' (')[0]}"))
+        series = {model: [(kept, g.size_mb) for kept, g in points if g.size_mb is not None]
+                  for model, points in by_model.items()}
+        made.append(line_plot(series, folder / f"size_vs_{dim}.png", xlabel=STRUCTURED_AXES[dim],
+                              ylabel="model size in memory (MB)",
+                              title=f"Size vs {STRUCTURED_AXES[dim].split(' (')[0]}"))
+    return made
+
+
+def slug(text: str) -> str:
+    """A file-name-safe form of a label."""
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()
 
 
 def pareto_front(points: list[tuple[float, float]], higher_is_better: bool) -> list[tuple[float, float]]:

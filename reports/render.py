@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from pathlib import Path
 
 from tabulate import tabulate
@@ -38,10 +37,6 @@ def markdown(tables: list[Table], records: list[RunRecord], plot_paths: list[Pat
     return "\n".join(lines) + "\n"
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()
-
-
 def make_plots(records: list[RunRecord], baseline: str, folder: Path) -> list[Path]:
     """Every plot the records support, written into `folder`."""
     all_groups = groups(records)
@@ -49,14 +44,15 @@ def make_plots(records: list[RunRecord], baseline: str, folder: Path) -> list[Pa
     made = []
     for column in cols:
         made.append(plots.metric_vs_sparsity(all_groups, column, baseline,
-                                             folder / f"sparsity_{_slug(column.label)}.png"))
+                                             folder / f"sparsity_{plots.slug(column.label)}.png"))
     grid, _ = pruning_grid(all_groups, baseline)
     for method in grid or {}:
         made.append(plots.tasks_vs_sparsity(all_groups, cols, baseline, method,
-                                            folder / f"tasks_{_slug(method)}.png"))
+                                            folder / f"tasks_{plots.slug(method)}.png"))
     for column in cols:
-        made.append(plots.size_vs_metric(all_groups, column, folder / f"size_{_slug(column.label)}.png"))
+        made.append(plots.size_vs_metric(all_groups, column, folder / f"size_{plots.slug(column.label)}.png"))
     made.append(plots.bits_plot(all_groups, folder / "bits.png"))
+    made += plots.structured_plots(all_groups, cols, baseline, folder)
     return [p for p in made if p is not None]
 
 

@@ -8,6 +8,8 @@
 - `sparsity`: each headline metric per pruning method x sparsity (the dense baseline as 0).
 - `bits`: size, speed and each lower-is-better metric per quantization bit-width.
 - `tasks`: each higher-is-better metric (accuracy, F1) per task vs sparsity, per method.
+- `structured_points` (plots): metric and size against the heads or FFN width that
+  `structured` kept.
 
 Runs that differ only in their calibration seed are one row: mean ± standard deviation.
 """
@@ -166,6 +168,8 @@ def comparison(all_groups: list[Group], cols: list[Column], baseline_recipe: str
     for column in cols:
         header += [column.label, "Δ vs " + baseline_recipe]
     header += ["Score", "compress s", "eval tok/s"]
+    classifiers = any(g.first.timing and g.first.timing.eval_samples_per_s for g in all_groups)
+    header += ["eval samples/s"] if classifiers else []
     rows, undirected = [], set()
     ordered = sorted(all_groups, key=lambda g: g.recipe != baseline_recipe)
     for group in ordered:
@@ -188,6 +192,9 @@ def comparison(all_groups: list[Group], cols: list[Column], baseline_recipe: str
         row.append(f"{score(group.ratio, drops):.2f}" if drops and group.ratio else "")
         row += [_cell(group.mean_of(lambda r: r.compression.seconds if r.compression else None), ".1f"),
                 _cell(group.mean_of(lambda r: r.timing.eval_tokens_per_s if r.timing else None), ".0f")]
+        if classifiers:  # a classification head's scoring (harness/classify.py) counts rows
+            row.append(_cell(group.mean_of(lambda r: r.timing.eval_samples_per_s if r.timing else None),
+                             ".0f"))
         rows.append(row)
     notes = ["Score = compression ratio / (1 + drop); a metric's drop is (baseline − compressed) / "
              "baseline when higher is better and (compressed − baseline) / baseline when lower is "
@@ -238,6 +245,36 @@ def pruning_grid(all_groups: list[Group], baseline_recipe: str):
         for method in grid:
             grid[method]["0"] = bases[0]
     return grid, labels
+
+
+STRUCTURED_DIMS = {"heads": ("heads_before", "heads_after"),
+                   "ffn": ("intermediate_before", "intermediate_after")}
+
+
+def structured_points(all_groups: list[Group], baseline_recipe: str
+                      ) -> dict[str, dict[str, list[tuple[int, Group]]]]:
+    """{"heads" | "ffn": {model: [(kept per layer, group)]}} from one-step `structured` recipes
+    that remove only heads or only FFN channels, with the model's baseline at full width."""
+    found: dict[str, dict[str, list[tuple[int, Group]]]] = {}
+    full: dict[tuple[str, str], int] = {}
+    for group in all_groups:
+        steps = [s for s in group.steps() if s["method"] not in CAST_METHODS]
+        measured = group.first.compression.steps if group.first.compression else []
+        if len(steps) != 1 or steps[0]["method"] != "structured" or len(measured) != 1:
+            continue
+        config, stats = steps[0]["config"], measured[0].get("stats", {})
+        removed = [dim for dim in STRUCTURED_DIMS if config.get(dim)]
+        if len(removed) == 1 and all(k in stats for k in STRUCTURED_DIMS[removed[0]]):
+            before, after = STRUCTURED_DIMS[removed[0]]
+            found.setdefault(removed[0], {}).setdefault(group.preset, []).append((stats[after], group))
+            full[(removed[0], group.preset)] = stats[before]
+    for dim, by_model in found.items():
+        for model, points in by_model.items():
+            bases = [g for g in all_groups if g.preset == model and g.recipe == baseline_recipe]
+            if bases:
+                points.append((full[(dim, model)], bases[0]))
+            points.sort(key=lambda p: p[0])
+    return found
 
 
 def sparsity_tables(all_groups: list[Group], cols: list[Column], baseline_recipe: str) -> list[Table]:

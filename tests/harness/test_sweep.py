@@ -57,6 +57,14 @@ def test_seeds_repeat_calibrated_recipes_only_and_calibration_fills_defaults(tmp
     assert sweep.specs[0].settings.limit == 1
 
 
+def test_a_model_entry_may_name_its_own_recipes(tmp_path):
+    sweep = load_sweep(_file(tmp_path, BASE.replace(
+        "[smollm2-135m]", "[smollm2-135m, {model: smollm2-135m, recipes: [fp32, nf4]}]")))
+    assert [(s.model, s.recipe) for s in sweep.specs] == [
+        ("smollm2-135m", "fp32"), ("smollm2-135m", "int8"),
+        ("smollm2-135m", "fp32"), ("smollm2-135m", "nf4")]
+
+
 @pytest.mark.parametrize("change, message", [
     (("int8]", "int8, wandaa:0.5]"),
      "recipes[2]: unknown compression method 'wandaa'; did you mean 'wanda'?"),
@@ -74,6 +82,11 @@ def test_seeds_repeat_calibrated_recipes_only_and_calibration_fills_defaults(tmp
     (("limit: 1", "limit: 1\ninclude_paths: [nowhere]"), "include_paths: task folder"),
     (("recipes: [fp32, int8]", "recipes: [fp32, int8, int8]"), "recipes: listed more than once: int8"),
     (("tasks: [wikitext2_chunked]", "tasks: [wikitext2_chunked\n  - x"), "not valid YAML"),
+    (("[smollm2-135m]", "[smollm2-135m, {model: smollm2-135m, recipes: [fp32, nf5]}]"),
+     "models[1].recipes[1]: unknown compression method 'nf5'"),
+    (("[smollm2-135m]", "[{model: smollm2-135m, recipes: [int8]}]"),
+     "baseline: 'fp32' is not one of the recipes of smollm2-135m"),
+    (("[smollm2-135m]", "[{name: smollm2-135m}]"), "models[0]: expected a model name or {model: NAME"),
 ])
 def test_bad_sweep_files_are_one_line_naming_the_key(tmp_path, capsys, change, message):
     path = _file(tmp_path, BASE.replace(*change))
