@@ -96,6 +96,10 @@ def measure_sensitivity(model: nn.Module, context: CompressionContext, step, uni
     if not isinstance(step.config, Targeted):
         raise CompbenchError(f"sensitivity: '{step.method}' compresses the whole model, not chosen "
                              "layers; use a method with targets (magnitude, rtn, nf4, int8, …)")
+    if model.get_output_embeddings() is None:  # a classifier: no next-token logits
+        raise CompbenchError(f"sensitivity (and mixed, which uses it) scores layers by the next-token "
+                             f"perplexity of calibration text; {type(model).__name__} has no "
+                             "language-model head: use it on decoders")
     calibration = calibration or Calibrated(nsamples=4, seqlen=512)
     path = _cache_path(model, str(step), unit, calibration, selection)
     if use_cache and path.is_file():

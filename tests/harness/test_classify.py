@@ -42,3 +42,18 @@ def test_a_classifier_given_a_language_task_is_one_line(minilm_classifier, tmp_p
     assert err == ("compbench: error: minilm-sst2 is a sequence classifier: it is scored on the held-out "
                    "rows of a classification dataset (kasut_math, sst2, commonsense_qa), not on "
                    "wikitext2_ppl")
+
+
+@pytest.mark.parametrize("recipe, message", [
+    ("mixed:5", "sensitivity (and mixed, which uses it) scores layers by the next-token perplexity "
+                "of calibration text; BertForSequenceClassification has no language-model head"),
+    ("structured:heads=0.25:nsamples=1:seqlen=32+int8",
+     "int8 reloads the model with from_pretrained, which cannot rebuild the encoder heads removed"),
+])
+def test_recipes_that_do_not_fit_an_encoder_classifier_are_one_line(minilm_classifier, tmp_path, capsys,
+                                                                     data_dir, recipe, message):
+    code = main(["eval", "--model", str(minilm_classifier), "--recipe", recipe, "--tasks", "sst2",
+                 "--limit", "8", "--device", "cpu", "--output-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert f"compbench: error: {message}" in err, err
