@@ -19,7 +19,7 @@ from typing import Any
 
 from compbench.core.io import digest_of
 from compbench.errors import CompbenchError
-from compbench.harness.finetune import check_types, read_config_file
+from compbench.harness.finetune import add_training_flags, check_types, read_config_file, training_block
 from compbench.stages.distill import DistillConfig, DistillLoss, parse_layer_map
 
 EXAMPLE = """\
@@ -166,7 +166,7 @@ def run_distill(job: DistillJob, resume: bool = False, echo=print):
     metrics = result.metrics
     echo(f"held-out, best (step {metrics['step']:g}): " + ", ".join(
         f"{k} {v:.4g}" for k, v in metrics.items() if k != "step"))
-    echo(f"wrote {path} and the student {result.adapter_dir}")
+    echo(f"wrote {path} and the student {result.saved_dir}")
     return record
 
 
@@ -220,14 +220,8 @@ def _record(job: DistillJob, teacher, student, result, started: float, load_seco
         timing=Timing(started_at=started, wall_seconds=time.time() - started,
                       load_and_compress_seconds=load_seconds, peak_rss_mb=peak_rss_bytes / 2**20),
         env=env,
-        training={
-            "steps": result.steps, "processes": result.processes, "seconds": train_seconds,
-            "train_rows": result.train_rows, "eval_rows": result.eval_rows,
-            "train_tokens": result.train_tokens, "tokens_per_s": result.tokens_per_s,
-            "peak_rss_mb": peak_rss_bytes / 2**20, "best": result.metrics,
-            "best_checkpoint": result.best_checkpoint, "resumed_from": result.resumed_from,
-            "student_dir": str(result.adapter_dir), "log": str(result.log_path), "loss_curve": str(curve),
-        },
+        training={**training_block(result, train_seconds, peak_rss_bytes, curve),
+                  "student_dir": str(result.saved_dir)},
         schema_version=SCHEMA_VERSION,
     )
 
@@ -259,28 +253,9 @@ def add_parser(sub, positive_int, add_data_dir) -> None:
     p.add_argument("--temperature", type=float, help="default: 2")
     p.add_argument("--layer-map", dest="layer_map",
                    help="student:teacher hidden-state pairs, e.g. 0:0,3:6 (default: same depth)")
-    p.add_argument("--learning-rate", type=float, dest="learning_rate", help="default: 5e-5")
-    p.add_argument("--epochs", type=float, help="passes over the training rows (default: 1)")
-    p.add_argument("--max-steps", type=positive_int, dest="max_steps",
-                   help="optimizer steps (overrides --epochs)")
-    p.add_argument("--batch-size", type=positive_int, dest="batch_size", help="default: 16")
-    p.add_argument("--grad-accum", type=positive_int, dest="grad_accum",
-                   help="forwards per optimizer step (default: 1)")
-    p.add_argument("--seed", type=int, help="default: 0")
-    p.add_argument("--eval-steps", type=positive_int, dest="eval_steps",
-                   help="evaluate and checkpoint every N steps (default: each epoch)")
-    p.add_argument("--max-length", type=positive_int, dest="max_length",
-                   help="tokens per row; causal: the window length (default: 128)")
-    p.add_argument("--train-rows", type=positive_int, dest="train_rows",
-                   help="use the first N shuffled training rows (default: all)")
-    p.add_argument("--eval-rows", type=positive_int, dest="eval_rows",
-                   help="use the first N held-out rows (default: all)")
     p.add_argument("--output-dir", dest="output_dir",
                    help="run folder (default: runs/<teacher>-<student-recipe>-distilled)")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda if present)")
-    p.add_argument("--dtype", help="load dtype (default: the preset's)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from the last complete checkpoint in --output-dir")
+    add_training_flags(p, positive_int, DistillConfig, "tokens per row; causal: the window length")
     add_data_dir(p)
     p.set_defaults(func=cmd_distill)
 

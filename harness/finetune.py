@@ -245,7 +245,7 @@ def run_finetune(job: FinetuneJob, resume: bool = False, echo=print):
         if metrics:
             echo(f"held-out, {name} (step {metrics['step']:g}): " + ", ".join(
                 f"{k} {v:.4g}" for k, v in metrics.items() if k != "step"))
-    echo(f"wrote {path} and the adapter {result.adapter_dir}")
+    echo(f"wrote {path} and the adapter {result.saved_dir}")
     return record, artifact
 
 
@@ -260,10 +260,10 @@ def _record(job: FinetuneJob, artifact, result: FinetuneResult, started: float, 
 
     config = job.config
     compression = artifact.compression
-    adapter_bytes = _adapter_bytes(result.adapter_dir)
+    adapter_bytes = _adapter_bytes(result.saved_dir)
     adapter = {"label": adapter_label(config.lora), "method": "lora", "config": config.as_dict(),
                "data": data_fingerprint(config.head, config.dataset, dict(config.mix)),
-               "files": {p.name: sha256_file(p) for p in sorted(result.adapter_dir.glob("adapter_*"))}}
+               "files": {p.name: sha256_file(p) for p in sorted(result.saved_dir.glob("adapter_*"))}}
     key = digest_of({"base": artifact.key, "config": adapter["config"], "data": adapter["data"]})
     identity = {**artifact.identity, "key": key, "base_key": artifact.key, "adapter": adapter}
     task, task_result = _task_result(config, result.metrics, result.eval_rows)
@@ -287,15 +287,10 @@ def _record(job: FinetuneJob, artifact, result: FinetuneResult, started: float, 
                       load_and_compress_seconds=load_seconds, peak_rss_mb=peak_rss_bytes / 2**20),
         env=env,
         training={
-            "steps": result.steps, "processes": result.processes, "seconds": train_seconds,
-            "train_rows": result.train_rows,
-            "eval_rows": result.eval_rows, "train_tokens": result.train_tokens,
-            "tokens_per_s": result.tokens_per_s, "peak_rss_mb": peak_rss_bytes / 2**20,
-            "best": result.metrics, "before": result.initial_metrics,
-            "best_checkpoint": result.best_checkpoint,
-            "resumed_from": result.resumed_from, "base_size_bytes": compression.size_bytes,
+            **training_block(result, train_seconds, peak_rss_bytes, curve),
+            "before": result.initial_metrics, "base_size_bytes": compression.size_bytes,
             "adapter_bytes": adapter_bytes, "size_with_adapter_bytes": compression.size_bytes + adapter_bytes,
-            "adapter_dir": str(result.adapter_dir), "log": str(result.log_path), "loss_curve": str(curve),
+            "adapter_dir": str(result.saved_dir),
         },
         schema_version=SCHEMA_VERSION,
     )
@@ -327,32 +322,53 @@ def add_parser(sub, positive_int, add_data_dir) -> None:
     p.add_argument("--dropout", type=float, help="LoRA dropout (default: 0.05)")
     p.add_argument("--target-modules", dest="target_modules",
                    help="all-linear (default) or layer names, e.g. q_proj,v_proj")
-    p.add_argument("--learning-rate", type=float, dest="learning_rate", help="default: 2e-4")
+    p.add_argument("--held-out-fraction", type=float, dest="held_out_fraction",
+                   help="sft: part of the mix held out for eval loss (default: 0.05)")
+    p.add_argument("--output-dir", dest="output_dir",
+                   help="run folder (default: runs/<model>-<recipe>-<head>)")
+    add_training_flags(p, positive_int, FinetuneConfig, "tokens per row")
+    add_data_dir(p)
+    p.set_defaults(func=cmd_finetune)
+
+
+def add_training_flags(p, positive_int, config_class, max_length_help: str) -> None:
+    """The Trainer flags `finetune` and `distill` share, with the stage config's defaults."""
+    defaults = {f.name: f.default for f in dataclasses.fields(config_class)}
+    p.add_argument("--learning-rate", type=float, dest="learning_rate",
+                   help=f"default: {defaults['learning_rate']:g}")
     p.add_argument("--epochs", type=float, help="passes over the training rows (default: 1)")
     p.add_argument("--max-steps", type=positive_int, dest="max_steps",
                    help="optimizer steps (overrides --epochs)")
-    p.add_argument("--batch-size", type=positive_int, dest="batch_size", help="default: 8")
+    p.add_argument("--batch-size", type=positive_int, dest="batch_size",
+                   help=f"default: {defaults['batch_size']}")
     p.add_argument("--grad-accum", type=positive_int, dest="grad_accum",
                    help="forwards per optimizer step (default: 1)")
     p.add_argument("--seed", type=int, help="default: 0")
     p.add_argument("--eval-steps", type=positive_int, dest="eval_steps",
                    help="evaluate and checkpoint every N steps (default: each epoch)")
     p.add_argument("--max-length", type=positive_int, dest="max_length",
-                   help="tokens per row (default: 256)")
+                   help=f"{max_length_help} (default: {defaults['max_length']})")
     p.add_argument("--train-rows", type=positive_int, dest="train_rows",
                    help="use the first N shuffled training rows (default: all)")
     p.add_argument("--eval-rows", type=positive_int, dest="eval_rows",
                    help="use the first N held-out rows (default: all)")
-    p.add_argument("--held-out-fraction", type=float, dest="held_out_fraction",
-                   help="sft: part of the mix held out for eval loss (default: 0.05)")
-    p.add_argument("--output-dir", dest="output_dir",
-                   help="run folder (default: runs/<model>-<recipe>-<head>)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda if present)")
     p.add_argument("--dtype", help="load dtype (default: the preset's)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the last complete checkpoint in --output-dir")
-    add_data_dir(p)
-    p.set_defaults(func=cmd_finetune)
+
+
+def training_block(result: FinetuneResult, train_seconds: float, peak_rss_bytes: int,
+                   curve: Path) -> dict[str, Any]:
+    """The results record's `training` fields both stages share."""
+    return {
+        "steps": result.steps, "processes": result.processes, "seconds": train_seconds,
+        "train_rows": result.train_rows, "eval_rows": result.eval_rows,
+        "train_tokens": result.train_tokens, "tokens_per_s": result.tokens_per_s,
+        "peak_rss_mb": peak_rss_bytes / 2**20, "best": result.metrics,
+        "best_checkpoint": result.best_checkpoint, "resumed_from": result.resumed_from,
+        "log": str(result.log_path), "loss_curve": str(curve),
+    }
 
 
 def cmd_finetune(args) -> int:

@@ -14,7 +14,6 @@ ours; checkpoints, resume, evaluation and logging are the Trainer's, as in stage
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -276,23 +275,18 @@ def distill(student: nn.Module, teacher: nn.Module, tokenizer, config: DistillCo
             *, resume: bool = False, device: str = "cpu"):
     """Train `student` (a compressed copy of `teacher`, or any smaller model of its family) to
     match `teacher`; the best checkpoint's student is saved with `save_pretrained` in
-    `output_dir/student`. Returns a `FinetuneResult` whose `adapter_dir` is that folder."""
+    `output_dir/student`. Returns a `FinetuneResult` whose `saved_dir` is that folder."""
     from compbench.stages.finetune import (
-        FinetuneResult,
         _arguments,
-        _best_eval,
         _classification_data,
         _LogWriter,
         _save_atomic,
         classification_metrics,
-        last_complete_checkpoint,
+        resume_point,
+        train_and_save,
     )
 
-    checkpoints = output_dir / "checkpoints"
-    start_from = last_complete_checkpoint(checkpoints) if resume else None
-    if not resume and any(checkpoints.glob("checkpoint-*")):
-        raise CompbenchError(f"{output_dir} holds checkpoints of an earlier run; pass --resume to "
-                             "continue it, or choose another --output-dir")
+    checkpoints, start_from = resume_point(output_dir, resume)
     if config.head == "classification":
         train, held_out = _classification_data(config, tokenizer, student.config.num_labels)
         metrics = classification_metrics
@@ -320,24 +314,11 @@ def distill(student: nn.Module, teacher: nn.Module, tokenizer, config: DistillCo
         model=student, args=TrainingArguments(**arguments), train_dataset=train,
         eval_dataset=held_out, processing_class=tokenizer, data_collator=collator, compute_metrics=metrics,
         callbacks=[log.callback], teacher=teacher, loss=config.loss, pairs=pairs)
-    started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(start_from) if start_from else None)
-    seconds = time.perf_counter() - started
-    state = trainer.state
     student_dir = output_dir / "student"
-    main_process = trainer.is_world_process_zero()
-    if hasattr(student, "distill_projections"):
-        del student.distill_projections  # training-only: the saved student is a stock model
-    student.eval()
-    if main_process:
-        log.write(state.log_history)
-        _save_atomic(student, tokenizer, student_dir)
-    best = _best_eval(state.log_history, arguments["metric_for_best_model"], arguments["greater_is_better"])
-    return FinetuneResult(
-        metrics=best, initial_metrics=None, best_checkpoint=state.best_model_checkpoint,
-        adapter_dir=student_dir, log_path=log.path, history=list(state.log_history),
-        steps=state.global_step, seconds=seconds, train_tokens=int(state.num_input_tokens_seen),
-        tokens_per_s=(state.num_input_tokens_seen - log.start_tokens) / seconds if seconds else None,
-        train_rows=len(train), eval_rows=len(held_out),
-        resumed_from=str(start_from) if start_from else None,
-        processes=trainer.args.world_size, main_process=main_process)
+
+    def save():
+        if hasattr(student, "distill_projections"):
+            del student.distill_projections  # training-only: the saved student is a stock model
+        _save_atomic(student.eval(), tokenizer, student_dir)
+
+    return train_and_save(trainer, log, arguments, start_from, student_dir, save)

@@ -79,7 +79,7 @@ class FinetuneResult:
     metrics: dict[str, float]  # best checkpoint's held-out metrics (eval_ prefix dropped)
     initial_metrics: dict[str, float] | None  # sft: the held-out metrics before training
     best_checkpoint: str | None
-    adapter_dir: Path
+    saved_dir: Path  # what training made: the adapter (finetune) or the student (distill)
     log_path: Path
     history: list[dict[str, Any]]
     steps: int
@@ -199,13 +199,8 @@ def finetune(model, tokenizer, config: FinetuneConfig, output_dir: Path, *, resu
     """Train a LoRA adapter on `model` (a compressed base; a sequence-classification model for
     the classification head) and keep the best checkpoint's adapter in `output_dir/adapter`.
     With `resume`, training continues from the last complete checkpoint in `output_dir`."""
-    import torch
 
-    checkpoints = output_dir / "checkpoints"
-    start_from = last_complete_checkpoint(checkpoints) if resume else None
-    if not resume and any(checkpoints.glob("checkpoint-*")):
-        raise CompbenchError(f"{output_dir} holds checkpoints of an earlier run; pass --resume to "
-                             "continue it, or choose another --output-dir")
+    checkpoints, start_from = resume_point(output_dir, resume)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if config.head == "classification":
@@ -234,25 +229,45 @@ def finetune(model, tokenizer, config: FinetuneConfig, output_dir: Path, *, resu
     initial = None
     if config.head == "sft":  # the base's own held-out loss, which training should lower
         initial = _named({"step": 0, **trainer.evaluate()})
+    adapter_dir = output_dir / "adapter"
+    return train_and_save(trainer, log, arguments, start_from, adapter_dir,
+                          lambda: _save_atomic(peft_model, tokenizer, adapter_dir), initial)
+
+
+def resume_point(output_dir: Path, resume: bool) -> tuple[Path, Path | None]:
+    """The run's checkpoint folder and, with `resume`, its last complete checkpoint; an error when
+    a fresh run would mix with an earlier run's checkpoints."""
+    checkpoints = output_dir / "checkpoints"
+    if not resume and any(checkpoints.glob("checkpoint-*")):
+        raise CompbenchError(f"{output_dir} holds checkpoints of an earlier run; pass --resume to "
+                             "continue it, or choose another --output-dir")
+    return checkpoints, last_complete_checkpoint(checkpoints) if resume else None
+
+
+def train_and_save(trainer, log: _LogWriter, arguments: dict[str, Any], start_from: Path | None,
+                   saved_dir: Path, save, initial: dict[str, float] | None = None) -> FinetuneResult:
+    """Train (from `start_from`), then on the main process write the log and `save()` the
+    result into `saved_dir`; what the run measured, with the best evaluation's metrics."""
+    import torch
+
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(start_from) if start_from else None)
     seconds = time.perf_counter() - started
     state = trainer.state
-    adapter_dir = output_dir / "adapter"
     main_process = trainer.is_world_process_zero()
     if main_process:
         log.write(state.log_history)
-        _save_atomic(peft_model, tokenizer, adapter_dir)
+        save()
     best = _best_eval(state.log_history, arguments["metric_for_best_model"],
                       arguments["greater_is_better"])
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return FinetuneResult(
         metrics=best, initial_metrics=initial, best_checkpoint=state.best_model_checkpoint,
-        adapter_dir=adapter_dir, log_path=log.path, history=list(state.log_history),
+        saved_dir=saved_dir, log_path=log.path, history=list(state.log_history),
         steps=state.global_step, seconds=seconds, train_tokens=int(state.num_input_tokens_seen),
         tokens_per_s=(state.num_input_tokens_seen - log.start_tokens) / seconds if seconds else None,
-        train_rows=len(train), eval_rows=len(held_out),
+        train_rows=len(trainer.train_dataset), eval_rows=len(trainer.eval_dataset),
         resumed_from=str(start_from) if start_from else None,
         processes=trainer.args.world_size, main_process=main_process)
 

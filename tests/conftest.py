@@ -160,3 +160,26 @@ def minilm_classifier(tmp_path_factory) -> Path:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture
+def kill_at_checkpoint():
+    """Run `compbench ARGV` in a subprocess and SIGKILL it once `folder` holds checkpoint `step`
+    (a training run interrupted mid-way, for the resume tests)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def kill(argv: list[str], folder: Path, step: int = 2) -> None:
+        process = subprocess.Popen([sys.executable, "-m", "compbench.harness.cli", *argv],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   env=os.environ.copy())
+        state = folder / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json"
+        deadline = time.time() + 600
+        while not state.exists() and process.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        assert process.wait() == -signal.SIGKILL
+    return kill

@@ -147,27 +147,14 @@ def test_an_encoder_student_is_distilled_saved_and_reported(distilled, minilm_cl
     assert record.compression.size_bytes < record.compression.baseline_size_bytes
 
 
-def test_an_interrupted_distillation_resumes_to_the_same_student(distilled, minilm_classifier, tmp_path):
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
+def test_an_interrupted_distillation_resumes_to_the_same_student(distilled, minilm_classifier, tmp_path,
+                                                                 kill_at_checkpoint):
     from safetensors.torch import load_file
 
     from compbench.harness.cli import main
 
     folder = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "-m", "compbench.harness.cli",
-                                *_distill_args(minilm_classifier, folder)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, env=os.environ.copy())
-    state = folder / "checkpoints" / "checkpoint-2" / "trainer_state.json"
-    deadline = time.time() + 600
-    while not state.exists() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    assert process.wait() == -signal.SIGKILL
+    kill_at_checkpoint(_distill_args(minilm_classifier, folder), folder)
     assert not list(folder.glob("distill__*.json"))
     assert main([*_distill_args(minilm_classifier, folder), "--resume"]) == 0
     resumed, uninterrupted = _record(folder), _record(distilled)

@@ -4,10 +4,8 @@ reloads to the same logits and evaluates through lm-eval), merging an adapter on
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -64,17 +62,9 @@ def test_a_classification_run_keeps_its_best_checkpoint_and_reports_it(classifie
     assert [r.recipe for r in load_results(classified)] == ["fp32+lora:r=4:alpha=8"]
 
 
-def test_resume_after_sigkill_ends_as_an_uninterrupted_run(classified, tmp_path):
+def test_resume_after_sigkill_ends_as_an_uninterrupted_run(classified, tmp_path, kill_at_checkpoint):
     folder = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "-m", "compbench.harness.cli", *CLASSIFY,
-                                "--output-dir", str(folder)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, env=os.environ.copy())
-    state = folder / "checkpoints" / "checkpoint-2" / "trainer_state.json"
-    deadline = time.time() + 600
-    while not state.exists() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    assert process.wait() == -signal.SIGKILL
+    kill_at_checkpoint([*CLASSIFY, "--output-dir", str(folder)], folder)
     assert not list(folder.glob("finetune__*.json"))  # killed mid-training
     assert main([*CLASSIFY, "--output-dir", str(folder), "--resume"]) == 0
     resumed, uninterrupted = _result(folder), _result(classified)
