@@ -26,6 +26,7 @@ from compbench.model_zoo.presets import (
     device_kind,
     get_preset,
     load_model,
+    resolve_dtype,
     source_identity,
 )
 
@@ -55,7 +56,7 @@ def artifact_identity(preset: Preset, recipe: Recipe, dtype: str | None, device:
     libraries = sorted({*ALWAYS_LIBRARIES, *(name for _, c in steps for name in c.libraries)})
     identity = {
         "source": {"preset": preset.name, **source_identity(preset)},
-        "dtype": dtype or preset.dtype,
+        "dtype": resolve_dtype(dtype, preset, device),
         "device_kind": device_kind(device),
         "recipe": recipe.as_dict(),
         "calibration": calibrated[0].calibration_record() if calibrated else None,
@@ -63,6 +64,8 @@ def artifact_identity(preset: Preset, recipe: Recipe, dtype: str | None, device:
                              for c in calibrated},
         "libraries": library_versions(libraries),
     }
+    if dtype == "auto":  # chosen here: bfloat16 where this device computes in it natively
+        identity["dtype_auto"] = True
     if num_labels is not None:
         identity["head"] = {"kind": "sequence-classification", "num_labels": num_labels}
     return {"key": digest_of(identity), **identity}

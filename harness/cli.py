@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 
 from compbench.errors import CompbenchError
+from compbench.model_zoo.presets import DTYPE_HELP, DTYPES
 
 EXAMPLES = """\
 examples:
@@ -564,7 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="documents per task (an int), or a fraction if < 1")
     p.add_argument("--output-dir", default="results", help="where results JSON files go")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if present)")
-    p.add_argument("--dtype", default=None, help="load dtype (default: the preset's)")
+    p.add_argument("--dtype", default=None, choices=DTYPES, help=DTYPE_HELP)
     p.add_argument("--batch-size", type=_positive_int, default=1)
     p.add_argument("--max-length", type=_positive_int, default=None,
                    help="evaluation window in tokens (default: the preset's)")
@@ -650,7 +651,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gptq-revision", default="v1", help="quantization revision in the default "
                    "name of gptq/rtn exports (default: v1)")
     p.add_argument("--device", default=None)
-    p.add_argument("--dtype", default=None)
+    p.add_argument("--dtype", default=None, choices=DTYPES, help=DTYPE_HELP)
     p.add_argument("--force", action="store_true", help="write into a non-empty OUT_DIR")
     p.add_argument("--adapter", metavar="DIR", help="a LoRA adapter from `compbench finetune`: "
                    "saved beside the base as OUT_DIR/adapter, or merged with --merge")
@@ -675,7 +676,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="also write the numbers to this JSON file")
     p.add_argument("--no-cache", action="store_true", help="measure again even if cached")
     p.add_argument("--device", default=None)
-    p.add_argument("--dtype", default=None)
+    p.add_argument("--dtype", default=None, choices=DTYPES, help=DTYPE_HELP)
     _add_data_dir(p)
     p.set_defaults(func=cmd_sensitivity)
 

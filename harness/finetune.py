@@ -17,6 +17,7 @@ from typing import Any
 
 from compbench.core.io import digest_of
 from compbench.errors import CompbenchError
+from compbench.model_zoo.presets import DTYPE_HELP, DTYPES
 from compbench.reports.record import (
     SCHEMA_VERSION,
     CompressionInfo,
@@ -353,7 +354,7 @@ def add_training_flags(p, positive_int, config_class, max_length_help: str) -> N
     p.add_argument("--eval-rows", type=positive_int, dest="eval_rows",
                    help="use the first N held-out rows (default: all)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda if present)")
-    p.add_argument("--dtype", help="load dtype (default: the preset's)")
+    p.add_argument("--dtype", choices=DTYPES, help=DTYPE_HELP)
     p.add_argument("--resume", action="store_true",
                    help="continue from the last complete checkpoint in --output-dir")
 

@@ -5,7 +5,9 @@
 From `--model_args` it builds the artifact (`harness/artifact.py`: preset + recipe); from
 Python it takes one (`CompressedLM(artifact=…)`). It subclasses lm-eval's `HFLM` (as lm-eval's
 own `SteeredModel` does) and hands it the compressed in-memory model, so every HFLM feature
-(batching, rolling loglikelihood, generation) applies unchanged.
+(batching, rolling loglikelihood, generation) applies unchanged; multiple-choice requests that
+share a context are scored from one pass over it (`harness/shared_context.py`;
+`shared_context=false` turns that off).
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ class CompressedLM(HFLM):
         data_dir: str | None = None,
         revision: str | None = None,
         peft: str | None = None,
+        shared_context: bool | str = True,
         artifact: Artifact | None = None,
         **kwargs: Any,
     ) -> None:
@@ -90,6 +93,7 @@ class CompressedLM(HFLM):
                 artifact = with_adapter(artifact, adapter)
         check_evaluable(artifact.preset)
         self.artifact = artifact
+        self.shared_context = str(shared_context).lower() not in ("false", "0", "no")
         self.preset, self.recipe = artifact.preset, artifact.recipe
         hf_log = logging.getLogger("lm_eval.models.huggingface")
         hf_log.addFilter(_passed_model_notices)
@@ -105,6 +109,34 @@ class CompressedLM(HFLM):
             )
         finally:
             hf_log.removeFilter(_passed_model_notices)
+
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):
+        """HFLM's scores, with the requests that share a context scored from one pass over it."""
+        import torch
+        from tqdm import tqdm
+
+        from compbench.harness.shared_context import score_shared, split_shared
+
+        if not self.shared_context or self.backend != "causal":
+            return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
+        groups, rest = split_shared(requests, self.max_length)
+        results: list = [None] * len(requests)
+        if rest:
+            plain = super()._loglikelihood_tokens([requests[i] for i in rest], disable_tqdm, override_bs)
+            for index, answer in zip(rest, plain, strict=True):
+                results[index] = answer
+        groups.sort(key=lambda g: -len(requests[g[0]][1]))  # longest first: memory peaks early
+        for group in tqdm(groups, desc="Scoring shared contexts", disable=disable_tqdm or self.rank != 0):
+            context = requests[group[0]][1]
+            with torch.autocast(device_type=self.device.type, dtype=self.mixed_precision_dtype,
+                                enabled=self.mixed_precision_dtype is not None):
+                scores = score_shared(self.model, context, [requests[i][2] for i in group],
+                                      self.device, self.softmax_dtype)
+            for index, answer in zip(group, scores, strict=True):
+                results[index] = answer
+                if requests[index][0] is not None:
+                    self.cache_hook.add_partial("loglikelihood", requests[index][0], answer)
+        return results
 
     @classmethod
     def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None):

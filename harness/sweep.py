@@ -47,7 +47,7 @@ KEYS = {
     "seeds": "calibration seeds: every calibrated recipe runs once per seed",
     "include_paths": "folders of your own task YAMLs (relative to the sweep file)",
     "device": "cpu, cuda, cuda:1 (default: cuda when present)",
-    "dtype": "load dtype (default: the preset's)",
+    "dtype": "load dtype: float32, bfloat16, float16 or auto (default: the preset's)",
     "output_dir": "where results go (default: results/<name>)",
     "baseline": "the uncompressed recipe reports and the gate compare against (default: fp32)",
 }
@@ -287,6 +287,10 @@ def _validate(data, path: Path, original: bool, parse_recipe, check_include_path
     for key in ("device", "dtype", "description", "output_dir"):
         if data.get(key) is not None and not isinstance(data[key], str):
             raise CompbenchError(f"{key}: expected a string, got {data[key]!r}")
+    from compbench.model_zoo.presets import DTYPES
+
+    if data.get("dtype") is not None and data["dtype"] not in DTYPES:
+        raise CompbenchError(f"dtype: '{data['dtype']}' is not one of {', '.join(DTYPES)}")
     specs = tuple(RunSpec(model=m, recipe=r, settings=settings, device=data.get("device"),
                           dtype=data.get("dtype"))
                   for m, own in (originals if original else models) for r in own)

@@ -209,6 +209,34 @@ def auto_class_for(folder: str | Path):
     return AutoModelForCausalLM
 
 
+DTYPES = ("float32", "bfloat16", "float16", "auto")
+DTYPE_HELP = ("load dtype: float32, bfloat16, float16, or auto (bfloat16 where the device computes in "
+              "it natively: a CPU with AVX512-BF16/AMX, a GPU with bf16; float32 elsewhere); "
+              "default: the preset's")
+
+
+def bf16_compute(device: str) -> bool:
+    """Whether `device` computes in bfloat16 natively: a CUDA GPU that supports it, or a CPU
+    with AVX512-BF16 or AMX (oneDNN's check)."""
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def resolve_dtype(dtype: str | None, preset: Preset, device: str) -> str:
+    """The load dtype: the one asked for, the preset's when none is, and for `auto` bfloat16
+    where the device computes in it natively, float32 elsewhere."""
+    if dtype is None:
+        return preset.dtype
+    if dtype not in DTYPES:
+        raise CompbenchError(f"unknown dtype '{dtype}'; use {', '.join(DTYPES)}")
+    if dtype == "auto":
+        return "bfloat16" if bf16_compute(device) else "float32"
+    return dtype
+
+
 def load_model(preset: Preset, device: str | None = None, dtype: str | None = None,
                num_labels: int | None = None):
     """Load a preset's uncompressed model and tokenizer with `from_pretrained`; with
@@ -228,10 +256,8 @@ def load_model(preset: Preset, device: str | None = None, dtype: str | None = No
                              f"--model {preset.name} --dataset sst2), export that merged (compbench "
                              "export --adapter DIR --merge OUT) and evaluate OUT")
     source = resolve_source(preset)
-    dtype_name = dtype or preset.dtype
-    torch_dtype = getattr(torch, dtype_name, None)
-    if not isinstance(torch_dtype, torch.dtype):
-        raise CompbenchError(f"unknown dtype '{dtype_name}'; use float32, bfloat16 or float16")
+    device = choose_device(device)
+    torch_dtype = getattr(torch, resolve_dtype(dtype, preset, device))
     auto = AutoModelForMaskedLM if preset.task_head == "masked-lm" else AutoModelForCausalLM
     head = {}
     try:
@@ -246,6 +272,6 @@ def load_model(preset: Preset, device: str | None = None, dtype: str | None = No
         model = pretrained(auto, source, torch_dtype, revision=preset.revision, **head)
     except OSError as exc:
         raise CompbenchError(f"could not load model '{preset.name}' from {source}: {exc}") from exc
-    model.to(choose_device(device))
+    model.to(device)
     model.eval()
     return model, tokenizer

@@ -1,0 +1,71 @@
+"""Score every answer of a question from one pass over their shared context.
+
+lm-eval's HFLM runs context + answer through the model again for every choice; it reuses one
+forward pass only when every answer is a single token (lm-eval issue #1351 asks for prefix
+reuse; still open in 0.4.13). Here the context runs once, keeping its key/value cache and only
+its last position's logits (which score each answer's first token); the cache is repeated over
+the choices and all answers' remaining tokens run in one batched pass, right-padded under an
+attention mask. The log-probabilities and the greedy check are HFLM's, per request.
+
+Requests whose context and answer do not fit in the model's window (HFLM would cut the context
+from the left, differently per answer) and contexts with a single answer (rolling perplexity
+windows) go through HFLM's own path unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+Request = tuple[tuple[str, str] | None, list[int], list[int]]  # lm-eval's (strings, ctx ids, cont ids)
+
+
+def split_shared(requests: Sequence[Request], max_length: int) -> tuple[list[list[int]], list[int]]:
+    """Indices of the requests grouped by identical context (groups of two or more that fit the
+    window), and the indices of the rest, for HFLM's own path."""
+    by_context: dict[tuple[int, ...], list[int]] = {}
+    for index, (_, context, _) in enumerate(requests):
+        by_context.setdefault(tuple(context), []).append(index)
+    groups, rest = [], []
+    for context, indices in by_context.items():
+        longest = max(len(requests[i][2]) for i in indices)
+        if len(indices) > 1 and len(context) + longest <= max_length + 1:
+            groups.append(indices)
+        else:
+            rest += indices
+    return groups, rest
+
+
+@torch.no_grad()
+def score_shared(model, context: list[int], continuations: list[list[int]], device,
+                 softmax_dtype=None) -> list[tuple[float, bool]]:
+    """(sum of log-probabilities, whether greedy decoding gives it) of each continuation after
+    `context`, from one context pass and one batched continuation pass."""
+    ids = torch.tensor([context], dtype=torch.long, device=device)
+    prefix = model(ids, use_cache=True, logits_to_keep=1)
+    first = F.log_softmax(prefix.logits[0, -1], dim=-1, dtype=softmax_dtype)  # scores token 0
+    longest = max(len(c) for c in continuations)
+    rest_logprobs = None
+    if longest > 1:  # the answers' tokens but their last, each predicting the next
+        count = len(continuations)
+        rows = torch.zeros(count, longest - 1, dtype=torch.long, device=device)
+        mask = torch.zeros(count, len(context) + longest - 1, dtype=torch.long, device=device)
+        mask[:, :len(context)] = 1
+        for row, continuation in enumerate(continuations):
+            rows[row, :len(continuation) - 1] = torch.tensor(continuation[:-1], device=device)
+            mask[row, len(context):len(context) + len(continuation) - 1] = 1
+        cache = prefix.past_key_values
+        cache.batch_repeat_interleave(count)
+        logits = model(rows, attention_mask=mask, past_key_values=cache, use_cache=False).logits
+        rest_logprobs = F.log_softmax(logits, dim=-1, dtype=softmax_dtype)
+    scores = []
+    for row, continuation in enumerate(continuations):
+        logprobs = first.unsqueeze(0)
+        if len(continuation) > 1:
+            logprobs = torch.cat([logprobs, rest_logprobs[row, :len(continuation) - 1]])
+        target = torch.tensor(continuation, device=device)
+        greedy = bool((logprobs.argmax(dim=-1) == target).all())
+        scores.append((float(logprobs.gather(1, target.unsqueeze(1)).sum()), greedy))
+    return scores

@@ -1,0 +1,59 @@
+"""Shared-context scoring gives HFLM's own numbers, request by request, on real tasks: the same
+log-probabilities (to float32 rounding of sums of up to ~100 nats) and the same greedy flags."""
+
+import pytest
+
+from compbench.harness.shared_context import split_shared
+
+CHOICE_TASKS = ["cosmos_qa", "logiqa", "reclor", "e_kar", "kasut_math", "commonsense_qa", "mmlu_subset"]
+
+
+def test_requests_are_grouped_by_context_and_the_rest_left_to_hflm():
+    requests = [(None, [1, 2], [3]), (None, [1, 2], [4, 5]), (None, [9], [3]),
+                (None, [7, 7, 7], [1, 2]), (None, [7, 7, 7], [1])]
+    assert split_shared(requests, max_length=8) == ([[0, 1], [3, 4]], [2])
+    # context + longest answer beyond the window: HFLM truncates per request, so it scores them
+    assert split_shared(requests, max_length=4) == ([[0, 1]], [2, 3, 4])
+
+
+def _scores(lm, task, limit: int, shared: bool):
+    task.build_all_requests(limit=limit, rank=0, world_size=1)
+    requests = [i for i in task.instances if i.request_type == "loglikelihood"]
+    lm.shared_context = shared
+    return lm.loglikelihood(requests, disable_tqdm=True)
+
+
+def _assert_same(shared, plain, where: str):
+    assert len(shared) == len(plain) > 0, where
+    for i, ((logp, greedy), (expected, expected_greedy)) in enumerate(zip(shared, plain, strict=True)):
+        assert abs(logp - expected) <= 1e-5 + 1e-6 * abs(expected), (where, i, logp, expected)
+        assert greedy == expected_greedy, (where, i)
+
+
+@pytest.fixture(scope="module")
+def tasks(data_dir):
+    from lm_eval.tasks import get_task_dict
+
+    from compbench.harness.evaluate import task_manager
+
+    return get_task_dict(CHOICE_TASKS, task_manager(tasks=tuple(CHOICE_TASKS)))
+
+
+def test_every_multiple_choice_task_scores_as_hflm_does(tasks, checkpoint):
+    from compbench.harness.artifact import build
+    from compbench.harness.lm_model import CompressedLM
+
+    lm = CompressedLM(artifact=build("smollm2-135m", "fp32", device="cpu"), batch_size=4)
+    for name in CHOICE_TASKS:
+        _assert_same(_scores(lm, tasks[name], 2, True), _scores(lm, tasks[name], 2, False), name)
+
+
+@pytest.mark.parametrize("recipe", ["nf4", "rtn:4"])  # bitsandbytes; packed compressed-tensors
+def test_compressed_models_score_as_hflm_does(recipe, tasks, checkpoint):
+    from compbench.harness.artifact import build
+    from compbench.harness.lm_model import CompressedLM
+
+    lm = CompressedLM(artifact=build("smollm2-135m", recipe, device="cpu"), batch_size=4)
+    for name in ("cosmos_qa", "commonsense_qa"):
+        _assert_same(_scores(lm, tasks[name], 2, True), _scores(lm, tasks[name], 2, False),
+                     f"{recipe} {name}")
