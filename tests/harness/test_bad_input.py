@@ -196,6 +196,10 @@ CASES = {
         lambda t, d: ["distill", "--teacher", "smollm2-135m", "--head", "causal", "--layer-map", "1-2",
                       "--student-recipe", "structured:ffn=0.25"],
         "layer map: '1-2' is not STUDENT:TEACHER"),
+    "a layer map naming layers the models do not have": (
+        lambda t, d: ["distill", "--teacher", "smollm2-135m", "--head", "causal", "--layer-map",
+                      "0:0,40:30", "--student-recipe", "structured:ffn=0.25:nsamples=1:seqlen=64"],
+        "layer map 40:30: the student has hidden states 0-30"),
     "a quantized student": (
         lambda t, d: ["distill", "--teacher", "smollm2-135m", "--head", "causal", "--student-recipe",
                       "structured:ffn=0.25+int8"],
