@@ -129,6 +129,14 @@ def check_job(job: DistillJob) -> None:
         from compbench.tasks.calibration import calibration_file
 
         calibration_file(job.config.dataset)
+    if job.config.loss.layer_map:  # a student keeps its teacher's depth: no compressor drops blocks
+        from transformers import AutoConfig
+
+        from compbench.model_zoo.presets import resolve_source
+        from compbench.stages.distill import layer_pairs
+
+        layers = AutoConfig.from_pretrained(resolve_source(preset)).get_text_config().num_hidden_layers
+        layer_pairs(job.config.loss, layers, layers)
 
 
 def run_distill(job: DistillJob, resume: bool = False, echo=print):

@@ -115,9 +115,9 @@ class CompressedLM(HFLM):
         import torch
         from tqdm import tqdm
 
-        from compbench.harness.shared_context import score_shared, split_shared
+        from compbench.harness.shared_context import rows_independent, score_shared, split_shared
 
-        if not self.shared_context or self.backend != "causal":
+        if not (self.shared_context and self.backend == "causal" and rows_independent(self.model)):
             return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
         groups, rest = split_shared(requests, self.max_length)
         results: list = [None] * len(requests)

@@ -9,7 +9,11 @@ attention mask. The log-probabilities and the greedy check are HFLM's, per reque
 
 Requests whose context and answer do not fit in the model's window (HFLM would cut the context
 from the left, differently per answer) and contexts with a single answer (rolling perplexity
-windows) go through HFLM's own path unchanged.
+windows) go through HFLM's own path unchanged, and so do models with bitsandbytes layers: on a
+CPU with AVX512-BF16, bitsandbytes repacks their weights for a bf16 kernel whose tiling depends
+on the number of rows, so a row's result depends on what else is in the batch (HFLM's own scores
+of an nf4 model move by up to 0.09 nats between batch sizes 1 and 4 here); regrouping the rows
+would move them further, so those models are scored as HFLM scores them.
 """
 
 from __future__ import annotations
@@ -20,6 +24,12 @@ import torch
 import torch.nn.functional as F
 
 Request = tuple[tuple[str, str] | None, list[int], list[int]]  # lm-eval's (strings, ctx ids, cont ids)
+
+
+def rows_independent(model) -> bool:
+    """Whether each row's result is independent of the other rows computed with it (up to float
+    rounding): not so for bitsandbytes layers (see the module docstring)."""
+    return not any(type(m).__module__.startswith("bitsandbytes") for m in model.modules())
 
 
 def split_shared(requests: Sequence[Request], max_length: int) -> tuple[list[list[int]], list[int]]:
