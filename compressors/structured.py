@@ -177,7 +177,8 @@ def apply(model: nn.Module, config: StructuredConfig, context: CompressionContex
     remove_channels = round(config.ffn * intermediate)
     if (remove_heads if encoder else remove_per_group) >= (heads if encoder else heads // kv_heads):
         raise CompbenchError(f"structured: heads={config.heads} would remove every query head")
-    if encoder and getattr(model.config, "pruned_heads", None):
+    already = (getattr(model.config, "pruned_heads", None) or {}) if encoder else {}
+    if already and config.heads:
         raise CompbenchError("structured: this encoder already had heads removed; give one heads= step")
     if any(type(_get(b, path)) is not nn.Linear for b in blocks for path in layout.writers):
         raise CompbenchError("structured pruning must come before quantization in a recipe")
@@ -187,7 +188,7 @@ def apply(model: nn.Module, config: StructuredConfig, context: CompressionContex
     readers += [a.output.dense if encoder else a.o_proj for a in attentions]
     norms = input_norms(model, readers, ids)
     params_before = sum(p.numel() for p in model.parameters())
-    kept_heads, pruned_heads = heads, {}
+    kept_heads, pruned_heads = heads - len(already.get("0", [])), {}
     for i, (block, attention) in enumerate(zip(blocks, attentions, strict=True)):
         if remove_channels:
             prune_ffn_(block, layout, norms[i], remove_channels)
@@ -207,7 +208,7 @@ def apply(model: nn.Module, config: StructuredConfig, context: CompressionContex
     text_config.intermediate_size = intermediate - remove_channels
     params_after = sum(p.numel() for p in model.parameters())
     return StepOutput(model, {
-        "heads_before": heads, "heads_after": kept_heads,
+        "heads_before": heads - len(already.get("0", [])), "heads_after": kept_heads,
         "intermediate_before": intermediate, "intermediate_after": intermediate - remove_channels,
         "params_before": params_before, "params_after": params_after,
     })

@@ -96,37 +96,44 @@ def materialize_trained(spec: TrainedSpec, echo=print) -> Path:
 
 
 def _train(spec: TrainedSpec, target: Path, run_dir: Path, echo) -> None:
+    """Run the stage as a user would, `compbench finetune` then `compbench export --adapter …
+    --merge`, or `compbench distill` (in child processes: the stages live in the harness, a
+    floor above the model zoo, and a child gives the training memory back when it ends)."""
+    import yaml
+
     from compbench.core.io import remove_stale_temporaries, staging_path
 
     echo(f"making {spec.name} once: compbench {spec.stage} {spec.settings}; cached as {target}")
-    values = {**spec.settings, "output_dir": str(run_dir)}
-    resume = (run_dir / "checkpoints").is_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = run_dir / f"{spec.stage}.yaml"
+    config.write_text(yaml.safe_dump(spec.settings))
+    resume = ["--resume"] if (run_dir / "checkpoints").is_dir() else []
+    _compbench(spec.stage, "--config", str(config), "--output-dir", str(run_dir), *resume)
+    record = json.loads(next(run_dir.glob(f"{spec.stage}__*.json")).read_text())
     remove_stale_temporaries(target.parent)
     staging = staging_path(target)
     try:
-        if spec.stage == "finetune":  # merged as `compbench export --adapter … --merge` does
-            from compbench.harness.adapter import merged, read_adapter
-            from compbench.harness.artifact import build
-            from compbench.harness.finetune import job_from, run_finetune
-
-            job = job_from(values)
-            record, _ = run_finetune(job, resume=resume, echo=echo)
-            adapter = read_adapter(record.training["adapter_dir"])
-            base = build(job.model, job.recipe, device=job.device, num_labels=adapter.num_labels)
-            merged(base, adapter).save_pretrained(staging)
-            base.tokenizer.save_pretrained(staging)
+        if spec.stage == "finetune":
+            _compbench("export", "--model", spec.base, "--recipe", spec.settings.get("recipe", "fp32"),
+                       "--adapter", record["training"]["adapter_dir"], "--merge", "--force", str(staging))
         else:
-            from compbench.harness.distill import job_from, run_distill
-
-            record = run_distill(job_from(values), resume=resume, echo=echo)
-            shutil.copytree(record.training["student_dir"], staging)
+            shutil.copytree(record["training"]["student_dir"], staging)
         (staging / RECIPE_FILE).write_text(json.dumps({
             "name": spec.name, "stage": spec.stage, "settings": spec.settings,
-            "held_out": record.training["best"], "run_key": record.run_key}, indent=1))
+            "held_out": record["training"]["best"], "run_key": record["run_key"]}, indent=1))
         write_manifest(staging, {"trained": spec.name})
         os.replace(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _compbench(*argv: str) -> None:
+    import subprocess
+    import sys
+
+    code = subprocess.run([sys.executable, "-m", "compbench.harness.cli", *argv]).returncode
+    if code:
+        raise CompbenchError(f"compbench {' '.join(argv)} exited with {code} (its output is above)")
 
 
 def trained_identity(spec: TrainedSpec) -> dict:

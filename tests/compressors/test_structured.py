@@ -119,6 +119,11 @@ def test_an_encoder_loses_a_quarter_of_its_heads_and_reloads_with_compbench(enco
         torch.testing.assert_close(reloaded(**batch).logits, logits, rtol=0, atol=1e-5)
     with pytest.raises(RuntimeError, match="mismatch"):  # why compbench has its own loader
         AutoModelForSequenceClassification.from_pretrained(tmp_path)
+    narrower = compress(reloaded, parse_recipe("structured:ffn=0.3:nsamples=2:seqlen=128"), context)
+    stats = narrower.steps[0]["stats"]
+    assert (stats["heads_before"], stats["heads_after"]) == (9, 9)  # FFN pruning keeps the heads
+    with pytest.raises(CompbenchError, match="already had heads removed"):
+        compress(narrower.model, parse_recipe("structured:heads=0.25:nsamples=1:seqlen=64"), context)
 
 
 def test_removing_every_head_of_an_encoder_is_refused(encoder, data_dir):
