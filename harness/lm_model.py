@@ -115,7 +115,7 @@ class CompressedLM(HFLM):
         import torch
         from tqdm import tqdm
 
-        from compbench.harness.shared_context import rows_independent, score_shared, split_shared
+        from compbench.harness.shared_context import batches, rows_independent, score_shared, split_shared
 
         if not (self.shared_context and self.backend == "causal" and rows_independent(self.model)):
             return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
@@ -125,17 +125,22 @@ class CompressedLM(HFLM):
             plain = super()._loglikelihood_tokens([requests[i] for i in rest], disable_tqdm, override_bs)
             for index, answer in zip(rest, plain, strict=True):
                 results[index] = answer
-        groups.sort(key=lambda g: -len(requests[g[0]][1]))  # longest first: memory peaks early
-        for group in tqdm(groups, desc="Scoring shared contexts", disable=disable_tqdm or self.rank != 0):
-            context = requests[group[0]][1]
+        batch_size = override_bs or self.batch_size
+        progress = tqdm(total=len(groups), desc="Scoring shared contexts",
+                        disable=disable_tqdm or self.rank != 0)
+        for batch in batches(groups, requests, batch_size):
             with torch.autocast(device_type=self.device.type, dtype=self.mixed_precision_dtype,
                                 enabled=self.mixed_precision_dtype is not None):
-                scores = score_shared(self.model, context, [requests[i][2] for i in group],
+                scores = score_shared(self.model, [requests[g[0]][1] for g in batch],
+                                      [[requests[i][2] for i in g] for g in batch],
                                       self.device, self.softmax_dtype)
-            for index, answer in zip(group, scores, strict=True):
-                results[index] = answer
-                if requests[index][0] is not None:
-                    self.cache_hook.add_partial("loglikelihood", requests[index][0], answer)
+            for group, group_scores in zip(batch, scores, strict=True):
+                for index, answer in zip(group, group_scores, strict=True):
+                    results[index] = answer
+                    if requests[index][0] is not None:
+                        self.cache_hook.add_partial("loglikelihood", requests[index][0], answer)
+            progress.update(len(batch))
+        progress.close()
         return results
 
     @classmethod

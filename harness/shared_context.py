@@ -48,34 +48,55 @@ def split_shared(requests: Sequence[Request], max_length: int) -> tuple[list[lis
     return groups, rest
 
 
+def batches(groups: list[list[int]], requests: Sequence[Request], batch_size: int) -> list[list[list[int]]]:
+    """The groups, longest context first (so memory peaks early and neighbours pad little), in
+    batches of `batch_size` contexts: a batch is one pass over `batch_size` sequences, as in
+    HFLM, and one more over their answers' tokens alone."""
+    ordered = sorted(groups, key=lambda g: -len(requests[g[0]][1]))
+    return [ordered[i:i + batch_size] for i in range(0, len(ordered), batch_size)]
+
+
 @torch.no_grad()
-def score_shared(model, context: list[int], continuations: list[list[int]], device,
-                 softmax_dtype=None) -> list[tuple[float, bool]]:
-    """(sum of log-probabilities, whether greedy decoding gives it) of each continuation after
-    `context`, from one context pass and one batched continuation pass."""
-    ids = torch.tensor([context], dtype=torch.long, device=device)
-    prefix = model(ids, use_cache=True, logits_to_keep=1)
-    first = F.log_softmax(prefix.logits[0, -1], dim=-1, dtype=softmax_dtype)  # scores token 0
-    longest = max(len(c) for c in continuations)
+def score_shared(model, contexts: list[list[int]], continuations: list[list[list[int]]], device,
+                 softmax_dtype=None) -> list[list[tuple[float, bool]]]:
+    """For each context, (sum of log-probabilities, whether greedy decoding gives it) of each of
+    its continuations, from one pass over the contexts (left-padded, so every context's last
+    logits sit at the last position) and one batched pass over all continuations."""
+    width = max(len(c) for c in contexts)
+    ids = torch.zeros(len(contexts), width, dtype=torch.long, device=device)
+    context_mask = torch.zeros(len(contexts), width, dtype=torch.long, device=device)
+    for row, context in enumerate(contexts):
+        ids[row, width - len(context):] = torch.tensor(context, device=device)
+        context_mask[row, width - len(context):] = 1
+    positions = (context_mask.cumsum(-1) - 1).clamp(min=0)
+    prefix = model(ids, attention_mask=context_mask, position_ids=positions, use_cache=True,
+                   logits_to_keep=1)
+    first = F.log_softmax(prefix.logits[:, -1], dim=-1, dtype=softmax_dtype)  # scores token 0
+    owners = [g for g, group in enumerate(continuations) for _ in group]  # context of each row
+    flat = [c for group in continuations for c in group]
+    longest = max(len(c) for c in flat)
     rest_logprobs = None
     if longest > 1:  # the answers' tokens but their last, each predicting the next
-        count = len(continuations)
-        rows = torch.zeros(count, longest - 1, dtype=torch.long, device=device)
-        mask = torch.zeros(count, len(context) + longest - 1, dtype=torch.long, device=device)
-        mask[:, :len(context)] = 1
-        for row, continuation in enumerate(continuations):
+        rows = torch.zeros(len(flat), longest - 1, dtype=torch.long, device=device)
+        mask = torch.zeros(len(flat), width + longest - 1, dtype=torch.long, device=device)
+        index = torch.tensor(owners, device=device)
+        mask[:, :width] = context_mask[index]
+        for row, continuation in enumerate(flat):
             rows[row, :len(continuation) - 1] = torch.tensor(continuation[:-1], device=device)
-            mask[row, len(context):len(context) + len(continuation) - 1] = 1
+            mask[row, width:width + len(continuation) - 1] = 1
+        lengths = torch.tensor([len(contexts[g]) for g in owners], device=device)
+        steps = torch.arange(longest - 1, device=device)
         cache = prefix.past_key_values
-        cache.batch_repeat_interleave(count)
-        logits = model(rows, attention_mask=mask, past_key_values=cache, use_cache=False).logits
+        cache.batch_select_indices(index)
+        logits = model(rows, attention_mask=mask, position_ids=lengths[:, None] + steps,
+                       past_key_values=cache, use_cache=False).logits
         rest_logprobs = F.log_softmax(logits, dim=-1, dtype=softmax_dtype)
-    scores = []
-    for row, continuation in enumerate(continuations):
-        logprobs = first.unsqueeze(0)
+    scores: list[list[tuple[float, bool]]] = [[] for _ in contexts]
+    for row, (owner, continuation) in enumerate(zip(owners, flat, strict=True)):
+        logprobs = first[owner].unsqueeze(0)
         if len(continuation) > 1:
             logprobs = torch.cat([logprobs, rest_logprobs[row, :len(continuation) - 1]])
         target = torch.tensor(continuation, device=device)
         greedy = bool((logprobs.argmax(dim=-1) == target).all())
-        scores.append((float(logprobs.gather(1, target.unsqueeze(1)).sum()), greedy))
+        scores[owner].append((float(logprobs.gather(1, target.unsqueeze(1)).sum()), greedy))
     return scores

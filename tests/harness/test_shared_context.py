@@ -1,9 +1,11 @@
 """Shared-context scoring gives HFLM's own numbers, request by request, on real tasks: the same
-log-probabilities (to float32 rounding of sums of up to ~100 nats) and the same greedy flags."""
+greedy flags and the same log-probabilities to float32 rounding. That rounding is relative:
+HFLM's own scores of these tasks move by up to 1.5e-6 of |log p| (5e-5 nats on a 36-nat answer)
+between batch sizes 1 and 16, so the bound is 1e-5 + 3e-6 * |log p|."""
 
 import pytest
 
-from compbench.harness.shared_context import split_shared
+from compbench.harness.shared_context import batches, split_shared
 
 CHOICE_TASKS = ["cosmos_qa", "logiqa", "reclor", "e_kar", "kasut_math", "commonsense_qa", "mmlu_subset"]
 
@@ -16,6 +18,14 @@ def test_requests_are_grouped_by_context_and_the_rest_left_to_hflm():
     assert split_shared(requests, max_length=3) == ([[0, 1]], [2, 3, 4])
 
 
+def test_groups_are_batched_longest_context_first():
+    requests = [(None, [1], [3]), (None, [1], [4]), (None, [2, 2, 2], [3]), (None, [2, 2, 2], [4]),
+                (None, [5, 5], [1]), (None, [5, 5], [2]), (None, [5, 5], [3])]
+    groups = [[0, 1], [2, 3], [4, 5, 6]]
+    assert batches(groups, requests, batch_size=2) == [[[2, 3], [4, 5, 6]], [[0, 1]]]
+    assert batches(groups, requests, batch_size=1) == [[[2, 3]], [[4, 5, 6]], [[0, 1]]]
+
+
 def _scores(lm, task, limit: int, shared: bool):
     task.build_all_requests(limit=limit, rank=0, world_size=1)
     requests = [i for i in task.instances if i.request_type == "loglikelihood"]
@@ -26,7 +36,7 @@ def _scores(lm, task, limit: int, shared: bool):
 def _assert_same(shared, plain, where: str):
     assert len(shared) == len(plain) > 0, where
     for i, ((logp, greedy), (expected, expected_greedy)) in enumerate(zip(shared, plain, strict=True)):
-        assert abs(logp - expected) <= 1e-5 + 1e-6 * abs(expected), (where, i, logp, expected)
+        assert abs(logp - expected) <= 1e-5 + 3e-6 * abs(expected), (where, i, logp, expected)
         assert greedy == expected_greedy, (where, i)
 
 
@@ -43,9 +53,10 @@ def test_every_multiple_choice_task_scores_as_hflm_does(tasks, checkpoint):
     from compbench.harness.artifact import build
     from compbench.harness.lm_model import CompressedLM
 
+    # 3 documents and 4 contexts a batch: questions of different lengths share a (left-padded) pass
     lm = CompressedLM(artifact=build("smollm2-135m", "fp32", device="cpu"), batch_size=4)
     for name in CHOICE_TASKS:
-        _assert_same(_scores(lm, tasks[name], 2, True), _scores(lm, tasks[name], 2, False), name)
+        _assert_same(_scores(lm, tasks[name], 3, True), _scores(lm, tasks[name], 3, False), name)
 
 
 def test_a_packed_gptq_style_model_scores_as_hflm_does(tasks, checkpoint):
