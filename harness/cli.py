@@ -57,6 +57,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _batch_size(text: str) -> int | str:
+    """--batch-size: a whole number >= 1, or auto."""
+    if text == "auto":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1 or auto, got '{text}'")
+    return int(text)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with compbench's one-line errors (no usage block): exit 2, what is wrong."""
 
@@ -566,7 +575,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default="results", help="where results JSON files go")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if present)")
     p.add_argument("--dtype", default=None, choices=DTYPES, help=DTYPE_HELP)
-    p.add_argument("--batch-size", type=_positive_int, default=1)
+    p.add_argument("--batch-size", type=_batch_size, default=1,
+                   help="requests (questions, for answers sharing a context) a forward pass; "
+                   "auto: the most that fit in half the free memory (the results record it)")
     p.add_argument("--max-length", type=_positive_int, default=None,
                    help="evaluation window in tokens (default: the preset's)")
     p.add_argument("--include-path", action="append", metavar="DIR",

@@ -36,7 +36,7 @@ class EvalSettings:
     tasks: tuple[str, ...]
     limit: int | float | None = None  # documents per task (a fraction when < 1); None: all
     num_fewshot: int | None = None  # None: each task's own
-    batch_size: int = 1
+    batch_size: int | str = 1  # or "auto": the most rows that fit (see harness/batch_size.py)
     max_length: int | None = None  # evaluation window in tokens; None: the preset's
     bootstrap_iters: int = 1000  # draws for the stderr of metrics lm-eval bootstraps
     include_paths: tuple[str, ...] = ()  # folders of the user's own task YAMLs, beside compbench's
@@ -166,6 +166,17 @@ def _speed_prompt(tokenizer):
     return tokenizer(text, return_tensors="pt").input_ids[:, :SPEED_PROMPT_TOKENS]
 
 
+def classifier_batch_size(model, batch_size: int | str, max_length: int) -> int:
+    """The classifier's batch size: the one asked for, or for `auto` the most rows of
+    `max_length` tokens that fit (on a GPU too: its outputs are a few logits a row)."""
+    if batch_size != "auto":
+        return int(batch_size)
+    from compbench.harness.batch_size import cpu_batch_size
+
+    return cpu_batch_size(model.config, max_length, model.dtype.itemsize, max_batch_size=64,
+                          output_width=model.config.num_labels)
+
+
 def evaluate(artifact: Artifact, settings: EvalSettings, *, key: str | None = None,
              eval_fields: dict[str, Any] | None = None, started_at: float | None = None,
              load_seconds: float | None = None, load_peak_rss_bytes: int = 0) -> RunRecord:
@@ -193,9 +204,10 @@ def evaluate(artifact: Artifact, settings: EvalSettings, *, key: str | None = No
     params_total, params_nonzero = param_counts(artifact.model)
     if classifier:
         model, max_length = artifact.model, settings.max_length or artifact.preset.max_length
+        batch_sizes = [classifier_batch_size(model, settings.batch_size, max_length)]
         with PeakMemory() as eval_memory, Timer() as eval_timer:
             scores = {name: score_classifier(model, artifact.tokenizer, name, limit=settings.limit,
-                                             batch_size=settings.batch_size, max_length=max_length)
+                                             batch_size=batch_sizes[0], max_length=max_length)
                       for name in settings.tasks}
         tasks = {name: score.task for name, score in scores.items()}
         seconds = sum(score.seconds for score in scores.values())
@@ -214,6 +226,7 @@ def evaluate(artifact: Artifact, settings: EvalSettings, *, key: str | None = No
                 num_fewshot=settings.num_fewshot, task_manager=manager, log_samples=False,
                 bootstrap_iters=settings.bootstrap_iters)
         counter.remove()
+        batch_sizes = sorted(set(lm.batch_sizes_used)) or [settings.batch_size]
         eval_tokens = counter.tokens
         speed = throughput(model, _speed_prompt(lm.tokenizer))
         configs = output.get("configs", {})
@@ -235,7 +248,7 @@ def evaluate(artifact: Artifact, settings: EvalSettings, *, key: str | None = No
         model={"preset": artifact.preset.name, "source": artifact.preset.source,
                "revision": artifact.preset.revision,
                "dtype": str(model.dtype).removeprefix("torch."), "max_length": max_length,
-               "device": device, "origin": artifact.origin},
+               "batch_sizes": batch_sizes, "device": device, "origin": artifact.origin},
         artifact=artifact.identity,
         settings=eval_fields,
         compression=CompressionInfo(

@@ -93,6 +93,7 @@ class CompressedLM(HFLM):
                 artifact = with_adapter(artifact, adapter)
         check_evaluable(artifact.preset)
         self.artifact = artifact
+        self.batch_sizes_used: list[int] = []  # what `batch_size=auto` chose, in order
         self.shared_context = str(shared_context).lower() not in ("false", "0", "no")
         self.preset, self.recipe = artifact.preset, artifact.recipe
         hf_log = logging.getLogger("lm_eval.models.huggingface")
@@ -110,6 +111,29 @@ class CompressedLM(HFLM):
         finally:
             hf_log.removeFilter(_passed_model_notices)
 
+    def loglikelihood(self, requests, disable_tqdm: bool = False):
+        """HFLM's loglikelihood, with the requests' token ids from the tokenization cache
+        (`harness/token_cache.py`) when this tokenizer has seen these requests before."""
+        from compbench.harness.token_cache import cached_encodings
+
+        if self.enable_thinking:  # HFLM refuses it for loglikelihood tasks; let it say so
+            return super().loglikelihood(requests, disable_tqdm)
+        pairs = [tuple(request.args) for request in requests]
+        encoded = cached_encodings(self, pairs, lambda: [self._encode(*pair) for pair in pairs])
+        tokenized = [(pair, context, continuation)
+                     for pair, (context, continuation) in zip(pairs, encoded, strict=True)]
+        return self._loglikelihood_tokens(tokenized, disable_tqdm=disable_tqdm)
+
+    def _encode(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """lm-eval's tokenization of one request (`TemplateLM.loglikelihood`, whose loop cannot be
+        called for one pair): an empty context becomes the prefix token."""
+        if context:
+            return self._encode_pair(context, continuation)
+        continuation_ids = self.tok_encode(continuation, add_special_tokens=False)
+        if self.prefix_token_id != continuation_ids[0]:
+            return [self.prefix_token_id], continuation_ids
+        return continuation_ids[:1], continuation_ids[1:]
+
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):
         """HFLM's scores, with the requests that share a context scored from one pass over it."""
         import torch
@@ -126,6 +150,10 @@ class CompressedLM(HFLM):
             for index, answer in zip(rest, plain, strict=True):
                 results[index] = answer
         batch_size = override_bs or self.batch_size
+        if batch_size == "auto" and groups:
+            longest = max((i for g in groups for i in g),
+                          key=lambda i: len(requests[i][1]) + len(requests[i][2]))
+            batch_size = self._detect_batch_size([requests[longest]])
         progress = tqdm(total=len(groups), desc="Scoring shared contexts",
                         disable=disable_tqdm or self.rank != 0)
         for batch in batches(groups, requests, batch_size):
@@ -142,6 +170,23 @@ class CompressedLM(HFLM):
             progress.update(len(batch))
         progress.close()
         return results
+
+    def _detect_batch_size(self, requests=None, pos: int = 0) -> int:
+        """`batch_size=auto`: lm-eval's out-of-memory probe on a GPU; on a CPU, from what a row of
+        the longest request costs (`harness/batch_size.py`). Each choice is kept for the record."""
+        if self.device.type == "cuda":
+            size = super()._detect_batch_size(requests, pos)
+        else:
+            from compbench.harness.batch_size import cpu_batch_size
+
+            tokens = self.max_length
+            if requests:
+                _, context, continuation = requests[pos]
+                tokens = min(len(context) + len(continuation), self.max_length)
+            size = cpu_batch_size(self.model.config, tokens, self.model.dtype.itemsize,
+                                  self.max_batch_size)
+        self.batch_sizes_used.append(size)
+        return size
 
     @classmethod
     def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None):

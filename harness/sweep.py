@@ -41,7 +41,7 @@ KEYS = {
     "tasks": "lm-eval task names",
     "limit": "documents per task (an int, or a fraction < 1)",
     "num_fewshot": "few-shot examples (default: each task's own)",
-    "batch_size": "evaluation batch size",
+    "batch_size": "evaluation batch size (a number, or auto)",
     "max_length": "evaluation window in tokens",
     "calibration": "dataset / nsamples / seqlen for every calibrated step that does not set them",
     "seeds": "calibration seeds: every calibrated recipe runs once per seed",
@@ -124,6 +124,15 @@ def _list_of(data: dict, key: str, kind: type, required: bool) -> list:
         if not isinstance(item, kind) or isinstance(item, bool):
             raise CompbenchError(f"{key}[{i}]: expected {_KINDS[kind]}, got {item!r}")
     return value
+
+
+def _batch_size(data: dict) -> int | str:
+    if data.get("batch_size") == "auto":
+        return "auto"
+    try:
+        return _optional(data, "batch_size", (int,), minimum=1) or 1
+    except CompbenchError as exc:
+        raise CompbenchError(f"{exc} (or auto)") from None
 
 
 def _optional(data: dict, key: str, kind: tuple[type, ...], minimum: float | None = None,
@@ -280,7 +289,7 @@ def _validate(data, path: Path, original: bool, parse_recipe, check_include_path
     settings = EvalSettings(
         tasks=tasks, limit=_optional(data, "limit", (int, float), minimum=0, below_one=True),
         num_fewshot=_optional(data, "num_fewshot", (int,), minimum=0),
-        batch_size=_optional(data, "batch_size", (int,), minimum=1) or 1,
+        batch_size=_batch_size(data),
         max_length=_optional(data, "max_length", (int,), minimum=1), include_paths=include_paths)
     if settings.limit == 0:
         raise CompbenchError("limit: must be > 0")

@@ -139,9 +139,11 @@ CASES = {
     "limit inf": (lambda t, d: ["eval", "--recipe", "fp32", "--limit", "inf"],
                   "must be a positive finite number, got inf"),
     "batch size 0": (lambda t, d: ["eval", "--recipe", "fp32", "--batch-size", "0"],
-                     "must be >= 1, got 0"),
+                     "expected a whole number >= 1 or auto, got '0'"),
     "batch size -1": (lambda t, d: ["eval", "--recipe", "fp32", "--batch-size", "-1"],
-                      "must be >= 1, got -1"),
+                      "expected a whole number >= 1 or auto, got '-1'"),
+    "batch size many": (lambda t, d: ["eval", "--recipe", "fp32", "--batch-size", "many"],
+                        "expected a whole number >= 1 or auto, got 'many'"),
     "max length 0": (lambda t, d: ["eval", "--recipe", "fp32", "--max-length", "0"],
                      "must be >= 1, got 0"),
     "LoRA target modules the model lacks": (

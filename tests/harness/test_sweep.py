@@ -87,6 +87,7 @@ def test_a_model_entry_may_name_its_own_recipes(tmp_path):
     (("[smollm2-135m]", "[{model: smollm2-135m, recipes: [int8]}]"),
      "baseline: 'fp32' is not one of the recipes of smollm2-135m"),
     (("[smollm2-135m]", "[{name: smollm2-135m}]"), "models[0]: expected a model name or {model: NAME"),
+    (("limit: 1", "limit: 1\nbatch_size: many"), "batch_size: expected int, got 'many' (or auto)"),
     (("limit: 1", "limit: 1\ndtype: bf16"), "dtype: 'bf16' is not one of float32, bfloat16, float16, auto"),
 ])
 def test_bad_sweep_files_are_one_line_naming_the_key(tmp_path, capsys, change, message):
