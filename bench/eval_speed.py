@@ -13,9 +13,10 @@ sum float log-probabilities in another order); the table says so per task.
 
 Part 2, matmul rate: the model's weight matmuls (every Linear and the LM head, at 2048 tokens)
 are timed in float32 and bfloat16 to give this machine's rate in FLOP/s; `wikitext2_chunked`
-(`--chunks` chunks of 2048 tokens) is then evaluated by `compressed` in each dtype, and its
-rate counts only those weight matmuls (2 x tokens x weights; attention's own products are not
-counted, so the percentage understates the work done).
+(`--chunks` chunks of 2048 tokens, after one untimed chunk that tokenizes the split and warms
+the kernels) is then evaluated by `compressed` in each dtype. Its rate is given two ways: the
+weight matmuls alone (2 x tokens x weights), and with attention's two products under the causal
+mask added (2 x 2 x d x T(T+1)/2 per query head and layer), the usual model-FLOPs count.
 
 Run nothing else on the machine meanwhile. Every measurement is written to the JSON as soon as
 it ends, so an interrupted run resumes where it stopped. Needs the data dir.
@@ -84,6 +85,14 @@ def matmul_rate(shapes: list[tuple[int, int]], dtype, tokens: int = RATE_TOKENS,
     return flops / best
 
 
+def attention_flops(config, tokens: int) -> int:
+    """FLOPs of attention's score and value products over one causal sequence: query i attends
+    to i + 1 keys, 2 FLOPs a multiply-add, two products."""
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    per_head = 2 * 2 * head_dim * tokens * (tokens + 1) // 2
+    return per_head * config.num_attention_heads * config.num_hidden_layers
+
+
 def checkpoint_folder(model: str) -> str:
     from compbench.model_zoo.presets import get_preset, resolve_source
 
@@ -135,14 +144,17 @@ def rates(args, folder: str, done: dict, save) -> None:
         lm = CompressedLM(pretrained=folder, recipe=RECIPE_OF_DTYPE[dtype], device=args.device)
         shapes = weight_shapes(lm.model)
         matmul = matmul_rate(shapes, getattr(torch, dtype))
+        evaluate_once(lm, manager, "wikitext2_chunked", 1)  # tokenizes the split, warms the kernels
         seconds, metrics = evaluate_once(lm, manager, "wikitext2_chunked", args.chunks)
-        flops = 2 * RATE_TOKENS * args.chunks * sum(n * m for n, m in shapes)
-        done[key] = {"matmul_flops_per_s": matmul, "eval_seconds": seconds,
-                     "eval_flops_per_s": flops / seconds, "chunks": args.chunks,
+        weights = 2 * RATE_TOKENS * args.chunks * sum(n * m for n, m in shapes)
+        attention = args.chunks * attention_flops(lm.model.config, RATE_TOKENS)
+        done[key] = {"matmul_flops_per_s": matmul, "eval_seconds": seconds, "chunks": args.chunks,
+                     "weight_flops_per_s": weights / seconds,
+                     "model_flops_per_s": (weights + attention) / seconds,
                      "perplexity": metrics["perplexity,none"]}
         save()
-        print(f"{key}: matmul {matmul / 1e9:.0f} GFLOP/s, eval {flops / seconds / 1e9:.0f} GFLOP/s",
-              flush=True)
+        print(f"{key}: matmul {matmul / 1e9:.0f} GFLOP/s, eval {weights / seconds / 1e9:.0f} GFLOP/s "
+              "(weights)", flush=True)
         del lm
 
 
@@ -166,13 +178,16 @@ def report(args, done: dict) -> str:
              f"median of {args.rounds} interleaved rounds.", "",
              tabulate(rows, ["task", "docs", "stock lm-eval s", "compbench s", "speed-up",
                              "identical metrics"], tablefmt="github", disable_numparse=True)]
-    rate_rows = [[dtype, f"{r['matmul_flops_per_s'] / 1e9:.0f}", f"{r['eval_flops_per_s'] / 1e9:.0f}",
-                  f"{100 * r['eval_flops_per_s'] / r['matmul_flops_per_s']:.0f}%",
-                  f"{r['perplexity']:.3f}"]
+    rate_rows = [[dtype, f"{r['matmul_flops_per_s'] / 1e9:.0f}", f"{r['eval_seconds'] / r['chunks']:.2f}",
+                  f"{r['weight_flops_per_s'] / 1e9:.0f}",
+                  f"{100 * r['weight_flops_per_s'] / r['matmul_flops_per_s']:.0f}%",
+                  f"{r['model_flops_per_s'] / 1e9:.0f}",
+                  f"{100 * r['model_flops_per_s'] / r['matmul_flops_per_s']:.0f}%", f"{r['perplexity']:.3f}"]
                  for dtype in ("float32", "bfloat16") if (r := done.get(f"rate/{dtype}"))]
     if rate_rows:
-        lines += ["", tabulate(rate_rows, ["dtype", "matmul GFLOP/s", "wikitext2_chunked GFLOP/s",
-                                           "of matmul rate", "perplexity"],
+        lines += ["", tabulate(rate_rows, ["dtype", "matmul GFLOP/s", "s per 2048-token chunk",
+                                           "weights GFLOP/s", "of matmul rate",
+                                           "with attention GFLOP/s", "of matmul rate", "perplexity"],
                                tablefmt="github", disable_numparse=True)]
     return "\n".join(lines) + "\n"
 
@@ -202,10 +217,14 @@ def main() -> None:
     if args.data_dir:
         set_data_dir(args.data_dir)
     out = Path(args.output_dir) / "eval_speed.json"
-    done = json.loads(out.read_text()) if out.is_file() else {}
+    settings = {k: v for k, v in vars(args).items() if k not in ("data_dir", "output_dir", "skip_rate")}
+    stored = json.loads(out.read_text()) if out.is_file() else {}
+    if stored.get("settings") != settings:  # another configuration: its timings do not mix
+        stored = {"settings": settings, "runs": {}}
+    done = stored["runs"]
 
     def save() -> None:
-        write_json_atomic(out, done)
+        write_json_atomic(out, stored)
 
     folder = checkpoint_folder(args.model)
     throughput(args, folder, done, save)

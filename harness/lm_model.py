@@ -149,8 +149,10 @@ class CompressedLM(HFLM):
             plain = super()._loglikelihood_tokens([requests[i] for i in rest], disable_tqdm, override_bs)
             for index, answer in zip(rest, plain, strict=True):
                 results[index] = answer
+        if not groups:  # rolling perplexity windows, each alone
+            return results
         batch_size = override_bs or self.batch_size
-        if batch_size == "auto" and groups:
+        if batch_size == "auto":
             longest = max((i for g in groups for i in g),
                           key=lambda i: len(requests[i][1]) + len(requests[i][2]))
             batch_size = self._detect_batch_size([requests[longest]])

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from filelock import FileLock
@@ -86,7 +87,8 @@ def _materialize(target: Path, source: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(target.name + ".tmp-*"):  # a build killed midway: called
+        shutil.rmtree(stale, ignore_errors=True)  # under build_cached's lock, no one else builds
     staging = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
@@ -116,29 +118,29 @@ def _materialize(target: Path, source: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def materialize_embedded() -> Path:
-    """Return the folder of the materialized checkpoint, building it on first use.
-
-    Safe against two processes at once (a file lock) and against interruption (the
-    checkpoint is built in a staging folder and renamed into place).
-    """
-    source = gguf_path()
-    target = cache_dir() / "models" / f"smollm2-135m-instruct-q4_1-fp32-v{MATERIALIZE_VERSION}"
+def build_cached(target: Path, build: Callable[[Path], None], rebuild: str) -> Path:
+    """`target`, made by `build(target)` on first use and checked against its manifest on every
+    use. Safe against two processes at once (a file lock; `build` writes a staging folder and
+    renames it into place); a folder that no longer matches its manifest is an error naming the
+    command that removes it (`rebuild`: what running again then does)."""
     if manifest_ok(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
         if manifest_ok(target):
             return target
-        for staging in target.parent.glob(target.name + ".tmp-*"):  # a build killed midway:
-            shutil.rmtree(staging, ignore_errors=True)  # under the lock, no one else builds
         if target.exists():
             raise CompbenchError(
                 f"corrupt model cache at {target} (files missing, resized or changed: their sha256 "
-                f"differs from the manifest); remove it (rm -r '{target}') and run again to rebuild it"
-            )
-        _materialize(target, source)
+                f"differs from the manifest); remove it (rm -r '{target}') and run again to {rebuild}")
+        build(target)
     return target
+
+
+def materialize_embedded() -> Path:
+    """Return the folder of the materialized checkpoint, building it on first use."""
+    target = cache_dir() / "models" / f"smollm2-135m-instruct-q4_1-fp32-v{MATERIALIZE_VERSION}"
+    return build_cached(target, lambda t: _materialize(t, gguf_path()), "rebuild it")
 
 
 def embedded_identity() -> dict:

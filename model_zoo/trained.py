@@ -17,11 +17,9 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from filelock import FileLock
-
 from compbench.core.io import cache_dir, digest_of
 from compbench.errors import CompbenchError
-from compbench.model_zoo.embedded import manifest_ok, write_manifest
+from compbench.model_zoo.embedded import build_cached, write_manifest
 
 RECIPE_FILE = "compbench-trained.json"
 
@@ -80,19 +78,9 @@ def trained_key(spec: TrainedSpec) -> str:
 def materialize_trained(spec: TrainedSpec, echo=print) -> Path:
     """The trained model's folder, made on first use (under a file lock; written to a staging
     folder and renamed into place)."""
-    key = trained_key(spec)
-    target = cache_dir() / "models" / f"{spec.name}-{key[:12]}"
-    if manifest_ok(target):
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock"):
-        if manifest_ok(target):
-            return target
-        if target.exists():
-            raise CompbenchError(f"corrupt model cache at {target} (files missing or changed); "
-                                 f"remove it (rm -r '{target}') and run again to retrain it")
-        _train(spec, target, cache_dir() / "runs" / target.name, echo)
-    return target
+    target = cache_dir() / "models" / f"{spec.name}-{trained_key(spec)[:12]}"
+    return build_cached(target, lambda t: _train(spec, t, cache_dir() / "runs" / t.name, echo),
+                        "retrain it")
 
 
 def _train(spec: TrainedSpec, target: Path, run_dir: Path, echo) -> None:
