@@ -19,6 +19,7 @@ from torch import nn
 from compbench.compressors import COMPRESSORS, CompressionResult, Recipe, compress, parse_recipe
 from compbench.compressors.registry import CompressionContext
 from compbench.core.io import digest_of, sha256_file
+from compbench.harness.baseline_check import BaselineCheck, cached_check, check_baseline
 from compbench.harness.store import ModelStore, storable
 from compbench.model_zoo.presets import (
     Preset,
@@ -84,6 +85,8 @@ class Artifact:
     device: str
     origin: str = "compressed"  # or "compressed, stored", "loaded from store"
     checkpoint_bytes: int | None = None  # the stored checkpoint's bytes on disk, when stored
+    # the uncompressed model's credibility check (harness/baseline_check.py); None: not made
+    baseline_check: BaselineCheck | None = None
 
     @property
     def key(self) -> str:
@@ -112,15 +115,21 @@ def build(preset: Preset | str, recipe: Recipe | str, *, device: str | None = No
     identity = artifact_identity(preset, recipe, dtype, device, num_labels)
     if num_labels is not None:
         store = None
+    checked = preset.task_head == "causal-lm" and num_labels is None
+    source = {k: identity[k] for k in ("source", "dtype", "device_kind")}
     if store is None or not storable(recipe):
         model, tokenizer = load_model(preset, device=device, dtype=dtype, num_labels=num_labels)
+        check = check_baseline(model, tokenizer, source) if checked else None
         result = compress(model, recipe, compression_context(tokenizer))
         origin = "compressed" if store is None else "compressed (recipe not storable)"
-        return Artifact(result.model, tokenizer, preset, recipe, result, identity, device, origin)
+        return Artifact(result.model, tokenizer, preset, recipe, result, identity, device, origin,
+                        baseline_check=check)
     entry = store.get(identity["key"])
     origin = "loaded from store"
+    check = cached_check(source) if checked else None
     if entry is None:
         model, tokenizer = load_model(preset, device=device, dtype=dtype)
+        check = check_baseline(model, tokenizer, source) if checked else None
         result = compress(model, recipe, compression_context(tokenizer))
         store.put(result.model, tokenizer, identity, _compression_fields(result))
         del model, result
@@ -129,7 +138,7 @@ def build(preset: Preset | str, recipe: Recipe | str, *, device: str | None = No
     model, tokenizer = store.load(entry, device)
     result = CompressionResult(model=model, **entry.compression)
     return Artifact(model, tokenizer, preset, recipe, result, identity, device, origin,
-                    checkpoint_bytes=entry.checkpoint_bytes)
+                    checkpoint_bytes=entry.checkpoint_bytes, baseline_check=check)
 
 
 def _compression_fields(result: CompressionResult) -> dict[str, Any]:

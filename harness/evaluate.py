@@ -144,19 +144,27 @@ def environment() -> dict[str, Any]:
 
 def _protocol(task: str, metadata: dict, lm) -> dict | None:
     """How a perplexity task counted (its YAML `protocol`), with the window this run used."""
+    from compbench.model_zoo.presets import expects_bos
     from compbench.tasks.chunked import DEFAULT_SEQLEN, capped_seqlen
 
     protocol = dict(metadata.get("protocol") or {})
     if not protocol:
         return None
     protocol["tokenizer"] = getattr(lm.tokenizer, "name_or_path", None)
+    bos = expects_bos(lm.tokenizer)
     if protocol.get("kind") == "rolling":
         protocol.update(window_tokens=lm.max_length, stride_tokens=lm.max_length,
                         window_prefix_token_id=lm.prefix_token_id)
+        protocol["bos"] = ("every window starts with BOS, then up to window_tokens - 1 text tokens "
+                           "(the model's tokenizer adds BOS to every sequence)" if bos else
+                           "the first window starts with the prefix token, later ones continue the text")
     elif protocol.get("kind") == "chunked":
         seqlen = capped_seqlen(int(metadata.get("seqlen", DEFAULT_SEQLEN)),
                                getattr(lm.model.config, "max_position_embeddings", None))
-        protocol.update(seqlen=seqlen, stride_tokens=seqlen)
+        protocol.update(seqlen=seqlen, stride_tokens=seqlen - 1 if bos else seqlen)
+        if bos:
+            protocol["bos"] = ("every chunk starts with BOS, then seqlen - 1 text tokens (the "
+                               "model's tokenizer adds BOS to every sequence)")
     return protocol
 
 
@@ -197,7 +205,10 @@ def evaluate(artifact: Artifact, settings: EvalSettings, *, key: str | None = No
 
     started = started_at or time.time()
     classifier = is_classifier(artifact.model)
-    manager = task_manager({"pretrained": artifact.preset.name}, settings.include_paths, settings.tasks)
+    from compbench.model_zoo.presets import preset_argument
+
+    manager = task_manager({"pretrained": preset_argument(artifact.preset)}, settings.include_paths,
+                           settings.tasks)
     if eval_fields is None:
         eval_fields = settings.key_fields(manager.task_index, artifact.device)
     compression = artifact.compression
@@ -266,5 +277,6 @@ def evaluate(artifact: Artifact, settings: EvalSettings, *, key: str | None = No
             peak_rss_mb=max(load_peak_rss_bytes, eval_memory.peak_rss_bytes) / 2**20,
             peak_cuda_mb=None if peak_cuda is None else peak_cuda / 2**20),
         env=environment(),
+        baseline_check=artifact.baseline_check and dataclasses.asdict(artifact.baseline_check),
         schema_version=SCHEMA_VERSION,
     )

@@ -124,6 +124,31 @@ class CompressedLM(HFLM):
                      for pair, (context, continuation) in zip(pairs, encoded, strict=True)]
         return self._loglikelihood_tokens(tokenized, disable_tqdm=disable_tqdm)
 
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+        """HFLM's rolling perplexity; for a model that expects BOS at the start of every sequence
+        (its tokenizer adds one), every window starts with BOS and holds up to max_length - 1 of
+        the text's tokens, each scored once. HFLM would encode the BOS as text (scoring it after
+        its own prefix BOS) and start later windows without one."""
+        from compbench.model_zoo.presets import expects_bos
+
+        if not expects_bos(self.tokenizer):
+            return super().loglikelihood_rolling(requests, disable_tqdm)
+        bos, width = self.tokenizer.bos_token_id, self.max_length - 1
+        windows, owners = [], []
+        for index, request in enumerate(requests):
+            tokens = self.tok_encode(request.args[0], add_special_tokens=False)
+            for start in range(0, len(tokens), width):
+                windows.append((None, [bos], tokens[start:start + width]))
+                owners.append(index)
+        # HFLM's own path: the windows share only the BOS, no context worth a shared pass
+        scores = HFLM._loglikelihood_tokens(self, windows, disable_tqdm=disable_tqdm)
+        totals = [0.0] * len(requests)
+        for index, (logprob, _) in zip(owners, scores, strict=True):
+            totals[index] += logprob
+        for request, total in zip(requests, totals, strict=True):
+            self.cache_hook.add_partial("loglikelihood_rolling", request.args, total)
+        return totals
+
     def _encode(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         """lm-eval's tokenization of one request (`TemplateLM.loglikelihood`, whose loop cannot be
         called for one pair): an empty context becomes the prefix token."""
@@ -238,8 +263,9 @@ def _preset(name: str, revision: str | None):
     preset = get_preset(name)
     if revision is None:
         return preset
-    if preset.source == "embedded" or Path(preset.source).is_dir():
-        kind = "the embedded model" if preset.source == "embedded" else "a local folder"
+    if preset.source.startswith(("embedded:", "gguf:")) or Path(preset.source).is_dir():
+        kind = {"embedded": "an embedded model", "gguf": "a GGUF file"}.get(
+            preset.source.partition(":")[0], "a local folder")
         raise CompbenchError(f"bad --model_args for 'compressed': revision={revision} applies to "
                              f"hub models; '{name}' is {kind}")
     return dataclasses.replace(preset, revision=revision)

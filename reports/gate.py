@@ -9,7 +9,8 @@ baseline file also records each run's absolute values: a value further than `war
 from its recorded one is a warning, not a failure (absolute numbers move with hardware and
 library versions; recovery ratios much less). The uncompressed run's values are kept in the
 baseline file with its run key, so a gate run whose uncompressed run is unchanged need not
-evaluate it again.
+evaluate it again. A run whose uncompressed model failed its baseline check
+(`harness/baseline_check.py`) is refused: its recovery ratios would mean nothing.
 
     default_threshold: 0.95
     thresholds:                                        # minimum recovery, most specific wins
@@ -31,7 +32,7 @@ import yaml
 
 from compbench.core.io import write_text_atomic
 from compbench.errors import CompbenchError
-from compbench.reports.record import RunRecord
+from compbench.reports.record import RunRecord, baseline_warning
 
 DEFAULT_THRESHOLD = 0.95
 DEFAULT_TOLERANCE = 0.05
@@ -115,11 +116,19 @@ def gated_metrics(record: RunRecord) -> dict[str, tuple[float, bool | None]]:
 
 
 def entry_of(record: RunRecord) -> dict[str, Any]:
-    """What the baseline file records for a run."""
-    return {"model": record.preset, "recipe": record.recipe, "limit": record.limit,
-            "run_key": record.run_key,
-            "metrics": {name: {"value": round(value, 6), "higher_is_better": hib}
-                        for name, (value, hib) in sorted(gated_metrics(record).items())}}
+    """What the baseline file records for a run (with its model's baseline check, when made)."""
+    entry = {"model": record.preset, "recipe": record.recipe, "limit": record.limit,
+             "run_key": record.run_key,
+             "metrics": {name: {"value": round(value, 6), "higher_is_better": hib}
+                         for name, (value, hib) in sorted(gated_metrics(record).items())}}
+    if record.baseline_check is not None:
+        entry["baseline_check"] = record.baseline_check
+    return entry
+
+
+def _refuse_broken(warning: str | None) -> None:
+    if warning:
+        raise CompbenchError(f"gate: refusing to gate against a broken baseline: {warning}")
 
 
 @dataclass(frozen=True)
@@ -166,6 +175,7 @@ def _uncompressed(record: RunRecord, records: list[RunRecord], baseline: Baselin
             f"no uncompressed ({baseline.baseline_recipe}) run of {record.preset} with limit "
             f"{record.limit} in the results or in {baseline.path}; include the "
             f"{baseline.baseline_recipe} recipe in the runs")
+    _refuse_broken(baseline_warning(cached.get("baseline_check"), record.preset))
     return {name: m["value"] for name, m in cached["metrics"].items()}
 
 
@@ -173,6 +183,8 @@ def gate(records: list[RunRecord], baseline: Baseline) -> GateResult:
     """Check every finished compressed run against its uncompressed run and the baseline file."""
     checks, warnings = [], []
     failed = [f"{r.preset} {r.recipe}: {r.error}" for r in records if not r.ok]
+    for record in records:
+        _refuse_broken(record.baseline_warning if record.ok else None)
     for record in records:
         if not record.ok or record.recipe == baseline.baseline_recipe:
             continue

@@ -26,6 +26,17 @@ def _number(value: Any, what: str) -> float | None:
     return None if math.isnan(value) else float(value)
 
 
+def baseline_warning(check: dict[str, Any] | None, model: str) -> str | None:
+    """The warning for a failed baseline check (harness/baseline_check.py), else None."""
+    if not check or check.get("passed", True):
+        return None
+    return (f"the uncompressed {model} failed the baseline check: its perplexity on the first "
+            f"{check['tokens']} WikiText-2 test tokens is {check['perplexity']:.4g}, above the "
+            f"{check['bound']:.0f} that any credible model of {check['params'] / 1e6:.0f}M parameters "
+            "stays under; every ratio and drop measured against it is meaningless (check how the "
+            "model was converted and tokenized)")
+
+
 @dataclass(frozen=True)
 class MetricResult:
     """One metric of one task: lm-eval's value, standard error and direction."""
@@ -147,6 +158,9 @@ class RunRecord:
     traceback: str | None = None
     # a fine-tuning run's steps, seconds, tokens/s, peak RSS, sizes and log paths (stages/)
     training: dict[str, Any] | None = None
+    # the uncompressed model's credibility check (harness/baseline_check.py): passed,
+    # perplexity, bound, params, tokens, bos; None where none was made
+    baseline_check: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -178,6 +192,11 @@ class RunRecord:
     @property
     def calibration(self) -> dict[str, Any] | None:
         return self.artifact.get("calibration")
+
+    @property
+    def baseline_warning(self) -> str | None:
+        """What is wrong with this run's uncompressed model, when its baseline check failed."""
+        return baseline_warning(self.baseline_check, self.preset)
 
     def metric(self, task: str, key: str) -> MetricResult | None:
         result = self.tasks.get(task)

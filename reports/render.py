@@ -20,6 +20,9 @@ FORMATS = ("md", "csv", "json")
 def markdown(tables: list[Table], records: list[RunRecord], plot_paths: list[Path], folder: Path,
              title: str = "compbench report") -> str:
     lines = [f"# {title}", ""]
+    warnings = dict.fromkeys(r.baseline_warning for r in records if r.ok and r.baseline_warning)
+    lines += [f"> **WARNING: broken baseline.** {warning}." for warning in warnings]
+    lines += [""] if warnings else []
     for table in tables:
         lines += [f"## {table.title}", "",
                   tabulate(table.rows, table.header, tablefmt="github", disable_numparse=True), ""]

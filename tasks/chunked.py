@@ -5,6 +5,10 @@ and cut into non-overlapping chunks of `seqlen` tokens (the remainder dropped). 
 one document; the model sees the chunk and predicts its tokens 2..seqlen; perplexity is
 exp(total NLL / predicted tokens), which for equal chunks is exp(mean per-chunk loss), the
 number the pruning and quantization papers report. `--limit N` scores the first N chunks.
+There, only the first chunk starts with BOS (when the tokenizer adds one). A model that expects
+BOS at the start of every sequence (its tokenizer adds one: Gemma collapses without it) gets it
+here at the start of every chunk, followed by seqlen - 1 text tokens, so the same number of
+tokens is predicted; the results' protocol record says which was done.
 
 lm-eval's requests are strings, and a string boundary cannot always reproduce a token boundary
 (a chunk that starts with a whitespace token is re-split by lm-eval's context handling), so this
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from pathlib import Path
 
 import torch
 from lm_eval.api.instance import Instance
@@ -38,9 +43,10 @@ def _tokenizer_source(metadata: dict) -> str:
             "wikitext2_chunked tokenizes with the evaluated model's tokenizer: pass it with "
             "--metadata '{\"pretrained\": \"MODEL\"}' (lm_eval adds it from --model_args)"
         )
-    from compbench.model_zoo.presets import PRESETS, resolve_source
+    from compbench.model_zoo.presets import PRESETS, get_preset, resolve_source
 
-    return resolve_source(PRESETS[source]) if source in PRESETS else source
+    local = source in PRESETS or source.lower().endswith(".gguf") or Path(source).is_dir()
+    return resolve_source(get_preset(source)) if local else source  # else a hub id
 
 
 def capped_seqlen(seqlen: int, context: int | None) -> int:
@@ -52,9 +58,14 @@ def capped_seqlen(seqlen: int, context: int | None) -> int:
 def _chunks(text: str, tokenizer_source: str, seqlen: int) -> tuple[tuple[int, ...], ...]:
     from transformers import AutoConfig, AutoTokenizer
 
+    from compbench.model_zoo.presets import expects_bos
+
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
     context = getattr(AutoConfig.from_pretrained(tokenizer_source), "max_position_embeddings", None)
     seqlen = capped_seqlen(seqlen, context)
+    if expects_bos(tokenizer):
+        ids, step = tokenizer(text, add_special_tokens=False).input_ids, seqlen - 1
+        return tuple((tokenizer.bos_token_id, *ids[i * step:(i + 1) * step]) for i in range(len(ids) // step))
     ids = tokenizer(text).input_ids
     return tuple(tuple(ids[i * seqlen:(i + 1) * seqlen]) for i in range(len(ids) // seqlen))
 

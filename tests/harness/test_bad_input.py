@@ -70,6 +70,24 @@ def _folder(tmp_path, config):
     return str(folder)
 
 
+def _gguf(tmp_path, architecture):
+    """A tiny but valid GGUF file of the given architecture (one tensor, a 4-piece vocabulary)."""
+    import gguf
+    import numpy as np
+
+    path = tmp_path / f"tiny-{architecture}.gguf"
+    writer = gguf.GGUFWriter(str(path), architecture)
+    writer.add_block_count(1)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(["a", "b", "c", "d"])
+    writer.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return str(path)
+
+
 def _no_size(data):
     del data["compression"]["size_bytes"]
 
@@ -104,7 +122,7 @@ CASES = {
     "revision of the embedded model": (
         lambda t, d: ["lm-eval", "--model", "compressed", "--model_args",
                       "pretrained=smollm2-135m,revision=v2", "--tasks", "sst2", "--limit", "1"],
-        "revision=v2 applies to hub models; 'smollm2-135m' is the embedded model"),
+        "revision=v2 applies to hub models; 'smollm2-135m' is an embedded model"),
     "an argument HFLM would ignore": (
         lambda t, d: ["lm-eval", "--model", "compressed", "--model_args",
                       "pretrained=smollm2-135m,parallelize=True", "--tasks", "sst2", "--limit", "1"],
@@ -130,6 +148,17 @@ CASES = {
     "bad config.json": (
         lambda t, d: ["eval", "--model", _folder(t, "{not json"), "--recipe", "fp32"],
         "config.json is not valid JSON"),
+    "a GGUF file that is not there": (
+        lambda t, d: ["eval", "--model", str(t / "model.gguf"), "--recipe", "fp32"],
+        "model.gguf not found"),
+    "a .gguf file that is not GGUF": (
+        lambda t, d: ["eval", "--model", _file(t, "model.gguf", "not a model"), "--recipe", "fp32"],
+        "model.gguf is not a GGUF file"),
+    "a GGUF architecture without a verified conversion": (
+        lambda t, d: ["eval", "--model", _gguf(t, "phi3"), "--recipe", "fp32", "--tasks",
+                      "wikitext2_chunked", "--limit", "1"],
+        "tiny-phi3.gguf: GGUF architecture 'phi3' has no verified conversion in compbench (verified: "
+        "gemma3, llama)"),
     "an encoder preset": (
         lambda t, d: ["eval", "--model", "roberta-large", "--recipe", "fp32"],
         "'roberta-large' is a masked-lm model: lm-eval gives no valid numbers for it; train a "

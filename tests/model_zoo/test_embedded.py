@@ -12,7 +12,8 @@ import torch
 
 from compbench.errors import CompbenchError
 from compbench.model_zoo import get_preset
-from compbench.model_zoo.embedded import MANIFEST, gguf_path, materialize_embedded
+from compbench.model_zoo.cache import MANIFEST
+from compbench.model_zoo.embedded import gguf_path, materialize_embedded
 
 
 def test_checkpoint_is_a_plain_hf_folder(checkpoint):

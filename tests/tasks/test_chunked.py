@@ -69,3 +69,29 @@ def test_chunked_without_a_tokenizer_says_how_to_pass_one(data_dir):
 
     with pytest.raises(CompbenchError, match="--metadata"):
         load_chunks("Salesforce/wikitext", "wikitext-2-raw-v1", ["test"])
+
+
+def _wikitext(data_dir, rows=300):
+    lines = (data_dir / "wikitext-2-raw-v1" / "test.jsonl").read_text().splitlines()[:rows]
+    return "\n\n".join(json.loads(line)["text"] for line in lines)
+
+
+def test_a_model_that_expects_bos_gets_it_at_the_start_of_every_chunk(data_dir, checkpoint):
+    """Gemma's tokenizer adds BOS: each chunk is BOS and the next seqlen - 1 text tokens, so the
+    text is scored once, in order, with the same number of predicted tokens a chunk. SmolLM2's
+    adds none: its chunks are the joined text's tokens, as the GPTQ papers cut them."""
+    from transformers import AutoTokenizer
+
+    from compbench.model_zoo.embedded import materialize_embedded
+    from compbench.tasks.chunked import _chunks
+
+    text = _wikitext(data_dir)
+    gemma = str(materialize_embedded("gemma3-270m"))
+    chunks = _chunks(text, gemma, 256)
+    text_ids = AutoTokenizer.from_pretrained(gemma)(text, add_special_tokens=False).input_ids
+    assert len(chunks) == len(text_ids) // 255 >= 10
+    assert all(len(chunk) == 256 and chunk[0] == 2 and 2 not in chunk[1:] for chunk in chunks)
+    assert [t for chunk in chunks for t in chunk[1:]] == text_ids[:len(chunks) * 255]
+    plain = _chunks(text, str(checkpoint), 256)
+    smollm_ids = AutoTokenizer.from_pretrained(checkpoint)(text).input_ids
+    assert [t for chunk in plain for t in chunk] == smollm_ids[:len(plain) * 256]
