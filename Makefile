@@ -45,7 +45,7 @@ GATE_OUT ?= results/ci-gate
 # baseline; the uncompressed run is taken from the baseline when its run key is unchanged).
 test: $(STAMP)
 	$(PY) -m pytest -q
-	$(VENV)/bin/compbench gate --baseline sweeps/baselines/ci_gate.yaml --sweep sweeps/ci_gate.yaml \
+	$(VENV)/bin/compbench gate --baseline sweeps/baselines/ci_gate.yaml --sweep sweeps/ci_gate.yaml --jobs 2 \
 		--output-dir $(GATE_OUT) --no-store
 
 test-slow: $(STAMP)

@@ -237,7 +237,7 @@ def evaluate(artifact: Artifact, settings: EvalSettings, *, key: str | None = No
                 num_fewshot=settings.num_fewshot, task_manager=manager, log_samples=False,
                 bootstrap_iters=settings.bootstrap_iters)
         counter.remove()
-        batch_sizes = sorted(set(lm.batch_sizes_used)) or [settings.batch_size]
+        batch_sizes = list(lm.batch_sizes_used) or [settings.batch_size]  # each choice, in order
         eval_tokens = counter.tokens
         speed = throughput(model, _speed_prompt(lm.tokenizer))
         configs = output.get("configs", {})

@@ -116,14 +116,11 @@ def gated_metrics(record: RunRecord) -> dict[str, tuple[float, bool | None]]:
 
 
 def entry_of(record: RunRecord) -> dict[str, Any]:
-    """What the baseline file records for a run (with its model's baseline check, when made)."""
-    entry = {"model": record.preset, "recipe": record.recipe, "limit": record.limit,
-             "run_key": record.run_key,
-             "metrics": {name: {"value": round(value, 6), "higher_is_better": hib}
-                         for name, (value, hib) in sorted(gated_metrics(record).items())}}
-    if record.baseline_check is not None:
-        entry["baseline_check"] = record.baseline_check
-    return entry
+    """What the baseline file records for a run."""
+    return {"model": record.preset, "recipe": record.recipe, "limit": record.limit,
+            "run_key": record.run_key,
+            "metrics": {name: {"value": round(value, 6), "higher_is_better": hib}
+                        for name, (value, hib) in sorted(gated_metrics(record).items())}}
 
 
 def _refuse_broken(warning: str | None) -> None:
@@ -218,6 +215,9 @@ def updated(baseline: Baseline, records: list[RunRecord]) -> Baseline:
     runs = {(r["model"], r["recipe"], r.get("limit")): r for r in baseline.runs}
     for record in records:
         if record.ok:
-            runs[(record.preset, record.recipe, record.limit)] = entry_of(record)
+            entry = entry_of(record)
+            if record.recipe == baseline.baseline_recipe and record.baseline_check is not None:
+                entry["baseline_check"] = record.baseline_check  # what a gate run that reuses it checks
+            runs[(record.preset, record.recipe, record.limit)] = entry
     baseline.runs = list(runs.values())
     return baseline

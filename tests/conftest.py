@@ -70,11 +70,15 @@ def sweep(tmp_path_factory, checkpoint, offline_env):
 
     Returns the results folder, the results by recipe, and the RunSpec maker of the sweep.
     """
+    from compbench.harness.executors import LocalExecutor
     from compbench.harness.runner import run_sweep
     from compbench.reports.store import load_results
 
     out = tmp_path_factory.mktemp("sweep")
-    failed = run_sweep([sweep_spec(r) for r in SWEEP_RECIPES], out, echo=lambda _: None)
+    # two runs at a time, a core each: a run's process start, imports and compression overlap
+    # the other's evaluation
+    failed = run_sweep([sweep_spec(r) for r in SWEEP_RECIPES], out, echo=lambda _: None,
+                       executor=LocalExecutor(jobs=2))
     assert not failed
     return out, {r.recipe: r for r in load_results(out)}, sweep_spec
 

@@ -9,21 +9,29 @@ from compbench.harness.batch_size import MEMORY_SHARE, cpu_batch_size, row_bytes
 
 # A tiny decoder with SmolLM2's vocabulary: its logits dominate a pass, as in the real model,
 # and it loads in no time, so the process's peak memory is the pass's own.
+# The pass's memory is the rise of this process's peak RSS as /proc/self/status gives it
+# (VmHWM: the peak of this process image). getrusage's ru_maxrss would not do: Linux carries a
+# process's peak across exec, so a child of a pytest process holding models starts at that peak
+# and a pass below it reads as 0.
 MEASURE = r"""
-import json, resource, sys
+import json, sys
 import torch
 import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
+
+def peak_rss_bytes():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
+
 config = LlamaConfig(vocab_size=49152, hidden_size=64, intermediate_size=256, num_hidden_layers=2,
                      num_attention_heads=4, num_key_value_heads=2)
 model = LlamaForCausalLM(config).eval()
 rows, tokens = int(sys.argv[1]), int(sys.argv[2])
 ids = torch.randint(0, config.vocab_size, (rows, tokens))
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+before = peak_rss_bytes()
 with torch.no_grad():
     logprobs = F.log_softmax(model(ids).logits, dim=-1)  # what lm-eval's HFLM does per batch
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({"bytes": after - before, "config": config.to_dict()}))
+print(json.dumps({"bytes": peak_rss_bytes() - before, "config": config.to_dict()}))
 """
 
 

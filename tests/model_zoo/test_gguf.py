@@ -191,3 +191,15 @@ def test_gemma_from_the_command_line(gemma_checkpoint, tmp_path):
     assert protocol["bos"].startswith("every chunk starts with BOS") and protocol["stride_tokens"] == 2047
     assert record["artifact"]["source"]["kind"] == "gguf-file"
     assert record["tasks"]["wikitext2_chunked"]["metrics"]["perplexity,none"]["value"] < 20
+
+
+def test_a_gguf_path_as_lm_eval_model_args(gemma_checkpoint):
+    """`--model_args pretrained=FILE.gguf` builds the same model, and wikitext2_chunked finds the
+    tokenizer from that path (lm-eval hands it the model args as metadata)."""
+    from compbench.harness.lm_model import CompressedLM
+    from compbench.tasks.chunked import _tokenizer_source
+
+    path = gguf_path("gemma3-270m")
+    lm = CompressedLM.create_from_arg_string(f"pretrained={path},recipe=fp32,device=cpu")
+    assert lm.preset.source == f"gguf:{path}" and lm.artifact.baseline_check.passed
+    assert _tokenizer_source({"pretrained": str(path)}) == str(gemma_checkpoint)
