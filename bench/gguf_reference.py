@@ -14,8 +14,8 @@ tests/model_zoo/references.py), and llama.cpp itself, whose CPU kernels multiply
 weights by 8-bit-quantized activations, so it agrees to a fraction of a percent, not exactly.
 
 llama.cpp comes from llama-cpp-python, which is not a compbench dependency: `pip install
-llama-cpp-python` builds llama.cpp from source (about 15 minutes on 2 cores). Without it the
-llama.cpp columns are left out. `--fixture` writes llama.cpp's ids of a few probe texts, which
+llama-cpp-python` builds llama.cpp from source (28 minutes here on 2 cores, beside a test run).
+Without it the llama.cpp columns are left out. `--fixture` writes llama.cpp's ids of a few probe texts, which
 the tests compare with compbench's tokenizer. `--transformers-folder OUT` writes the folder
 transformers' GGUF loading alone gives (for Gemma-3: a wrong tokenizer, no BOS), to see what
 compbench's baseline check says of it.
