@@ -202,11 +202,10 @@ def evaluate(artifact: Artifact, settings: EvalSettings, *, key: str | None = No
     )
     from compbench.harness.classify import is_classifier, score_classifier
     from compbench.harness.lm_model import CompressedLM
+    from compbench.model_zoo.presets import preset_argument
 
     started = started_at or time.time()
     classifier = is_classifier(artifact.model)
-    from compbench.model_zoo.presets import preset_argument
-
     manager = task_manager({"pretrained": preset_argument(artifact.preset)}, settings.include_paths,
                            settings.tasks)
     if eval_fields is None:

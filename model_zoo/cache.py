@@ -26,8 +26,7 @@ def manifest_ok(folder: Path) -> bool:
     """True when every file listed in the manifest exists with its recorded size and sha256
     (hashes are memoized per process by size and mtime: about a second for a 500 MB checkpoint)."""
     try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-        files = manifest["files"]
+        files = read_manifest(folder)["files"]
         return all(
             (folder / name).is_file() and (folder / name).stat().st_size == entry["size"]
             and sha256_file(folder / name) == entry["sha256"]
@@ -69,13 +68,12 @@ def build_cached(target: Path, build: Callable[[Path], None], rebuild: str) -> P
 
 
 def build_in_staging(target: Path, fill: Callable[[Path], None]) -> None:
-    """Fill a fresh staging folder beside `target` (`fill` writes the files and the manifest),
-    then rename it onto `target`; a staging folder left by a killed build is removed first, and
-    a failed build leaves nothing behind."""
+    """Have `fill` create a staging folder beside `target` (its path is handed over; `fill`
+    writes the files and the manifest), then rename it onto `target`; a staging folder left by a
+    killed build is removed first, and a failed build leaves nothing behind."""
     remove_stale_temporaries(target.parent)
     staging = staging_path(target)
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
     try:
         fill(staging)
         os.replace(staging, target)

@@ -188,10 +188,11 @@ def verify_checkpoint(folder: Path, reader, name: str, architecture: Architectur
 
     config = AutoConfig.from_pretrained(folder)
     meta = _metadata(reader, name)
+    pieces = token_strings(reader)
     tensors = _check_tensors(folder, reader, name, architecture, config, meta)
-    checked = _check_config(folder, config, meta, len(token_strings(reader)))
+    checked = _check_config(folder, config, meta, len(pieces))
     return {"tensors": tensors, "transform": architecture.transform_doc, "config": checked,
-            "tokenizer": _check_tokenizer(folder, reader)}
+            "tokenizer": _check_tokenizer(folder, reader, pieces)}
 
 
 def _check_tensors(folder: Path, reader, name: str, architecture: Architecture, config, meta: dict) -> int:
@@ -232,12 +233,12 @@ def _check_tensors(folder: Path, reader, name: str, architecture: Architecture, 
     return len(used)
 
 
-def _check_tokenizer(folder: Path, reader) -> dict:
-    """The saved tokenizer's vocabulary, special ids and BOS rule are the metadata's."""
+def _check_tokenizer(folder: Path, reader, pieces: list[str]) -> dict:
+    """The saved tokenizer's vocabulary (`pieces`, the GGUF's), special ids and BOS rule are the
+    metadata's."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    pieces = token_strings(reader)
     if tokenizer.convert_ids_to_tokens(list(range(len(pieces)))) != pieces:
         _fail(folder, "the tokenizer's vocabulary differs from the GGUF's tokenizer.ggml.tokens")
     ids = special_ids(reader)

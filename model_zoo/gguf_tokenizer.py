@@ -99,8 +99,9 @@ def spm_tokenizer(reader):
             if left in mergeable and right in mergeable:
                 ranked.append((-scores[vocab[piece]], vocab[piece], left, right))
     ranked.sort()  # the highest-scoring joined piece merges first (ties: the lower id)
-    specials = {pieces[i] for i in special_ids(reader).values()}
-    unk = pieces[special_ids(reader)["unknown"]] if "unknown" in special_ids(reader) else None
+    ids = special_ids(reader)
+    specials = {pieces[i] for i in ids.values()}
+    unk = pieces[ids["unknown"]] if "unknown" in ids else None
     backend = Tokenizer(models.BPE(vocab=vocab, merges=[(left, right) for *_, left, right in ranked],
                                    unk_token=unk, fuse_unk=True, byte_fallback=True))
     backend.normalizer = normalizers.Replace(" ", "▁")  # no space prefix: see `check_vocabulary`

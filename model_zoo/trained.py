@@ -12,14 +12,13 @@ so a build killed midway resumes where it stopped.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from compbench.core.io import cache_dir, digest_of
 from compbench.errors import CompbenchError
-from compbench.model_zoo.cache import build_cached, write_manifest
+from compbench.model_zoo.cache import build_cached, build_in_staging, write_manifest
 
 RECIPE_FILE = "compbench-trained.json"
 
@@ -89,8 +88,6 @@ def _train(spec: TrainedSpec, target: Path, run_dir: Path, echo) -> None:
     floor above the model zoo, and a child gives the training memory back when it ends)."""
     import yaml
 
-    from compbench.core.io import remove_stale_temporaries, staging_path
-
     echo(f"making {spec.name} once: compbench {spec.stage} {spec.settings}; cached as {target}")
     run_dir.mkdir(parents=True, exist_ok=True)
     config = run_dir / f"{spec.stage}.yaml"
@@ -98,9 +95,8 @@ def _train(spec: TrainedSpec, target: Path, run_dir: Path, echo) -> None:
     resume = ["--resume"] if (run_dir / "checkpoints").is_dir() else []
     _compbench(spec.stage, "--config", str(config), "--output-dir", str(run_dir), *resume)
     record = json.loads(next(run_dir.glob(f"{spec.stage}__*.json")).read_text())
-    remove_stale_temporaries(target.parent)
-    staging = staging_path(target)
-    try:
+
+    def fill(staging: Path) -> None:
         if spec.stage == "finetune":
             _compbench("export", "--model", spec.base, "--recipe", spec.settings.get("recipe", "fp32"),
                        "--adapter", record["training"]["adapter_dir"], "--merge", "--force", str(staging))
@@ -110,9 +106,8 @@ def _train(spec: TrainedSpec, target: Path, run_dir: Path, echo) -> None:
             "name": spec.name, "stage": spec.stage, "settings": spec.settings,
             "held_out": record["training"]["best"], "run_key": record["run_key"]}, indent=1))
         write_manifest(staging, {"trained": spec.name})
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+
+    build_in_staging(target, fill)
 
 
 def _compbench(*argv: str) -> None:
