@@ -17,7 +17,7 @@ DEMO_OUT ?= results/demo
 DEMO_LIMIT ?= 4
 DEMO_RECIPES := fp32 int8 nf4 gptq:4 magnitude:0.5 wanda:0.5
 
-.PHONY: install demo test test-slow lint clean
+.PHONY: install demo test check test-slow lint clean
 
 install: $(STAMP)
 
@@ -47,6 +47,11 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 	$(VENV)/bin/compbench gate --baseline sweeps/baselines/ci_gate.yaml --sweep sweeps/ci_gate.yaml --jobs 2 \
 		--output-dir $(GATE_OUT) --no-store
+
+# The fast tier for the inner loop: every test but the heavy ones (long real-model runs that
+# `make test` keeps) and the slow ones; no gate.
+check: $(STAMP)
+	$(PY) -m pytest -q -m "not slow and not gpu and not heavy"
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow

@@ -94,7 +94,8 @@ def attention_flops(config, tokens: int) -> int:
 
 
 def checkpoint_folder(model: str) -> str:
-    from compbench.model_zoo.presets import get_preset, resolve_source
+    from compbench.model_zoo.presets import get_preset
+    from compbench.model_zoo.sources import resolve_source
 
     return resolve_source(get_preset(model))
 
@@ -102,11 +103,11 @@ def checkpoint_folder(model: str) -> str:
 def throughput(args, folder: str, done: dict, save) -> None:
     from lm_eval.models.huggingface import HFLM
 
-    from compbench.harness.evaluate import task_manager
-    from compbench.harness.lm_model import CompressedLM
+    from compbench.evaluation.lm_model import CompressedLM
+    from compbench.evaluation.task_manager import task_manager
 
     tasks = args.tasks.split(",")
-    manager = task_manager({"pretrained": folder}, tasks=tuple(tasks))
+    manager = task_manager(tasks=tuple(tasks), pretrained=folder)
     models = {}
     for task in tasks:
         limit = DOC_LIMITS.get(task, args.limit)
@@ -133,10 +134,10 @@ def throughput(args, folder: str, done: dict, save) -> None:
 def rates(args, folder: str, done: dict, save) -> None:
     import torch
 
-    from compbench.harness.evaluate import task_manager
-    from compbench.harness.lm_model import CompressedLM
+    from compbench.evaluation.lm_model import CompressedLM
+    from compbench.evaluation.task_manager import task_manager
 
-    manager = task_manager({"pretrained": folder}, tasks=("wikitext2_chunked",))
+    manager = task_manager(tasks=("wikitext2_chunked",), pretrained=folder)
     for dtype in ("float32", "bfloat16"):
         key = f"rate/{dtype}"
         if key in done:
@@ -159,7 +160,7 @@ def rates(args, folder: str, done: dict, save) -> None:
 
 
 def report(args, done: dict) -> str:
-    from compbench.harness.evaluate import environment
+    from compbench.core.environment import environment
 
     rows = []
     for task in args.tasks.split(","):

@@ -69,7 +69,9 @@ def compare(model: str, data_dir: Path, chunks: int, seqlen: int) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from compbench.model_zoo.presets import expects_bos, get_preset, resolve_source
+    from compbench.model_zoo.presets import get_preset
+    from compbench.model_zoo.sources import resolve_source
+    from compbench.model_zoo.tokenizers import expects_bos
     from compbench.tests.model_zoo.references import gemma3_logits, gguf_tensors
 
     preset = get_preset(model)
@@ -117,7 +119,8 @@ def compare(model: str, data_dir: Path, chunks: int, seqlen: int) -> dict:
 
 def write_fixture(models: list[str], path: Path) -> None:
     """llama.cpp's ids of the probe texts for each model (what the tokenizer tests compare with)."""
-    from compbench.model_zoo.presets import get_preset, resolve_source
+    from compbench.model_zoo.presets import get_preset
+    from compbench.model_zoo.sources import resolve_source
 
     out = {"made_by": "python bench/gguf_reference.py --fixture " + str(path),
            "llama_cpp_python": __import__("llama_cpp").__version__, "models": {}}
@@ -140,7 +143,8 @@ def write_transformers_folder(model: str, out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from compbench.model_zoo.presets import get_preset, resolve_source
+    from compbench.model_zoo.presets import get_preset
+    from compbench.model_zoo.sources import resolve_source
 
     folder = Path(resolve_source(get_preset(model)))
     source = Path(json.loads((folder / "compbench-manifest.json").read_text())["source"])

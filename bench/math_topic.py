@@ -36,7 +36,7 @@ def run_row(recipe: str, r: int, alpha: int, folder: Path, data_dir: str | None)
     """Train one row (or resume it) and return its results record."""
     done = sorted(folder.glob("finetune__*.json"))
     if not done:
-        command = [sys.executable, "-m", "compbench.harness.cli", "finetune", "--config", str(CONFIG),
+        command = [sys.executable, "-m", "compbench.cli.main", "finetune", "--config", str(CONFIG),
                    "--recipe", recipe, "--r", str(r), "--alpha", str(alpha), "--output-dir", str(folder)]
         if (folder / "checkpoints").is_dir():
             command.append("--resume")

@@ -22,7 +22,7 @@ BASE = "nf4:double_quant=true"
 
 
 def compbench(*arguments: str) -> None:
-    command = [sys.executable, "-m", "compbench.harness.cli", *arguments]
+    command = [sys.executable, "-m", "compbench.cli.main", *arguments]
     print("$ compbench " + " ".join(arguments), flush=True)
     subprocess.run(command, check=True)
 

@@ -72,7 +72,7 @@ def main() -> None:
     from lm_eval.tasks import TaskManager
 
     from compbench.core.io import set_data_dir, write_json_atomic, write_text_atomic
-    from compbench.harness.lm_model import CompressedLM
+    from compbench.evaluation.lm_model import CompressedLM
     from compbench.tasks import TASKS_DIR
 
     if args.data_dir:

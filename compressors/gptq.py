@@ -144,12 +144,12 @@ def apply_gptq(model: nn.Module, config: GPTQConfig, context: CompressionContext
 
 
 register_compressor(
-    "rtn", RTNConfig, apply_rtn, kind="quantize", terminal=True, trainable=False,
+    "rtn", RTNConfig, apply_rtn, kind="quantize", terminal=True, trainable=False, axes=("bits",),
     libraries=("llmcompressor", "compressed-tensors"),
     summary="round-to-nearest 2/3/4/8-bit integer weights in groups (the GPTQ baseline)",
 )
 register_compressor(
-    "gptq", GPTQConfig, apply_gptq, kind="quantize", terminal=True, needs_calibration=True,
+    "gptq", GPTQConfig, apply_gptq, kind="quantize", terminal=True, needs_calibration=True, axes=("bits",),
     trainable=False,
     libraries=("llmcompressor", "compressed-tensors"),
     summary="GPTQ 2/3/4/8-bit integer weights in groups, calibrated layer by layer",

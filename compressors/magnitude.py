@@ -191,7 +191,7 @@ def apply(model, config: MagnitudeConfig, context: CompressionContext) -> StepOu
 
 
 register_compressor(
-    "magnitude", MagnitudeConfig, apply, kind="prune",
+    "magnitude", MagnitudeConfig, apply, kind="prune", axes=("sparsity",),
     needs_calibration=lambda config: config.scope == "ranked",
     summary="unstructured L1 magnitude pruning (global, layer, ranked, groups or single)",
 )

@@ -47,6 +47,10 @@ class Compressor:
     # Libraries whose code writes the compressed weights: their versions are part of the identity.
     libraries: tuple[str, ...] = ()
     summary: str = ""
+    # The config fields a study sweeps this method along, for reports: ("sparsity",) puts a
+    # pruning method in the method x sparsity tables, ("bits",) a quantizer in the bit-width
+    # table, ("heads", "ffn") a structured method in the plots against the width kept.
+    axes: tuple[str, ...] = ()
 
     def can_export(self, config: Any) -> bool:
         """Whether this step, with these options, leaves a model stock `from_pretrained` reloads."""
@@ -86,13 +90,18 @@ def register_compressor(
     trainable: bool | Callable[[Any], bool] = True,
     libraries: tuple[str, ...] = (),
     summary: str = "",
+    axes: tuple[str, ...] = (),
 ) -> None:
-    """Register a method under `name`; names are lowercase identifiers and unique."""
+    """Register a method under `name`; names are lowercase identifiers and unique, and each of
+    its report `axes` is a field of its config."""
     if not name.replace("-", "").replace("_", "").isalnum() or name != name.lower():
         raise ValueError(f"compressor name must be a lowercase identifier, got {name!r}")
     if name in COMPRESSORS:
         raise ValueError(f"compressor {name!r} is already registered")
     if not any(f.name == "version" for f in fields(config_cls)):
         raise ValueError(f"{config_cls.__name__} needs a `version` field")
+    unknown = [axis for axis in axes if axis not in {f.name for f in fields(config_cls)}]
+    if unknown:
+        raise ValueError(f"{name}: report axes {unknown} are not fields of {config_cls.__name__}")
     COMPRESSORS[name] = Compressor(name, config_cls, apply, kind, terminal, exportable,
-                                   needs_calibration, trainable, libraries, summary)
+                                   needs_calibration, trainable, libraries, summary, axes)

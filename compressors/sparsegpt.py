@@ -40,7 +40,7 @@ def apply(model: nn.Module, config: SparseGPTConfig, context: CompressionContext
 
 
 register_compressor(
-    "sparsegpt", SparseGPTConfig, apply, kind="prune", needs_calibration=True,
+    "sparsegpt", SparseGPTConfig, apply, kind="prune", needs_calibration=True, axes=("sparsity",),
     libraries=("llmcompressor", "compressed-tensors"),
     summary="SparseGPT: Hessian-based pruning with weight reconstruction (unstructured or N:M)",
 )

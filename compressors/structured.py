@@ -215,6 +215,6 @@ def apply(model: nn.Module, config: StructuredConfig, context: CompressionContex
 
 
 register_compressor(
-    "structured", StructuredConfig, apply, kind="prune", needs_calibration=True,
+    "structured", StructuredConfig, apply, kind="prune", needs_calibration=True, axes=("heads", "ffn"),
     summary="remove attention heads and MLP channels by activation x weight norm (smaller dense model)",
 )

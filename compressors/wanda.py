@@ -31,7 +31,7 @@ def apply(model: nn.Module, config: WandaConfig, context: CompressionContext) ->
 
 
 register_compressor(
-    "wanda", WandaConfig, apply, kind="prune", needs_calibration=True,
+    "wanda", WandaConfig, apply, kind="prune", needs_calibration=True, axes=("sparsity",),
     libraries=("llmcompressor", "compressed-tensors"),
     summary="Wanda: prune by |weight| x input norm per output row (unstructured or N:M)",
 )

@@ -37,7 +37,7 @@ from compbench.model_zoo.gguf_tokenizer import (
     spm_tokenizer,
     token_strings,
 )
-from compbench.model_zoo.presets import expects_bos
+from compbench.model_zoo.tokenizers import expects_bos
 
 # Bump when the materialized checkpoint of some file would change, so old caches are rebuilt.
 MATERIALIZE_VERSION = 2

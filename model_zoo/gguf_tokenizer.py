@@ -124,7 +124,7 @@ def special_tokens(reader, pieces: list[str]) -> dict[str, str]:
 def fix_converted(tokenizer, reader) -> None:
     """Set transformers' conversion of a byte-level vocabulary's special tokens and BOS rule to
     the metadata's."""
-    from compbench.model_zoo.presets import expects_bos
+    from compbench.model_zoo.tokenizers import expects_bos
 
     for attr, token in special_tokens(reader, token_strings(reader)).items():
         setattr(tokenizer, attr, token)

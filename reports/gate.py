@@ -10,7 +10,7 @@ from its recorded one is a warning, not a failure (absolute numbers move with ha
 library versions; recovery ratios much less). The uncompressed run's values are kept in the
 baseline file with its run key, so a gate run whose uncompressed run is unchanged need not
 evaluate it again. A run whose uncompressed model failed its baseline check
-(`harness/baseline_check.py`) is refused: its recovery ratios would mean nothing.
+(`artifacts/baseline_check.py`) is refused: its recovery ratios would mean nothing.
 
     default_threshold: 0.95
     thresholds:                                        # minimum recovery, most specific wins
@@ -32,7 +32,7 @@ import yaml
 
 from compbench.core.io import write_text_atomic
 from compbench.errors import CompbenchError
-from compbench.reports.record import RunRecord, baseline_warning
+from compbench.records.record import RunRecord, baseline_warning
 
 DEFAULT_THRESHOLD = 0.95
 DEFAULT_TOLERANCE = 0.05

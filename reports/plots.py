@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 from compbench.core.io import atomic_path
-from compbench.reports.table import Column, Group, _bits_point, pruning_grid, structured_points
+from compbench.reports.table import Column, Group, bits_point, pruning_grid, structured_points
 
 
 def _pyplot():
@@ -250,7 +250,7 @@ def bits_plot(groups: list[Group], path: Path) -> Path | None:
     """Size (MB) and prefill tokens/s per bit-width, one panel each, a line per method."""
     by_method: dict[str, list[tuple[int, Group]]] = {}
     for group in groups:
-        if point := _bits_point(group):
+        if point := bits_point(group):
             by_method.setdefault(point[0], []).append((point[1], group))
     if len({bits for items in by_method.values() for bits, _ in items}) < 2:
         return None

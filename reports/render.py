@@ -9,9 +9,9 @@ from pathlib import Path
 from tabulate import tabulate
 
 from compbench.core.io import write_json_atomic, write_text_atomic
+from compbench.records.index import REPORT_MARK
+from compbench.records.record import RunRecord
 from compbench.reports import plots
-from compbench.reports.record import RunRecord
-from compbench.reports.store import REPORT_MARK
 from compbench.reports.table import Table, build_tables, columns, groups, pruning_grid
 
 FORMATS = ("md", "csv", "json")

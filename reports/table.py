@@ -20,13 +20,36 @@ import re
 import statistics
 from dataclasses import dataclass, field
 
-from compbench.reports.record import RunRecord
+from compbench.records.record import RunRecord
 
 _SEED = re.compile(r":seed=\d+")
-PRUNING_METHODS = ("magnitude", "wanda", "sparsegpt")
-BIT_METHODS = ("gptq", "rtn")
 TABLES = ("comparison", "sparsity", "bits", "tasks")
-CAST_METHODS = ("fp32", "bf16", "fp16")  # steps that change the dtype only: no compression
+
+
+def compressor(method: str):
+    """A step's registered compressor (its kind and report axes), or None for a method this
+    installation does not know (a results file from another version)."""
+    from compbench.compressors import COMPRESSORS
+
+    return COMPRESSORS.get(method)
+
+
+def is_cast(step: dict) -> bool:
+    """A step that changes the dtype only: no compression."""
+    found = compressor(step["method"])
+    return found is not None and found.kind == "cast"
+
+
+def compressing_steps(steps: list[dict]) -> list[dict]:
+    """A recipe's steps without its dtype casts."""
+    return [step for step in steps if not is_cast(step)]
+
+
+def _one_step_along(group: Group, kind: str, axes: tuple[str, ...]) -> dict | None:
+    """The group's one compressing step, where its method is of `kind` and swept along `axes`."""
+    steps = compressing_steps(group.steps())
+    found = compressor(steps[0]["method"]) if len(steps) == 1 else None
+    return steps[0] if found is not None and found.kind == kind and found.axes == axes else None
 
 
 @dataclass(frozen=True)
@@ -192,7 +215,7 @@ def comparison(all_groups: list[Group], cols: list[Column], baseline_recipe: str
         row.append(f"{score(group.ratio, drops):.2f}" if drops and group.ratio else "")
         row += [_cell(group.mean_of(lambda r: r.compression.seconds if r.compression else None), ".1f"),
                 _cell(group.mean_of(lambda r: r.timing.eval_tokens_per_s if r.timing else None), ".0f")]
-        if classifiers:  # a classification head's scoring (harness/classify.py) counts rows
+        if classifiers:  # a classification head's scoring (evaluation/classify.py) counts rows
             row.append(_cell(group.mean_of(lambda r: r.timing.eval_samples_per_s if r.timing else None),
                              ".0f"))
         rows.append(row)
@@ -208,21 +231,20 @@ def comparison(all_groups: list[Group], cols: list[Column], baseline_recipe: str
 
 def _pruning_point(group: Group) -> tuple[str, str, float] | None:
     """(method label, sparsity label, sparsity as a number) of a one-step pruning recipe."""
-    steps = [s for s in group.steps() if s["method"] not in CAST_METHODS]
-    if len(steps) != 1 or steps[0]["method"] not in PRUNING_METHODS:
+    step = _one_step_along(group, "prune", ("sparsity",))
+    if step is None:
         return None
-    step, config = steps[0], steps[0]["config"]
+    config = step["config"]
     label = step["method"] + (f" ({config['scope']})" if config.get("scope", "global") != "global" else "")
     if config.get("n") and config.get("m"):
         return label, f"{config['n']}:{config['m']}", config["n"] / config["m"]
     return label, f"{config['sparsity']:g}", float(config["sparsity"])
 
 
-def _bits_point(group: Group) -> tuple[str, int] | None:
-    steps = [s for s in group.steps() if s["method"] not in CAST_METHODS]
-    if len(steps) != 1 or steps[0]["method"] not in BIT_METHODS:
-        return None
-    return steps[0]["method"], int(steps[0]["config"]["bits"])
+def bits_point(group: Group) -> tuple[str, int] | None:
+    """(method, bits) of a one-step recipe whose quantizer is swept along its bit-width."""
+    step = _one_step_along(group, "quantize", ("bits",))
+    return None if step is None else (step["method"], int(step["config"]["bits"]))
 
 
 def pruning_grid(all_groups: list[Group], baseline_recipe: str):
@@ -253,16 +275,17 @@ STRUCTURED_DIMS = {"heads": ("heads_before", "heads_after"),
 
 def structured_points(all_groups: list[Group], baseline_recipe: str
                       ) -> dict[str, dict[str, list[tuple[int, Group]]]]:
-    """{"heads" | "ffn": {model: [(kept per layer, group)]}} from one-step `structured` recipes
-    that remove only heads or only FFN channels, with the model's baseline at full width."""
+    """{"heads" | "ffn": {model: [(kept per layer, group)]}} from one-step recipes of a pruning
+    method swept along heads and FFN width (`structured`) that remove only heads or only FFN
+    channels, with the model's baseline at full width."""
     found: dict[str, dict[str, list[tuple[int, Group]]]] = {}
     full: dict[tuple[str, str], int] = {}
     for group in all_groups:
-        steps = [s for s in group.steps() if s["method"] not in CAST_METHODS]
+        step = _one_step_along(group, "prune", tuple(STRUCTURED_DIMS))
         measured = group.first.compression.steps if group.first.compression else []
-        if len(steps) != 1 or steps[0]["method"] != "structured" or len(measured) != 1:
+        if step is None or len(measured) != 1:
             continue
-        config, stats = steps[0]["config"], measured[0].get("stats", {})
+        config, stats = step["config"], measured[0].get("stats", {})
         removed = [dim for dim in STRUCTURED_DIMS if config.get(dim)]
         if len(removed) == 1 and all(k in stats for k in STRUCTURED_DIMS[removed[0]]):
             before, after = STRUCTURED_DIMS[removed[0]]
@@ -306,7 +329,7 @@ def task_tables(all_groups: list[Group], cols: list[Column], baseline_recipe: st
 
 
 def bits_table(all_groups: list[Group], cols: list[Column], baseline_recipe: str) -> list[Table]:
-    points = [(p, g) for g in all_groups if (p := _bits_point(g))]
+    points = [(p, g) for g in all_groups if (p := bits_point(g))]
     if len({bits for (_, bits), _ in points}) < 2:
         return []
     lower = [c for c in cols if c.higher_is_better is False]
@@ -314,8 +337,8 @@ def bits_table(all_groups: list[Group], cols: list[Column], baseline_recipe: str
     rows = []
     bases = [("uncompressed", g) for g in all_groups if g.recipe == baseline_recipe][:1]
     for name, group in [*bases, *sorted(((f"{m}", g) for (m, _), g in points),
-                                        key=lambda item: (item[0], -_bits_point(item[1])[1]))]:
-        point = _bits_point(group)
+                                        key=lambda item: (item[0], -bits_point(item[1])[1]))]:
+        point = bits_point(group)
         prefill = group.mean_of(lambda r: r.timing.prefill_tokens_per_s if r.timing else None)
         evaluation = group.mean_of(lambda r: r.timing.eval_tokens_per_s if r.timing else None)
         rows.append([name, "" if point is None else str(point[1]), _cell(group.size_mb, ".1f"),

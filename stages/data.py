@@ -1,10 +1,8 @@
-"""Training data for the fine-tuning stage: labelled texts for a classification head, and a
-weighted mix of prompt/completion pairs for causal-LM SFT.
+"""Training data for causal-LM SFT: a weighted mix of prompt/completion pairs (the labelled
+texts of a classification head are `tasks/classification.py`'s, shared with classifier scoring).
 
 Rows come from the same local copies the tasks read (`<data dir>/<dataset>/<split>.jsonl`,
-checked row by row), else from the hub. The held-out part of a classification dataset is the
-one its lm-eval task scores (KASUT: the fixed 90/10 split), so a fine-tuned head and the
-zero-shot task are measured on the same rows.
+checked row by row), else from the hub.
 """
 
 from __future__ import annotations
@@ -14,47 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from compbench.errors import CompbenchError
+from compbench.tasks.classification import CLASSIFICATION, choices_text, csqa_label, unknown_dataset
 from compbench.tasks.data import load_splits
 
 LETTERS = "ABCDEFGHIJ"
-
-
-def _choices_text(row: dict) -> str:
-    return "\n".join(f"{label}. {text}" for label, text in
-                     zip(row["choices"]["label"], row["choices"]["text"], strict=True))
-
-
-def _csqa_label(row: dict) -> int:
-    return row["choices"]["label"].index(row["answerKey"])
-
-
-@dataclass(frozen=True)
-class ClassificationData:
-    """A labelled dataset: where its rows are, how a row becomes (text, label), its classes."""
-
-    path: str  # hub id, used where no data dir is set
-    local_name: str  # <data dir>/<local_name>/<split>.jsonl
-    train_split: str
-    eval_split: str | None  # None: the held-out part is split off the train split (KASUT)
-    fields: dict[str, str]
-    text: Callable[[dict], str]
-    label: Callable[[dict], int]
-    num_labels: int
-    hub_name: str | None = None
-
-
-CLASSIFICATION: dict[str, ClassificationData] = {
-    "kasut_math": ClassificationData(
-        "kaggle/classification-of-math-problems-by-kasut-academy", "kasut_math", "train", None,
-        {"question": "str", "label": "int"}, lambda r: r["question"].strip(), lambda r: r["label"], 8),
-    "sst2": ClassificationData(
-        "nyu-mll/glue", "sst2", "train", "validation", {"sentence": "str", "label": "int"},
-        lambda r: r["sentence"].strip(), lambda r: r["label"], 2, hub_name="sst2"),
-    "commonsense_qa": ClassificationData(
-        "tau/commonsense_qa", "commonsense_qa", "train", "validation",
-        {"question": "str", "choices": "dict", "answerKey": "str"},
-        lambda r: f"{r['question']}\n{_choices_text(r)}", _csqa_label, 5),
-}
 
 
 @dataclass(frozen=True)
@@ -76,8 +37,8 @@ SFT: dict[str, SFTData] = {
     "commonsense_qa": SFTData(
         "tau/commonsense_qa", "commonsense_qa", "train",
         {"question": "str", "choices": "dict", "answerKey": "str"},
-        lambda r: f"{r['question']}\n{_choices_text(r)}\nAnswer:",
-        lambda r: f"{r['answerKey']}. {r['choices']['text'][_csqa_label(r)]}"),
+        lambda r: f"{r['question']}\n{choices_text(r)}\nAnswer:",
+        lambda r: f"{r['answerKey']}. {r['choices']['text'][csqa_label(r)]}"),
     "mmlu_aux": SFTData(
         "cais/mmlu", None, "train", {"question": "str", "choices": "list", "answer": "int"},
         lambda r: "\n".join([r["question"], *(f"{LETTERS[i]}. {c}" for i, c in
@@ -85,38 +46,6 @@ SFT: dict[str, SFTData] = {
         lambda r: f"{LETTERS[r['answer']]}. {r['choices'][r['answer']]}",
         hub_name="auxiliary_train"),
 }
-
-
-def _unknown(name: str, known, what: str) -> CompbenchError:
-    return CompbenchError(f"unknown {what} dataset '{name}'; known: {', '.join(known)}")
-
-
-def classification_splits(name: str, num_labels: int | None = None):
-    """(train, held-out) `datasets.Dataset`s with `text` and `label` columns, and the class
-    count; a label outside the head's `num_labels` classes is an error naming the row."""
-    import datasets
-
-    if name not in CLASSIFICATION:
-        raise _unknown(name, CLASSIFICATION, "classification")
-    spec = CLASSIFICATION[name]
-    num_labels = num_labels or spec.num_labels
-    splits = [spec.train_split] + ([spec.eval_split] if spec.eval_split else [])
-    loaded = load_splits(spec.path, spec.local_name, splits, spec.hub_name, spec.fields)
-    if spec.eval_split is None:
-        from compbench.tasks.kasut import kasut_split
-
-        train, held_out = kasut_split(loaded[spec.train_split])
-    else:
-        train, held_out = loaded[spec.train_split], loaded[spec.eval_split]
-    parts = []
-    for split, rows in (("train", train), ("held-out", held_out)):
-        table = [{"text": spec.text(row), "label": spec.label(row)} for row in rows]
-        bad = next((i for i, row in enumerate(table) if not 0 <= row["label"] < num_labels), None)
-        if bad is not None:
-            raise CompbenchError(f"{name} {split} row {bad}: label {table[bad]['label']} does not fit "
-                                 f"a head of {num_labels} classes (labels 0-{num_labels - 1})")
-        parts.append(datasets.Dataset.from_list(table))
-    return parts[0], parts[1], num_labels
 
 
 def parse_mix(text: str) -> dict[str, float]:
@@ -128,7 +57,7 @@ def parse_mix(text: str) -> dict[str, float]:
         if not sep:
             raise CompbenchError(f"--mix: '{part}' is not NAME=FRACTION (e.g. gsm8k=1.0)")
         if name not in SFT:
-            raise _unknown(name, SFT, "SFT")
+            raise unknown_dataset(name, SFT, "SFT")
         try:
             fraction = float(weight)
         except ValueError:

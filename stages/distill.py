@@ -180,7 +180,7 @@ class DistillConfig:
     version: int = 1  # bump when training with the same config changes
 
     def __post_init__(self):
-        from compbench.stages.data import CLASSIFICATION
+        from compbench.tasks.classification import CLASSIFICATION
 
         if self.head not in HEADS:
             raise CompbenchError(f"head must be one of {', '.join(HEADS)}, got '{self.head}'")
@@ -275,20 +275,20 @@ def distill(student: nn.Module, teacher: nn.Module, tokenizer, config: DistillCo
             *, resume: bool = False, device: str = "cpu"):
     """Train `student` (a compressed copy of `teacher`, or any smaller model of its family) to
     match `teacher`; the best checkpoint's student is saved with `save_pretrained` in
-    `output_dir/student`. Returns a `FinetuneResult` whose `saved_dir` is that folder."""
-    from compbench.stages.finetune import (
-        _arguments,
-        _classification_data,
-        _LogWriter,
-        _save_atomic,
-        classification_metrics,
+    `output_dir/student`. Returns a `TrainingResult` whose `saved_dir` is that folder."""
+    from compbench.stages.training import (
+        LogWriter,
+        classification_data,
         resume_point,
+        save_atomic,
         train_and_save,
+        trainer_arguments,
     )
+    from compbench.tasks.classification import classification_metrics
 
     checkpoints, start_from = resume_point(output_dir, resume)
     if config.head == "classification":
-        train, held_out = _classification_data(config, tokenizer, student.config.num_labels)
+        train, held_out = classification_data(config, tokenizer, student.config.num_labels)
         metrics = classification_metrics
     else:
         train, held_out = _corpus_windows(config, tokenizer)
@@ -304,8 +304,8 @@ def distill(student: nn.Module, teacher: nn.Module, tokenizer, config: DistillCo
             model.set_attn_implementation("eager")
     teacher.eval().requires_grad_(False)
     student.train()
-    log = _LogWriter(output_dir / "training_log.jsonl")
-    arguments = _arguments(config, checkpoints, device)
+    log = LogWriter(output_dir / "training_log.jsonl")
+    arguments = trainer_arguments(config, checkpoints, device)
     from transformers import DataCollatorWithPadding, TrainingArguments, default_data_collator
 
     classifying = config.head == "classification"
@@ -319,6 +319,6 @@ def distill(student: nn.Module, teacher: nn.Module, tokenizer, config: DistillCo
     def save():
         if hasattr(student, "distill_projections"):
             del student.distill_projections  # training-only: the saved student is a stock model
-        _save_atomic(student.eval(), tokenizer, student_dir)
+        save_atomic(student.eval(), tokenizer, student_dir)
 
     return train_and_save(trainer, log, arguments, start_from, student_dir, save)

@@ -5,25 +5,32 @@
     result = finetune(model, tokenizer, config, Path("runs/int8-r16"))
 
 What is ours: the data (stages/data.py), which layers carry the adapter (stages/lora.py), and
-that a checkpoint counts only once complete (`last_complete_checkpoint`). Training, evaluation,
-checkpoints, resuming (optimizer, scheduler, RNG and data position) are the Trainer's.
+the plumbing both stages share (stages/training.py: a checkpoint counts only once complete).
+Training, evaluation, checkpoints, resuming (optimizer, scheduler, RNG and data position) are
+the Trainer's. The command's side (the base built, the results record) is finetune_run.py.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import shutil
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from compbench.errors import CompbenchError
 from compbench.stages.lora import LoraSettings, attach_lora
+from compbench.stages.training import (
+    LogWriter,
+    TrainingResult,
+    classification_data,
+    named,
+    resume_point,
+    save_atomic,
+    train_and_save,
+    trainer_arguments,
+)
+from compbench.tasks.classification import classification_metrics
 
 HEADS = ("classification", "sft")
-STATE_FILE = "trainer_state.json"  # the Trainer writes it last into a checkpoint
 
 
 @dataclass(frozen=True)
@@ -72,61 +79,6 @@ class FinetuneConfig:
         return data
 
 
-@dataclass
-class FinetuneResult:
-    """What training measured: the best held-out metrics, the log, and where things are."""
-
-    metrics: dict[str, float]  # best checkpoint's held-out metrics (eval_ prefix dropped)
-    initial_metrics: dict[str, float] | None  # sft: the held-out metrics before training
-    best_checkpoint: str | None
-    saved_dir: Path  # what training made: the adapter (finetune) or the student (distill)
-    log_path: Path
-    history: list[dict[str, Any]]
-    steps: int
-    seconds: float  # training wall time of this invocation (a resumed run: the rest only)
-    train_tokens: int  # non-padding tokens fed in training, over all invocations
-    tokens_per_s: float | None  # this invocation's tokens over its training seconds
-    train_rows: int
-    eval_rows: int
-    resumed_from: str | None
-    processes: int = 1  # data-parallel processes (accelerate launch / torchrun)
-    main_process: bool = True  # False on the other ranks, which write nothing
-
-
-def last_complete_checkpoint(folder: Path) -> Path | None:
-    """The newest `checkpoint-N` whose trainer state was written (the Trainer writes it last);
-    any newer, incomplete one (a run killed while saving) is removed, so that resuming never
-    reads half a checkpoint."""
-    if not folder.is_dir():
-        return None
-    found = sorted((p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
-                   key=lambda p: int(p.name.split("-")[-1]), reverse=True)
-    for path in found:
-        try:
-            json.loads((path / STATE_FILE).read_text())
-            return path
-        except (OSError, ValueError):
-            shutil.rmtree(path, ignore_errors=True)
-    return None
-
-
-def _classification_data(config: FinetuneConfig, tokenizer, num_labels: int):
-    from compbench.stages.data import classification_splits
-
-    train, held_out, _ = classification_splits(config.dataset, num_labels)
-    train = train.shuffle(seed=config.seed)
-    if config.train_rows:
-        train = train.select(range(min(config.train_rows, len(train))))
-    if config.eval_rows:
-        held_out = held_out.select(range(min(config.eval_rows, len(held_out))))
-
-    def encode(batch):
-        return tokenizer(batch["text"], truncation=True, max_length=config.max_length)
-
-    return (train.map(encode, batched=True, remove_columns=["text"]),
-            held_out.map(encode, batched=True, remove_columns=["text"]))
-
-
 def _sft_data(config: FinetuneConfig, tokenizer):
     from compbench.stages.data import mix_sft
 
@@ -139,63 +91,8 @@ def _sft_data(config: FinetuneConfig, tokenizer):
     return train.remove_columns("source"), held_out.remove_columns("source")
 
 
-def classification_metrics(eval_prediction) -> dict[str, float]:
-    """Accuracy and F1 micro/macro of the argmax class (the Trainer's `compute_metrics`)."""
-    from sklearn.metrics import accuracy_score, f1_score
-
-    logits, labels = eval_prediction
-    predicted = logits.argmax(-1)
-    return {"accuracy": float(accuracy_score(labels, predicted)),
-            "f1_micro": float(f1_score(labels, predicted, average="micro")),
-            "f1_macro": float(f1_score(labels, predicted, average="macro"))}
-
-
-def _arguments(config: FinetuneConfig, checkpoints: Path, device: str) -> dict[str, Any]:
-    """The Trainer arguments both heads share."""
-    every = "steps" if config.eval_steps else "epoch"
-    best = "f1_micro" if config.head == "classification" else "eval_loss"
-    return dict(
-        output_dir=str(checkpoints), learning_rate=config.learning_rate,
-        num_train_epochs=config.epochs, max_steps=config.max_steps or -1,
-        per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.grad_accum, seed=config.seed, data_seed=config.seed,
-        eval_strategy=every, save_strategy=every, eval_steps=config.eval_steps,
-        save_steps=config.eval_steps, logging_steps=1, save_total_limit=2,
-        load_best_model_at_end=True, metric_for_best_model=best,
-        greater_is_better=config.head == "classification", report_to=[],
-        use_cpu=not device.startswith("cuda"), include_num_input_tokens_seen="non_padding",
-        dataloader_num_workers=0)
-
-
-class _LogWriter:
-    """Writes the Trainer's log history as JSONL after every log event (atomically), so the
-    file always matches the state a resume would continue from."""
-
-    def __init__(self, path: Path):
-        from transformers import TrainerCallback
-
-        writer = self
-
-        class Callback(TrainerCallback):
-            def on_train_begin(self, args, state, control, **kwargs):
-                writer.start_tokens = state.num_input_tokens_seen  # > 0 when resumed
-
-            def on_log(self, args, state, control, logs=None, **kwargs):
-                if state.is_world_process_zero:  # data-parallel: one writer
-                    writer.write(state.log_history)
-
-        self.path = path
-        self.start_tokens = 0
-        self.callback = Callback()
-
-    def write(self, history: list[dict]) -> None:
-        from compbench.core.io import write_text_atomic
-
-        write_text_atomic(self.path, "".join(json.dumps(row) + "\n" for row in history))
-
-
 def finetune(model, tokenizer, config: FinetuneConfig, output_dir: Path, *, resume: bool = False,
-             device: str = "cpu") -> FinetuneResult:
+             device: str = "cpu") -> TrainingResult:
     """Train a LoRA adapter on `model` (a compressed base; a sequence-classification model for
     the classification head) and keep the best checkpoint's adapter in `output_dir/adapter`.
     With `resume`, training continues from the last complete checkpoint in `output_dir`."""
@@ -204,12 +101,12 @@ def finetune(model, tokenizer, config: FinetuneConfig, output_dir: Path, *, resu
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if config.head == "classification":
-        train, held_out = _classification_data(config, tokenizer, model.config.num_labels)
+        train, held_out = classification_data(config, tokenizer, model.config.num_labels)
     else:
         train, held_out = _sft_data(config, tokenizer)
     peft_model = attach_lora(model, config.lora, config.task_type, config.seed)
-    log = _LogWriter(output_dir / "training_log.jsonl")
-    arguments = _arguments(config, checkpoints, device)
+    log = LogWriter(output_dir / "training_log.jsonl")
+    arguments = trainer_arguments(config, checkpoints, device)
     if config.head == "classification":
         from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
@@ -228,48 +125,10 @@ def finetune(model, tokenizer, config: FinetuneConfig, output_dir: Path, *, resu
         train, held_out = _kept_rows(trainer, len(train), len(held_out), config.max_length)
     initial = None
     if config.head == "sft":  # the base's own held-out loss, which training should lower
-        initial = _named({"step": 0, **trainer.evaluate()})
+        initial = named({"step": 0, **trainer.evaluate()})
     adapter_dir = output_dir / "adapter"
     return train_and_save(trainer, log, arguments, start_from, adapter_dir,
-                          lambda: _save_atomic(peft_model, tokenizer, adapter_dir), initial)
-
-
-def resume_point(output_dir: Path, resume: bool) -> tuple[Path, Path | None]:
-    """The run's checkpoint folder and, with `resume`, its last complete checkpoint; an error when
-    a fresh run would mix with an earlier run's checkpoints."""
-    checkpoints = output_dir / "checkpoints"
-    if not resume and any(checkpoints.glob("checkpoint-*")):
-        raise CompbenchError(f"{output_dir} holds checkpoints of an earlier run; pass --resume to "
-                             "continue it, or choose another --output-dir")
-    return checkpoints, last_complete_checkpoint(checkpoints) if resume else None
-
-
-def train_and_save(trainer, log: _LogWriter, arguments: dict[str, Any], start_from: Path | None,
-                   saved_dir: Path, save, initial: dict[str, float] | None = None) -> FinetuneResult:
-    """Train (from `start_from`), then on the main process write the log and `save()` the
-    result into `saved_dir`; what the run measured, with the best evaluation's metrics."""
-    import torch
-
-    started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(start_from) if start_from else None)
-    seconds = time.perf_counter() - started
-    state = trainer.state
-    main_process = trainer.is_world_process_zero()
-    if main_process:
-        log.write(state.log_history)
-        save()
-    best = _best_eval(state.log_history, arguments["metric_for_best_model"],
-                      arguments["greater_is_better"])
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    return FinetuneResult(
-        metrics=best, initial_metrics=initial, best_checkpoint=state.best_model_checkpoint,
-        saved_dir=saved_dir, log_path=log.path, history=list(state.log_history),
-        steps=state.global_step, seconds=seconds, train_tokens=int(state.num_input_tokens_seen),
-        tokens_per_s=(state.num_input_tokens_seen - log.start_tokens) / seconds if seconds else None,
-        train_rows=len(trainer.train_dataset), eval_rows=len(trainer.eval_dataset),
-        resumed_from=str(start_from) if start_from else None,
-        processes=trainer.args.world_size, main_process=main_process)
+                          lambda: save_atomic(peft_model, tokenizer, adapter_dir), initial)
 
 
 def _kept_rows(trainer, train_rows: int, held_out_rows: int, max_length: int):
@@ -287,35 +146,3 @@ def _kept_rows(trainer, train_rows: int, held_out_rows: int, max_length: int):
     return train, held_out
 
 
-def _best_eval(history: list[dict], metric: str, higher: bool) -> dict[str, float]:
-    """The held-out metrics of the best evaluation in the log (the checkpoint kept)."""
-    key = metric if metric.startswith("eval_") else f"eval_{metric}"
-    evals = [row for row in history if key in row]
-    if not evals:
-        raise CompbenchError("training ended before its first evaluation; raise --max-steps or "
-                             "lower --eval-steps")
-    return _named((max if higher else min)(evals, key=lambda r: r[key]))
-
-
-def _named(row: dict[str, Any]) -> dict[str, float]:
-    """An evaluation's metrics without the `eval_` prefix or timings, with its step and, for a
-    loss, the perplexity exp(loss)."""
-    metrics = {k.removeprefix("eval_"): float(v) for k, v in row.items()
-               if k.startswith("eval_") and isinstance(v, (int, float))
-               and not k.endswith(("_runtime", "_per_second", "_time", "num_tokens"))}
-    metrics["step"] = row.get("step", 0)
-    if "loss" in metrics and "f1_micro" not in metrics:  # a language-modelling loss
-        metrics["perplexity"] = math.exp(metrics["loss"])
-    return metrics
-
-
-def _save_atomic(peft_model, tokenizer, folder: Path) -> None:
-    """The adapter (and tokenizer) via a staging folder renamed into place."""
-    from compbench.core.io import staging_path
-
-    staging = staging_path(folder)
-    peft_model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    if folder.exists():
-        shutil.rmtree(folder)
-    staging.rename(folder)

@@ -12,9 +12,11 @@ tokens is predicted; the results' protocol record says which was done.
 
 lm-eval's requests are strings, and a string boundary cannot always reproduce a token boundary
 (a chunk that starts with a whitespace token is re-split by lm-eval's context handling), so this
-task sends the token ids themselves with its own request type, `loglikelihood_token_chunk`.
-Importing this module (lm-eval does, when it loads the YAML) adds that request to lm-eval's HF
-model class, so it runs with `--model hf` as well as with compbench's `compressed`.
+task sends the token ids themselves with its own request type, `loglikelihood_token_chunk`. A
+request type is a method of the model class, and lm-eval's public hook for one is a registered
+model: compbench's `compressed` implements it (evaluation/lm_model.py), for any preset, folder
+or GGUF file (`recipe=fp32`: the uncompressed model). lm-eval's stock `hf` model does not, and
+lm-eval offers no hook to add one to it, so this task runs under `--model compressed` only.
 """
 
 from __future__ import annotations
@@ -23,11 +25,8 @@ import math
 from functools import lru_cache
 from pathlib import Path
 
-import torch
 from lm_eval.api.instance import Instance
 from lm_eval.api.task import ConfigurableTask
-from lm_eval.models.huggingface import HFLM
-from tqdm import tqdm
 
 from compbench.errors import CompbenchError
 from compbench.tasks.data import load_splits
@@ -43,7 +42,8 @@ def _tokenizer_source(metadata: dict) -> str:
             "wikitext2_chunked tokenizes with the evaluated model's tokenizer: pass it with "
             "--metadata '{\"pretrained\": \"MODEL\"}' (lm_eval adds it from --model_args)"
         )
-    from compbench.model_zoo.presets import PRESETS, get_preset, resolve_source
+    from compbench.model_zoo.presets import PRESETS, get_preset
+    from compbench.model_zoo.sources import resolve_source
 
     local = source in PRESETS or source.lower().endswith(".gguf") or Path(source).is_dir()
     return resolve_source(get_preset(source)) if local else source  # else a hub id
@@ -58,7 +58,7 @@ def capped_seqlen(seqlen: int, context: int | None) -> int:
 def _chunks(text: str, tokenizer_source: str, seqlen: int) -> tuple[tuple[int, ...], ...]:
     from transformers import AutoConfig, AutoTokenizer
 
-    from compbench.model_zoo.presets import expects_bos
+    from compbench.model_zoo.tokenizers import expects_bos
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
     context = getattr(AutoConfig.from_pretrained(tokenizer_source), "max_position_embeddings", None)
@@ -108,20 +108,3 @@ def perplexity(items) -> float:
     """exp(total NLL / total predicted tokens)."""
     items = list(items)
     return math.exp(sum(nll for nll, _ in items) / sum(count for _, count in items))
-
-
-def score_token_chunks(self: HFLM, requests, disable_tqdm: bool = False) -> list[tuple[float, int]]:
-    """For each chunk: the summed NLL of tokens 2..n given their prefix, and n - 1."""
-    scores = []
-    for request in tqdm(requests, desc="Scoring token chunks", disable=disable_tqdm):
-        ids = torch.tensor([request.args[0]], device=self.device)
-        with torch.no_grad():
-            logits = self._model_call(ids)
-        logprobs = torch.log_softmax(logits[0, :-1].float(), dim=-1)
-        targets = ids[0, 1:]
-        nll = -logprobs.gather(1, targets.unsqueeze(1)).sum()
-        scores.append((float(nll), int(targets.numel())))
-    return scores
-
-
-setattr(HFLM, REQUEST_TYPE, score_token_chunks)

@@ -15,6 +15,14 @@ SWEEP_TASKS = ("wikitext2_ppl", "wikitext2_chunked")
 SWEEP_LIMIT = 2  # wikitext2_ppl: articles 1-2 (6,756 tokens); wikitext2_chunked: 2 x 2048 tokens
 
 
+def pytest_collection_modifyitems(items):
+    """A test that uses the session's real sweep (minutes, once per session) is heavy: it runs
+    in `make test`, not in the fast tier `make check`."""
+    for item in items:
+        if "sweep" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.heavy)
+
+
 def _data_dir() -> Path:
     configured = os.environ.get("COMPBENCH_DATA_DIR")
     path = Path(configured) if configured else REPO.parent / "shared" / "data"
@@ -50,7 +58,8 @@ def checkpoint() -> Path:
 @pytest.fixture
 def fp32_model(checkpoint):
     """A fresh fp32 copy of the embedded model, on the CPU."""
-    from compbench.model_zoo import get_preset, load_model
+    from compbench.model_zoo import get_preset
+    from compbench.model_zoo.loading import load_model
 
     preset = get_preset("smollm2-135m")
     model, tokenizer = load_model(preset, device="cpu")
@@ -58,10 +67,12 @@ def fp32_model(checkpoint):
 
 
 def sweep_spec(recipe: str):
-    from compbench.harness.evaluate import EvalSettings
-    from compbench.harness.runner import RunSpec
+    from compbench.compressors import parse_recipe
+    from compbench.evaluation.settings import EvalSettings
+    from compbench.orchestration.plan import RunSpec
 
-    return RunSpec("smollm2-135m", recipe, EvalSettings(SWEEP_TASKS, limit=SWEEP_LIMIT), device="cpu")
+    return RunSpec("smollm2-135m", parse_recipe(recipe), EvalSettings(SWEEP_TASKS, limit=SWEEP_LIMIT),
+                   device="cpu")
 
 
 @pytest.fixture(scope="session")
@@ -70,15 +81,16 @@ def sweep(tmp_path_factory, checkpoint, offline_env):
 
     Returns the results folder, the results by recipe, and the RunSpec maker of the sweep.
     """
-    from compbench.harness.executors import LocalExecutor
-    from compbench.harness.runner import run_sweep
-    from compbench.reports.store import load_results
+    from compbench.orchestration.executors import LocalExecutor
+    from compbench.orchestration.plan import make_plan
+    from compbench.orchestration.runner import run_plan
+    from compbench.records.index import load_results
 
     out = tmp_path_factory.mktemp("sweep")
     # two runs at a time, a core each: a run's process start, imports and compression overlap
     # the other's evaluation
-    failed = run_sweep([sweep_spec(r) for r in SWEEP_RECIPES], out, echo=lambda _: None,
-                       executor=LocalExecutor(jobs=2))
+    failed = run_plan(make_plan([sweep_spec(r) for r in SWEEP_RECIPES], out), echo=lambda _: None,
+                      executor=LocalExecutor(jobs=2))
     assert not failed
     return out, {r.recipe: r for r in load_results(out)}, sweep_spec
 
@@ -107,7 +119,7 @@ def tokenizer(checkpoint):
 @pytest.fixture(scope="session")
 def context(tokenizer, data_dir):
     """What compressors get in a real run: the tokenizer and compbench's calibration corpora."""
-    from compbench.harness.artifact import compression_context
+    from compbench.artifacts.build import compression_context
 
     return compression_context(tokenizer)
 
@@ -115,7 +127,8 @@ def context(tokenizer, data_dir):
 @pytest.fixture
 def fresh_model(checkpoint):
     """A maker of fresh fp32 copies of the embedded model, for tests that compare several recipes."""
-    from compbench.model_zoo import get_preset, load_model
+    from compbench.model_zoo import get_preset
+    from compbench.model_zoo.loading import load_model
 
     def make():
         preset = get_preset("smollm2-135m")
@@ -156,7 +169,8 @@ def minilm_classifier(tmp_path_factory) -> Path:
     (an untrained stand-in for a fine-tuned SST-2 teacher)."""
     import torch
 
-    from compbench.model_zoo.presets import get_preset, load_model
+    from compbench.model_zoo.loading import load_model
+    from compbench.model_zoo.presets import get_preset
 
     torch.manual_seed(0)
     model, tokenizer = load_model(get_preset("minilm-l6-v2"), device="cpu", num_labels=2)
@@ -177,7 +191,7 @@ def kill_at_checkpoint():
     import time
 
     def kill(argv: list[str], folder: Path, step: int = 2) -> None:
-        process = subprocess.Popen([sys.executable, "-m", "compbench.harness.cli", *argv],
+        process = subprocess.Popen([sys.executable, "-m", "compbench.cli.main", *argv],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                    env=os.environ.copy())
         state = folder / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json"

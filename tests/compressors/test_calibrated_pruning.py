@@ -13,12 +13,14 @@ CALIBRATION = "nsamples=8:seqlen=256"
 
 @pytest.fixture(scope="module")
 def magnitude_ppl(wikitext_ids, checkpoint, perplexity):
-    from compbench.model_zoo import get_preset, load_model
+    from compbench.model_zoo import get_preset
+    from compbench.model_zoo.loading import load_model
 
     model, _ = load_model(get_preset("smollm2-135m"), device="cpu")
     return perplexity(compress(model, parse_recipe("magnitude:0.6")).model, wikitext_ids)
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("method, updates_kept_weights", [("wanda", False), ("sparsegpt", True)])
 def test_unstructured_pruning_is_exact_and_far_better_than_magnitude(
         method, updates_kept_weights, context, wikitext_ids, magnitude_ppl, fresh_model, perplexity):
@@ -43,6 +45,7 @@ def test_unstructured_pruning_is_exact_and_far_better_than_magnitude(
 
 @pytest.mark.parametrize("recipe", [f"wanda:n=2:m=4:{CALIBRATION}", f"sparsegpt:n=2:m=4:{CALIBRATION}",
                                     f"wanda:n=4:m=8:{CALIBRATION}", "magnitude:n=2:m=4"])
+@pytest.mark.heavy
 def test_nm_masks_hold_n_zeros_in_every_group_of_m(recipe, context, fresh_model):
     step = parse_recipe(recipe).steps[0]
     n, m = step.config.n, step.config.m
@@ -55,6 +58,7 @@ def test_nm_masks_hold_n_zeros_in_every_group_of_m(recipe, context, fresh_model)
         assert float((groups == n).float().mean()) > 0.995, name
 
 
+@pytest.mark.heavy
 def test_wanda_is_deterministic(context, fresh_model):
     recipe = parse_recipe(f"wanda:0.5:{CALIBRATION}")
     first = compress(fresh_model(), recipe, context).model

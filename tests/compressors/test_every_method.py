@@ -7,6 +7,7 @@ import torch
 
 from compbench.compressors import COMPRESSORS, compress, parse_recipe
 from compbench.compressors.targets import linear_layers
+from compbench.core.measure import param_counts
 
 TINY = "nsamples=2:seqlen=128"  # calibration just large enough to exercise the real path
 # mixed measures one sensitivity per block: its targets here are the first 4 blocks' linears
@@ -21,18 +22,41 @@ RECIPES = {
 }
 
 
+CAST_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def test_the_table_covers_every_registered_method():
     assert set(RECIPES) == set(COMPRESSORS)
 
 
-@pytest.mark.parametrize("method", sorted(RECIPES))
+def _did_what_it_claims(method: str, model, result, nonzero_before: int) -> None:
+    """A method is no no-op: a cast leaves every float weight in its dtype, a quantizer stores
+    fewer bytes than the fp32 model, a pruner leaves fewer non-zero weights."""
+    kind = COMPRESSORS[method].kind
+    if kind == "cast":
+        dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+        assert dtypes == {CAST_DTYPES[method]}, (method, dtypes)
+    elif kind == "quantize":
+        assert result.size_bytes < 0.97 * result.size_bytes_before, (method, result.size_bytes)
+    else:
+        nonzero = param_counts(model)[1]
+        assert nonzero < 0.98 * nonzero_before, (method, nonzero, nonzero_before)
+
+
+HEAVY = ("gptq", "sparsegpt")  # calibrated, layer by layer: half a minute each here
+
+
+@pytest.mark.parametrize("method", [pytest.param(m, marks=pytest.mark.heavy) if m in HEAVY else m
+                                    for m in sorted(RECIPES)])
 def test_method_parses_applies_and_still_predicts_text(method, fp32_model, wikitext_ids, context):
     recipe = parse_recipe(RECIPES[method])
     assert str(parse_recipe(str(recipe))) == str(recipe)  # canonical form round-trips
     with torch.no_grad():
         baseline = float(fp32_model(wikitext_ids, labels=wikitext_ids).loss)
+    nonzero_before = param_counts(fp32_model)[1]
     result = compress(fp32_model, recipe, context)
     model = result.model
+    _did_what_it_claims(method, model, result, nonzero_before)
     assert linear_layers(model)  # the targets are still found after the step
     step = result.steps[0]
     assert step["method"] == method and step["seconds"] > 0 and step["peak_rss_mb"] > 100

@@ -32,6 +32,7 @@ def test_rtn_4bit_packs_weights_to_under_0_3_of_fp16(fp32_model, context):
     assert max(len(torch.unique(g)) for g in groups[:16].reshape(-1, 64)) <= 16
 
 
+@pytest.mark.heavy
 def test_gptq_beats_round_to_nearest_at_3_bits(context, test_chunk, fresh_model, perplexity):
     rtn = perplexity(compress(fresh_model(), parse_recipe("rtn:3"), context).model, test_chunk)
     gptq = perplexity(compress(fresh_model(), parse_recipe("gptq:3:nsamples=16:seqlen=512"), context).model,
@@ -67,6 +68,7 @@ def test_packed_checkpoint_reloads_with_from_pretrained(context, test_chunk, tmp
         assert torch.allclose(reloaded(test_chunk[:, :256]).logits, logits, atol=1e-4)
 
 
+@pytest.mark.heavy
 def test_pruned_zeros_stay_zero_through_gptq(context, fresh_model):
     result = compress(fresh_model(), parse_recipe(f"wanda:0.5:{CALIBRATION}+gptq:4:{CALIBRATION}"), context)
     wanda, gptq = (s["stats"] for s in result.steps)

@@ -62,6 +62,7 @@ def _layer_sparsity(model):
     return {n: float((m.weight == 0).float().mean()) for n, m in linear_layers(model).items()}
 
 
+@pytest.mark.heavy
 def test_ranked_raises_the_least_sensitive_blocks(fp32_model, context, data_dir):
     from compbench.compressors.calibration import Calibrated
     from compbench.compressors.recipe import make_step

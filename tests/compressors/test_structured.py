@@ -64,8 +64,9 @@ def test_removing_every_head_is_refused(fp32_model, context, data_dir):
 @pytest.fixture(scope="module")
 def encoder():
     """The embedded encoder with a fresh (seeded) 2-class head, and its calibration context."""
-    from compbench.harness.artifact import compression_context
-    from compbench.model_zoo.presets import get_preset, load_model
+    from compbench.artifacts.build import compression_context
+    from compbench.model_zoo.loading import load_model
+    from compbench.model_zoo.presets import get_preset
 
     def make():
         torch.manual_seed(0)
@@ -98,7 +99,8 @@ def test_an_encoder_loses_a_quarter_of_its_heads_and_reloads_with_compbench(enco
                                                                             data_dir):
     from transformers import AutoModelForSequenceClassification
 
-    from compbench.model_zoo.presets import get_preset, load_model
+    from compbench.model_zoo.loading import load_model
+    from compbench.model_zoo.presets import get_preset
 
     model, tokenizer, context = encoder()
     before = sum(p.numel() for p in model.parameters())

@@ -6,10 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from compbench.cli.main import main
 from compbench.errors import CompbenchError
-from compbench.harness.cli import main
-from compbench.model_zoo.presets import get_preset, resolve_dtype
-from compbench.reports.store import load_results
+from compbench.model_zoo.loading import resolve_dtype
+from compbench.model_zoo.presets import get_preset
+from compbench.records.index import load_results
 
 
 def _cpu_has_bf16() -> bool:
@@ -29,6 +30,7 @@ def test_auto_follows_the_cpus_bf16_support(monkeypatch):
         resolve_dtype("bf16", preset, "cpu")
 
 
+@pytest.mark.heavy
 @pytest.mark.skipif(not _cpu_has_bf16(), reason="this CPU has no native bfloat16")
 def test_a_bf16_run_records_its_dtype_and_keeps_perplexity_within_half_a_percent(tmp_path, data_dir):
     # a recipe that keeps the load dtype (the cast recipes fp32/bf16 set their own)

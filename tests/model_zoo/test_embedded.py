@@ -53,6 +53,7 @@ def test_second_call_reuses_the_cache(checkpoint):
     assert (checkpoint / "model.safetensors").stat().st_mtime_ns == stamp
 
 
+@pytest.mark.heavy
 def test_concurrent_first_use_builds_one_valid_checkpoint(tmp_path):
     """Two processes materialize into an empty cache at once; both get the same good folder."""
     env = {**os.environ, "COMPBENCH_CACHE": str(tmp_path)}
@@ -107,7 +108,7 @@ def test_a_cache_damaged_in_place_is_one_clear_line_and_no_result(tmp_path, chec
     assert weights.stat().st_size == size
     env = {**os.environ, "COMPBENCH_CACHE": str(tmp_path / "cache")}
     proc = subprocess.run(
-        [sys.executable, "-m", "compbench.harness.cli", "eval", "--recipe", "fp32", "--tasks",
+        [sys.executable, "-m", "compbench.cli.main", "eval", "--recipe", "fp32", "--tasks",
          "wikitext2_chunked", "--limit", "1", "--device", "cpu", "--output-dir", str(tmp_path / "out")],
         env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 2, proc.stderr[-2000:]

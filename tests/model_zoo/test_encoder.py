@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from compbench.errors import CompbenchError
-from compbench.model_zoo.presets import get_preset, load_model, source_identity
+from compbench.model_zoo.loading import load_model
+from compbench.model_zoo.presets import get_preset
+from compbench.model_zoo.sources import source_identity
 
 
 def test_minilm_loads_as_a_classifier_of_the_documented_shape():

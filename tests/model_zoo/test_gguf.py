@@ -18,7 +18,8 @@ from compbench.model_zoo.cache import read_manifest
 from compbench.model_zoo.embedded import gguf_path, materialize_embedded
 from compbench.model_zoo.gguf import ARCHITECTURES, materialize_gguf, verify_checkpoint
 from compbench.model_zoo.gguf_tokenizer import token_strings
-from compbench.model_zoo.presets import expects_bos, source_identity
+from compbench.model_zoo.sources import source_identity
+from compbench.model_zoo.tokenizers import expects_bos
 from compbench.tests.model_zoo.references import gemma3_logits, gguf_tensors, perplexity, spm_encode
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -84,6 +85,7 @@ def test_a_converted_tensor_one_ulp_off_fails_verification(checkpoint, tmp_path)
     verify_checkpoint(checkpoint, reader, "llama", ARCHITECTURES["llama"])  # the original passes
 
 
+@pytest.mark.heavy
 def test_a_conversion_that_fails_verification_is_not_kept(tmp_path, monkeypatch):
     """A wrong transform in the table (llama's Q/K left permuted) stops the build: an error naming
     the tensor, and no folder in the cache to be loaded later."""
@@ -105,11 +107,12 @@ def test_a_gguf_path_is_a_model_source(gemma_checkpoint):
     identity = source_identity(preset)
     assert identity["kind"] == "gguf-file"
     assert identity["sha256"] == read_manifest(gemma_checkpoint)["source_sha256"]
-    from compbench.model_zoo.presets import resolve_source
+    from compbench.model_zoo.sources import resolve_source
 
     assert resolve_source(preset) == str(gemma_checkpoint)  # the same file: one conversion
 
 
+@pytest.mark.heavy
 def test_gemma_tokenizer_is_llama_cpps(gemma_checkpoint, gemma_reader, wikitext_start):
     """The rebuilt tokenizer gives the ids of llama.cpp's algorithm (written out in references.py)
     on real text and on whitespace, tab, newline, accent, CJK and emoji runs. transformers' own
@@ -152,6 +155,7 @@ def test_tokenizers_give_the_ids_llama_cpp_gave(name):
     assert compared >= 3
 
 
+@pytest.mark.heavy
 def test_gemma_expects_bos_and_the_checkpoint_computes_what_llama_cpp_computes(
         gemma_checkpoint, gemma_reader, wikitext_start):
     """The converted model's logits against a plain-torch Gemma-3 over gguf's dequantized tensors
@@ -174,12 +178,13 @@ def test_gemma_expects_bos_and_the_checkpoint_computes_what_llama_cpp_computes(
     assert perplexity(ours, ids) < 30
 
 
+@pytest.mark.heavy
 def test_gemma_from_the_command_line(gemma_checkpoint, tmp_path):
     """`compbench eval --model FILE.gguf`: every chunk starts with BOS, and the baseline check
     passed and says so in the results."""
     path = gguf_path("gemma3-270m")
     proc = subprocess.run(
-        [sys.executable, "-m", "compbench.harness.cli", "eval", "--model", str(path), "--recipe", "fp32",
+        [sys.executable, "-m", "compbench.cli.main", "eval", "--model", str(path), "--recipe", "fp32",
          "--tasks", "wikitext2_chunked", "--limit", "1", "--device", "cpu", "--no-store",
          "--output-dir", str(tmp_path)], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -196,7 +201,7 @@ def test_gemma_from_the_command_line(gemma_checkpoint, tmp_path):
 def test_a_gguf_path_as_lm_eval_model_args(gemma_checkpoint):
     """`--model_args pretrained=FILE.gguf` builds the same model, and wikitext2_chunked finds the
     tokenizer from that path (lm-eval hands it the model args as metadata)."""
-    from compbench.harness.lm_model import CompressedLM
+    from compbench.evaluation.lm_model import CompressedLM
     from compbench.tasks.chunked import _tokenizer_source
 
     path = gguf_path("gemma3-270m")

@@ -4,10 +4,10 @@ import json
 
 import pytest
 
+from compbench.cli.main import main
 from compbench.core.io import write_json_atomic
 from compbench.errors import CompbenchError
-from compbench.harness.cli import main
-from compbench.reports.store import load_results
+from compbench.records.index import load_results
 
 
 def _table(text: str) -> tuple[list[str], list[list[str]]]:
@@ -76,11 +76,11 @@ import dataclasses  # noqa: E402
 import statistics  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from compbench.reports.record import RunRecord  # noqa: E402
-from compbench.reports.store import write_record  # noqa: E402
+from compbench.records.index import write_record  # noqa: E402
+from compbench.records.record import RunRecord  # noqa: E402
 from compbench.reports.table import build_tables  # noqa: E402
 
-V1 = Path(__file__).parent / "fixtures" / "v1"
+V1 = Path(__file__).parent.parent / "records" / "fixtures" / "v1"  # version-1 files (tests/records)
 PPL = ("wikitext2_ppl", "word_perplexity,none")
 ACC = ("sst2", "acc,none")
 

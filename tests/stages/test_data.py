@@ -6,7 +6,8 @@ import math
 import pytest
 
 from compbench.errors import CompbenchError
-from compbench.stages.data import classification_splits, mix_sft, parse_mix
+from compbench.stages.data import mix_sft, parse_mix
+from compbench.tasks.classification import classification_splits
 
 
 def test_a_mix_parses_to_fractions():

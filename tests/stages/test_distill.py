@@ -110,7 +110,7 @@ def _distill_args(teacher, folder, *extra):
 
 
 def _record(folder):
-    from compbench.reports.store import read_record
+    from compbench.records.index import read_record
 
     (path,) = folder.glob("distill__*.json")
     return read_record(path)
@@ -119,7 +119,7 @@ def _record(folder):
 @pytest.fixture(scope="module")
 def distilled(minilm_classifier, tmp_path_factory, offline_env):
     """An uninterrupted encoder distillation: a 30%-FFN-pruned student, 6 steps, eval every 2."""
-    from compbench.harness.cli import main
+    from compbench.cli.main import main
 
     folder = tmp_path_factory.mktemp("distill") / "run"
     assert main(_distill_args(minilm_classifier, folder)) == 0
@@ -147,11 +147,12 @@ def test_an_encoder_student_is_distilled_saved_and_reported(distilled, minilm_cl
     assert record.compression.size_bytes < record.compression.baseline_size_bytes
 
 
+@pytest.mark.heavy
 def test_an_interrupted_distillation_resumes_to_the_same_student(distilled, minilm_classifier, tmp_path,
                                                                  kill_at_checkpoint):
     from safetensors.torch import load_file
 
-    from compbench.harness.cli import main
+    from compbench.cli.main import main
 
     folder = tmp_path / "run"
     kill_at_checkpoint(_distill_args(minilm_classifier, folder), folder)
@@ -166,8 +167,9 @@ def test_an_interrupted_distillation_resumes_to_the_same_student(distilled, mini
         torch.testing.assert_close(tensor, expected[name], rtol=0, atol=1e-6, msg=name)
 
 
+@pytest.mark.heavy
 def test_a_decoder_student_is_distilled_on_text(tmp_path, checkpoint, data_dir):
-    from compbench.harness.cli import main
+    from compbench.cli.main import main
 
     folder = tmp_path / "causal"
     assert main(["distill", "--teacher", "smollm2-135m", "--head", "causal", "--student-recipe",

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from compbench.harness.cli import main
-from compbench.reports.store import load_results, read_record
+from compbench.cli.main import main
+from compbench.records.index import load_results, read_record
 
 CLASSIFY = ["finetune", "--recipe", "fp32", "--dataset", "kasut_math", "--train-rows", "48",
             "--eval-rows", "16", "--max-steps", "6", "--eval-steps", "2", "--batch-size", "4",
@@ -39,6 +39,7 @@ def classified(tmp_path_factory, offline_env):
     return folder
 
 
+@pytest.mark.heavy
 def test_a_classification_run_keeps_its_best_checkpoint_and_reports_it(classified):
     record = _result(classified)
     assert record.ok and record.recipe == "fp32+lora:r=4:alpha=8"
@@ -62,6 +63,7 @@ def test_a_classification_run_keeps_its_best_checkpoint_and_reports_it(classifie
     assert [r.recipe for r in load_results(classified)] == ["fp32+lora:r=4:alpha=8"]
 
 
+@pytest.mark.heavy
 def test_resume_after_sigkill_ends_as_an_uninterrupted_run(classified, tmp_path, kill_at_checkpoint):
     folder = tmp_path / "run"
     kill_at_checkpoint([*CLASSIFY, "--output-dir", str(folder)], folder)
@@ -77,10 +79,11 @@ def test_resume_after_sigkill_ends_as_an_uninterrupted_run(classified, tmp_path,
         torch.testing.assert_close(tensor, expected[name], rtol=0, atol=1e-6, msg=name)
 
 
+@pytest.mark.heavy
 def test_qlora_sft_lowers_held_out_loss_and_its_adapter_reloads_to_the_same_logits(tmp_path, tokenizer):
-    from compbench.harness.adapter import read_adapter, with_adapter
-    from compbench.harness.artifact import build
-    from compbench.harness.finetune import job_from, run_finetune
+    from compbench.artifacts.adapter import read_adapter, with_adapter
+    from compbench.artifacts.build import build
+    from compbench.stages.finetune_run import job_from, run_finetune
     from compbench.stages.lora import keep_4bit_gradients_exact_
 
     job = job_from({"recipe": "nf4:double_quant=true", "head": "sft",
@@ -137,6 +140,7 @@ def test_export_merges_an_adapter_into_a_float_base(tmp_path, fp32_model, tokeni
     assert not isinstance(merged, PeftModel) and not (tmp_path / "merged" / "adapter").exists()
 
 
+@pytest.mark.heavy
 def test_a_classification_adapter_exported_merged_scores_as_its_run_did(classified, tmp_path):
     """The merged export of a classification adapter is a plain *ForSequenceClassification
     folder; `compbench eval` scores it on the held-out rows the run's best checkpoint was
@@ -163,7 +167,7 @@ def test_accelerate_launch_trains_data_parallel_on_two_cpu_processes(tmp_path):
     folder = tmp_path / "ddp"
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "-m", "compbench.harness.cli", "finetune", "--recipe", "nf4", "--dataset", "kasut_math",
+               "-m", "compbench.cli.main", "finetune", "--recipe", "nf4", "--dataset", "kasut_math",
                "--train-rows", "16", "--eval-rows", "8", "--epochs", "1", "--batch-size", "4",
                "--max-length", "64", "--r", "4", "--alpha", "8", "--output-dir", str(folder)]
     done = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy(), timeout=900)

@@ -75,7 +75,7 @@ def test_without_the_fix_an_evaluation_zeroes_4bit_gradients(fresh_model, contex
     """What the test above guards against, shown on this CPU (needs AVX512-BF16)."""
     from peft import LoraConfig, get_peft_model
 
-    from compbench.harness.evaluate import _cpu_flags
+    from compbench.core.environment import _cpu_flags
 
     if "avx512_bf16" not in _cpu_flags():
         pytest.skip("the repacked bf16 path exists only on CPUs with AVX512-BF16")

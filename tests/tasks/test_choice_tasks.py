@@ -32,7 +32,7 @@ def task_manager(data_dir):
 def results(checkpoint, task_manager):
     import lm_eval
 
-    from compbench.harness.lm_model import CompressedLM
+    from compbench.evaluation.lm_model import CompressedLM
 
     lm = CompressedLM(pretrained="smollm2-135m", recipe="fp32", device="cpu")
     return lm_eval.simple_evaluate(model=lm, tasks=list(TASKS), limit=LIMIT,

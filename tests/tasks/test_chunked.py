@@ -33,10 +33,11 @@ def _direct_perplexity(model, tokenizer, data_dir, chunks, seqlen=2048):
     return math.exp(torch.stack(losses).mean().item())
 
 
+@pytest.mark.heavy
 def test_chunked_matches_a_direct_implementation(task_manager, checkpoint, data_dir):
     import lm_eval
 
-    from compbench.harness.lm_model import CompressedLM
+    from compbench.evaluation.lm_model import CompressedLM
 
     lm = CompressedLM(pretrained="smollm2-135m", recipe="fp32", device="cpu")
     results = lm_eval.simple_evaluate(model=lm, tasks=["wikitext2_chunked"], limit=CHUNKS,
@@ -49,16 +50,19 @@ def test_chunked_matches_a_direct_implementation(task_manager, checkpoint, data_
     assert 10 < ours < 60
 
 
-def test_chunked_runs_on_lm_evals_stock_hf_model(task_manager, checkpoint):
+@pytest.mark.heavy
+def test_chunked_runs_through_lm_evals_registry_on_a_plain_folder(task_manager, checkpoint):
+    """By name, as `lm_eval --model compressed` builds it, over a plain Hugging Face folder: the
+    registered model serves the task's token-id request type (lm-eval's stock `hf` has none)."""
     import lm_eval
     from lm_eval.tasks import TaskManager
 
     from compbench.tasks import TASKS_DIR
 
     results = lm_eval.simple_evaluate(
-        model="hf", model_args=f"pretrained={checkpoint},device=cpu", tasks=["wikitext2_chunked"],
-        limit=1, task_manager=TaskManager(include_path=str(TASKS_DIR),
-                                          metadata={"pretrained": str(checkpoint)}),
+        model="compressed", model_args=f"pretrained={checkpoint},recipe=fp32,device=cpu",
+        tasks=["wikitext2_chunked"], limit=1,
+        task_manager=TaskManager(include_path=str(TASKS_DIR), metadata={"pretrained": str(checkpoint)}),
         log_samples=False, bootstrap_iters=0)
     assert math.isfinite(results["results"]["wikitext2_chunked"]["perplexity,none"])
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from compbench.harness.cli import main
-from compbench.reports.store import read_record
+from compbench.cli.main import main
+from compbench.records.index import read_record
 
 LIMIT = 8
 
@@ -57,6 +57,7 @@ def test_mmlu_subset_takes_k_per_subject_with_in_subject_shots(task_manager, dat
     assert len(full) == 14042
 
 
+@pytest.mark.heavy
 def test_classification_metrics_through_compbench_eval(checkpoint, tmp_path, capsys):
     assert main(["eval", "--recipe", "fp32", "--tasks", "kasut_math,mmlu_subset", "--limit",
                  str(LIMIT), "--device", "cpu", "--output-dir", str(tmp_path)]) == 0

@@ -1,0 +1,164 @@
+"""Evaluate an artifact with lm-eval (a sequence classifier: with evaluation/classify.py):
+`evaluate(artifact, settings) -> RunRecord`, with its size, speed and memory measured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+from compbench.artifacts.build import Artifact
+from compbench.evaluation.settings import EvalSettings, run_key
+from compbench.records.record import (
+    SCHEMA_VERSION,
+    CompressionInfo,
+    RunRecord,
+    TaskResult,
+    Timing,
+)
+
+SPEED_PROMPT_TOKENS = 128
+
+
+def _protocol(task: str, metadata: dict, lm) -> dict | None:
+    """How a perplexity task counted (its YAML `protocol`), with the window this run used."""
+    from compbench.model_zoo.tokenizers import expects_bos
+    from compbench.tasks.chunked import DEFAULT_SEQLEN, capped_seqlen
+
+    protocol = dict(metadata.get("protocol") or {})
+    if not protocol:
+        return None
+    protocol["tokenizer"] = getattr(lm.tokenizer, "name_or_path", None)
+    bos = expects_bos(lm.tokenizer)
+    if protocol.get("kind") == "rolling":
+        protocol.update(window_tokens=lm.max_length, stride_tokens=lm.max_length,
+                        window_prefix_token_id=lm.prefix_token_id)
+        protocol["bos"] = ("every window starts with BOS, then up to window_tokens - 1 text tokens "
+                           "(the model's tokenizer adds BOS to every sequence)" if bos else
+                           "the first window starts with the prefix token, later ones continue the text")
+    elif protocol.get("kind") == "chunked":
+        seqlen = capped_seqlen(int(metadata.get("seqlen", DEFAULT_SEQLEN)),
+                               getattr(lm.model.config, "max_position_embeddings", None))
+        protocol.update(seqlen=seqlen, stride_tokens=seqlen - 1 if bos else seqlen)
+        if bos:
+            protocol["bos"] = ("every chunk starts with BOS, then seqlen - 1 text tokens (the "
+                               "model's tokenizer adds BOS to every sequence)")
+    return protocol
+
+
+def _speed_prompt(tokenizer):
+    """A fixed 128-token prompt (repeated English text) for the prefill/generation speed check."""
+    text = " ".join(["The history of the region is long and its people have many stories."] * 40)
+    return tokenizer(text, return_tensors="pt").input_ids[:, :SPEED_PROMPT_TOKENS]
+
+
+def classifier_batch_size(model, batch_size: int | str, max_length: int) -> int:
+    """The classifier's batch size: the one asked for, or for `auto` the most rows of
+    `max_length` tokens that fit (on a GPU too: its outputs are a few logits a row)."""
+    if batch_size != "auto":
+        return int(batch_size)
+    from compbench.evaluation.batch_size import cpu_batch_size
+
+    return cpu_batch_size(model.config, max_length, model.dtype.itemsize, max_batch_size=64,
+                          output_width=model.config.num_labels)
+
+
+def evaluate(artifact: Artifact, settings: EvalSettings, *, manager=None, key: str | None = None,
+             eval_fields: dict[str, Any] | None = None, started_at: float | None = None,
+             load_seconds: float | None = None, load_peak_rss_bytes: int = 0) -> RunRecord:
+    """Evaluate the artifact on the settings' tasks with lm-eval and measure size and speed.
+    `manager`: the plan's task manager for this model (else one is built); `key`,
+    `eval_fields`: the plan's run key and key fields; `started_at`, `load_*`: when and at what
+    cost the artifact was built, for the timing."""
+    import lm_eval
+
+    from compbench.core.environment import environment
+    from compbench.core.measure import (
+        PeakMemory,
+        Timer,
+        TokenCounter,
+        checkpoint_bytes,
+        param_counts,
+        throughput,
+    )
+    from compbench.evaluation.classify import is_classifier, score_classifier
+    from compbench.evaluation.lm_model import CompressedLM
+    from compbench.evaluation.task_manager import task_manager
+    from compbench.model_zoo.presets import preset_argument
+
+    started = started_at or time.time()
+    classifier = is_classifier(artifact.model)
+    if manager is None:
+        manager = task_manager(settings.include_paths, settings.tasks, preset_argument(artifact.preset))
+    if eval_fields is None:
+        eval_fields = settings.key_fields(manager.task_index, artifact.device)
+    compression = artifact.compression
+    params_total, params_nonzero = param_counts(artifact.model)
+    if classifier:
+        model, max_length = artifact.model, settings.max_length or artifact.preset.max_length
+        batch_sizes = [classifier_batch_size(model, settings.batch_size, max_length)]
+        with PeakMemory() as eval_memory, Timer() as eval_timer:
+            scores = {name: score_classifier(model, artifact.tokenizer, name, limit=settings.limit,
+                                             batch_size=batch_sizes[0], max_length=max_length)
+                      for name in settings.tasks}
+        tasks = {name: score.task for name, score in scores.items()}
+        seconds = sum(score.seconds for score in scores.values())
+        eval_tokens = sum(score.tokens for score in scores.values())
+        speed = {"eval_samples_per_s": sum(s.samples for s in scores.values()) / seconds,
+                 "latency_ms_per_batch": max(s.latency_ms_per_batch for s in scores.values())}
+        device = str(next(model.parameters()).device)
+    else:
+        lm = CompressedLM(artifact=artifact, max_length=settings.max_length,
+                          batch_size=settings.batch_size)
+        model, max_length, device = lm.model, lm.max_length, str(lm.device)
+        counter = TokenCounter(model)
+        with PeakMemory() as eval_memory, Timer() as eval_timer:
+            output = lm_eval.simple_evaluate(
+                model=lm, tasks=list(settings.tasks), limit=settings.limit,
+                num_fewshot=settings.num_fewshot, task_manager=manager, log_samples=False,
+                bootstrap_iters=settings.bootstrap_iters)
+        counter.remove()
+        batch_sizes = list(lm.batch_sizes_used) or [settings.batch_size]  # each choice, in order
+        eval_tokens = counter.tokens
+        speed = throughput(model, _speed_prompt(lm.tokenizer))
+        configs = output.get("configs", {})
+        tasks = {}
+        for name, block in output["results"].items():
+            metadata = (configs.get(name) or {}).get("metadata") or {}
+            counts = output.get("n-samples", {}).get(name, {})
+            tasks[name] = TaskResult.from_lm_eval(
+                block, output.get("higher_is_better", {}).get(name, {}), metadata,
+                version=output.get("versions", {}).get(name), n_original=counts.get("original"),
+                n_effective=counts.get("effective"), protocol=_protocol(name, metadata, lm))
+    disk_bytes = artifact.checkpoint_bytes
+    if disk_bytes is None and not artifact.recipe.unexportable_steps():
+        disk_bytes = checkpoint_bytes(model)
+    peak_cuda = eval_memory.peak_cuda_bytes
+    return RunRecord(
+        status="ok",
+        run_key=key or run_key(artifact.key, eval_fields),
+        model={"preset": artifact.preset.name, "source": artifact.preset.source,
+               "revision": artifact.preset.revision,
+               "dtype": str(model.dtype).removeprefix("torch."), "max_length": max_length,
+               "batch_sizes": batch_sizes, "device": device, "origin": artifact.origin},
+        artifact=artifact.identity,
+        settings=eval_fields,
+        compression=CompressionInfo(
+            steps=compression.steps, seconds=compression.seconds,
+            baseline_size_bytes=compression.size_bytes_before, size_bytes=compression.size_bytes,
+            baseline_16bit_bytes=compression.size_bytes_16bit_before, params_total=params_total,
+            params_nonzero=params_nonzero, checkpoint_bytes=disk_bytes),
+        tasks=tasks,
+        timing=Timing(
+            started_at=started, wall_seconds=time.time() - started,
+            load_and_compress_seconds=load_seconds, eval_seconds=eval_timer.seconds,
+            eval_tokens=eval_tokens,
+            eval_tokens_per_s=eval_tokens / eval_timer.seconds if eval_timer.seconds else None,
+            **speed,
+            peak_rss_mb=max(load_peak_rss_bytes, eval_memory.peak_rss_bytes) / 2**20,
+            peak_cuda_mb=None if peak_cuda is None else peak_cuda / 2**20),
+        env=environment(),
+        baseline_check=artifact.baseline_check and dataclasses.asdict(artifact.baseline_check),
+        schema_version=SCHEMA_VERSION,
+    )

@@ -1,1 +1,0 @@
-"""The lm-eval model wrapper, the runner, measurement and the `compbench` CLI."""
