@@ -5,6 +5,7 @@ models store when it holds that very artifact (identity: artifacts/identity.py).
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,10 +35,35 @@ class Artifact:
     checkpoint_bytes: int | None = None  # the stored checkpoint's bytes on disk, when stored
     # the uncompressed model's credibility check (artifacts/baseline_check.py); None: not made
     baseline_check: BaselineCheck | None = None
+    # where the model computes otherwise than its layers' library would by default, and why
+    # (an adapter scored through the compute path it was trained on); None: the default
+    compute_path: str | None = None
 
     @property
     def key(self) -> str:
         return self.identity["key"]
+
+    def model_block(self, **measured: Any) -> dict[str, Any]:
+        """The results record's `model` block: what the model is and where it ran, with what the
+        run measured about it (window, batch sizes, device)."""
+        return {"preset": self.preset.name, "source": self.preset.source,
+                "revision": self.preset.revision, "dtype": str(self.model.dtype).removeprefix("torch."),
+                "device": self.device, "origin": self.origin, **measured,
+                **({"compute_path": self.compute_path} if self.compute_path else {})}
+
+    def compression_info(self, *, added_bytes: int = 0, checkpoint_bytes: int | None = None):
+        """The results record's `compression` block: what compression measured, the parameter
+        counts, and the size with `added_bytes` (an adapter's) counted in."""
+        from compbench.core.measure import param_counts
+        from compbench.records.record import CompressionInfo
+
+        total, nonzero = param_counts(self.model)
+        result = self.compression
+        return CompressionInfo(
+            steps=result.steps, seconds=result.seconds, baseline_size_bytes=result.size_bytes_before,
+            size_bytes=result.size_bytes + added_bytes,
+            baseline_16bit_bytes=result.size_bytes_16bit_before, params_total=total,
+            params_nonzero=nonzero, checkpoint_bytes=checkpoint_bytes)
 
 
 def compression_context(tokenizer) -> CompressionContext:
@@ -53,7 +79,8 @@ def build(preset: Preset | str, recipe: Recipe | str, *, device: str | None = No
     """Load the preset's uncompressed model and apply the recipe; the result and its identity.
 
     With a `store`, a storable recipe's model is loaded from it when it holds the artifact's
-    key; otherwise it is compressed, saved there, and loaded back, so that what is evaluated is
+    key and its files are as written (a damaged entry is reported, removed and rebuilt);
+    otherwise it is compressed, saved there, and loaded back, so that what is evaluated is
     always the stored checkpoint (a hit and a miss give the same numbers). With `num_labels`,
     the base is a sequence classifier with a fresh head (not stored: its head is untrained).
     `identity`: the plan's, computed once for this preset, recipe, dtype and device."""
@@ -74,6 +101,12 @@ def build(preset: Preset | str, recipe: Recipe | str, *, device: str | None = No
         return Artifact(result.model, tokenizer, preset, recipe, result, identity, device, origin,
                         baseline_check=check)
     entry = store.get(identity["key"])
+    damage = store.damage(entry) if entry is not None else None
+    if damage is not None:
+        print(f"compbench: warning: the stored {entry.model} {entry.recipe} ({entry.key[:12]}) is "
+              f"damaged: {damage}; removed, compressing again", file=sys.stderr)
+        store.remove(entry)
+        entry = None
     origin = "loaded from store"
     check = cached_check(source) if checked else None
     if entry is None:

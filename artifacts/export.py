@@ -45,13 +45,15 @@ def export_checkpoint(preset, recipe, out: Path, *, adapter=None, merge: bool = 
     classification adapter's base gets its head's class count)."""
     import dataclasses
 
-    from compbench.artifacts.adapter import check_mergeable, merged
+    from compbench.artifacts.adapter import check_base, check_mergeable, merged
     from compbench.artifacts.build import build
 
     if adapter is not None and merge:
         check_mergeable(recipe)
     artifact = build(preset, recipe, device=device, dtype=dtype,
                      num_labels=adapter.num_labels if adapter else None)
+    if adapter is not None:
+        check_base(adapter, artifact.identity)
     if adapter is not None and merge:
         artifact = dataclasses.replace(artifact, model=merged(artifact, adapter))
     save_checkpoint_atomic(artifact, out, None if merge else adapter)

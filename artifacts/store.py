@@ -3,10 +3,12 @@
 A sweep that needs a compressed model it has built before loads it from here instead of
 compressing again. An entry is a folder named by the artifact key holding the model's and
 tokenizer's `save_pretrained` files and `artifact.json` (the identity and what compression
-measured); it is written in a staging folder and renamed, so a kill at any moment leaves no
-half entry under a key. Only recipes whose checkpoint stock `from_pretrained` reloads
-bit-identically are stored (see `storable`); a run evaluates the stored checkpoint, so a store
-hit and a fresh build give the same numbers.
+measured, and each file's size and sha256); it is written in a staging folder and renamed, so
+a kill at any moment leaves no half entry under a key. Every file is checked against its
+sha256 before an entry is loaded: a damaged entry is reported and rebuilt, never loaded. Only
+recipes whose checkpoint stock `from_pretrained` reloads bit-identically are stored (see
+`storable`); a run evaluates the stored checkpoint, so a store hit and a fresh build give the
+same numbers.
 """
 
 from __future__ import annotations
@@ -20,12 +22,18 @@ from pathlib import Path
 from typing import Any
 
 from compbench.artifacts.identity import library_versions
-from compbench.core.io import cache_dir, remove_stale_temporaries, staging_path, write_json_atomic
+from compbench.core.io import (
+    cache_dir,
+    remove_stale_temporaries,
+    sha256_file,
+    staging_path,
+    write_json_atomic,
+)
 from compbench.errors import CompbenchError
 
 STORE_ENV = "COMPBENCH_STORE"
 ENTRY_FILE = "artifact.json"
-ENTRY_VERSION = 1
+ENTRY_VERSION = 2  # 2: each file's size and sha256 recorded and checked on load
 
 
 def default_store_dir() -> Path:
@@ -57,6 +65,7 @@ class StoreEntry:
     used_at: float
     identity: dict[str, Any]
     compression: dict[str, Any]
+    files: dict[str, dict[str, Any]]  # relative path -> {size, sha256}, as written
 
 
 class ModelStore:
@@ -64,6 +73,9 @@ class ModelStore:
 
     def __init__(self, root: Path | str | None = None):
         self.root = Path(root) if root is not None else default_store_dir()
+        if self.root.exists() and not self.root.is_dir():
+            raise CompbenchError(f"the models store {self.root} is a file; give a folder (--store "
+                                 "DIR or $COMPBENCH_STORE; it is made on first use)")
 
     def path(self, key: str) -> Path:
         return self.root / key
@@ -82,8 +94,21 @@ class ModelStore:
         size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
         return StoreEntry(key, folder, meta["identity"]["source"]["preset"],
                           meta["identity"]["recipe"]["string"], size, meta["checkpoint_bytes"],
-                          meta["created_at"],
-                          (folder / ENTRY_FILE).stat().st_mtime, meta["identity"], meta["compression"])
+                          meta["created_at"], (folder / ENTRY_FILE).stat().st_mtime,
+                          meta["identity"], meta["compression"], meta["files"])
+
+    def damage(self, entry: StoreEntry) -> str | None:
+        """What is wrong with an entry's files (one missing, resized, or changed: its sha256
+        differs from the one recorded), or None when every file is as written."""
+        for name, recorded in entry.files.items():
+            path = entry.path / name
+            if not path.is_file():
+                return f"{name} is missing"
+            if path.stat().st_size != recorded["size"]:
+                return f"{name} has {path.stat().st_size} bytes, {recorded['size']} were written"
+            if sha256_file(path) != recorded["sha256"]:
+                return f"{name} changed (its sha256 differs from the one recorded)"
+        return None
 
     def put(self, model, tokenizer, identity: dict[str, Any], compression: dict[str, Any]) -> Path:
         """Save a freshly compressed model under its key (before any forward pass: bitsandbytes
@@ -99,9 +124,11 @@ class ModelStore:
         model.save_pretrained(staging)
         model_bytes = sum(f.stat().st_size for f in staging.rglob("*") if f.is_file())
         tokenizer.save_pretrained(staging)
+        files = {str(f.relative_to(staging)): {"size": f.stat().st_size, "sha256": sha256_file(f)}
+                 for f in sorted(staging.rglob("*")) if f.is_file()}
         write_json_atomic(staging / ENTRY_FILE, {
             "entry_version": ENTRY_VERSION, "created_at": time.time(), "identity": identity,
-            "compression": compression, "checkpoint_bytes": model_bytes})
+            "compression": compression, "checkpoint_bytes": model_bytes, "files": files})
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)
@@ -130,21 +157,31 @@ class ModelStore:
     def remove(self, entry: StoreEntry) -> None:
         shutil.rmtree(entry.path)
 
-    def prune(self, unused_days: float | None = None) -> list[Path]:
-        """Remove what no run can use: staging folders of killed writers, damaged entries,
-        entries made with library versions other than the installed ones (their key can never
-        be asked for again), and, with `unused_days`, entries not used for that long."""
+    def prune(self, unused_days: float | None = None, dry_run: bool = False) -> list[tuple[Path, str]]:
+        """Remove what no run can use, each with why: staging folders of killed writers,
+        unreadable or damaged entries, entries made with library versions other than the
+        installed ones (their key can never be asked for again), and, with `unused_days` (>= 0),
+        entries not used for that long. With `dry_run`, only say what would go."""
+        if unused_days is not None and not unused_days >= 0:
+            raise CompbenchError(f"--unused-days must be a number of days >= 0, got {unused_days:g}")
         if not self.root.is_dir():
             return []
-        removed = remove_stale_temporaries(self.root)
+        removed = [(path, "left by a killed writer")
+                   for path in remove_stale_temporaries(self.root, dry_run=dry_run)]
         now = time.time()
         for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
             entry = self.get(folder.name)
-            libraries = entry.identity["libraries"] if entry else None
-            stale = entry is None or libraries != library_versions(libraries)
-            unused = (entry is not None and unused_days is not None
-                      and now - entry.used_at > unused_days * 86400)
-            if stale or unused:
+            if entry is None:
+                reason = "unreadable, or written by another compbench version"
+            elif entry.identity["libraries"] != library_versions(entry.identity["libraries"]):
+                reason = "made with other library versions than the installed ones"
+            elif (damage := self.damage(entry)) is not None:
+                reason = f"damaged: {damage}"
+            elif unused_days is not None and now - entry.used_at > unused_days * 86400:
+                reason = f"not used for {(now - entry.used_at) / 86400:.1f} days"
+            else:
+                continue
+            if not dry_run:
                 shutil.rmtree(folder)
-                removed.append(folder)
+            removed.append((folder, reason))
         return removed

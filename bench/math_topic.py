@@ -70,8 +70,8 @@ def main() -> None:
         folder = Path(args.output_dir) / f"{recipe.replace(':', '_').replace('=', '-')}-r{r}"
         rows.append(table_row(label, r, alpha, run_row(recipe, r, alpha, folder, args.data_dir)))
         print(rows[-1], flush=True)
-    header = ["quantization", "LoRA", "F1 micro", "F1 macro", "accuracy", "size MB (base + adapter)",
-              "adapter MB", "train + eval min", "train tokens/s"]
+    header = ["quantization", "LoRA", "F1 micro", "F1 macro", "accuracy",
+              "size MB (10^6 bytes, base + adapter)", "adapter MB", "train + eval min", "train tokens/s"]
     table = tabulate(rows, header, tablefmt="github", disable_numparse=True)
     write_text_atomic(Path(args.output_dir).with_suffix(".md"), table + "\n")
     print(table)

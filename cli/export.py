@@ -69,8 +69,15 @@ def run(args: argparse.Namespace) -> int:
     export_checkpoint(preset, recipe, out, adapter=adapter, merge=args.merge, device=args.device,
                       dtype=args.dtype)
     what = f"recipe {recipe}" + (f" + {adapter.label}" if adapter else "")
-    how = (f"lm_eval --model hf --model_args pretrained={out},peft={out}/adapter"
-           if adapter and not args.merge else f"lm_eval --model hf --model_args pretrained={out}")
+    classifier = preset.task_head == "sequence-classification" or bool(adapter and adapter.num_labels)
+    if classifier:  # lm-eval scores language models; compbench scores a classification head
+        how = (f"compbench eval --model {out} --recipe fp32 --tasks DATASET" if args.merge or not adapter
+               else f"compbench eval --model {args.model} --recipe {recipe} --adapter {out}/adapter "
+                    "--tasks DATASET")
+    elif adapter and not args.merge:
+        how = f"lm_eval --model hf --model_args pretrained={out},peft={out}/adapter --tasks …"
+    else:
+        how = f"lm_eval --model hf --model_args pretrained={out} --tasks …"
     print(f"wrote {out} ({preset.name}, {what}{', merged' if args.merge else ''}); evaluate it "
-          f"with:\n  {how} --tasks …")
+          f"with:\n  {how}")
     return 0

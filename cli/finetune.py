@@ -29,7 +29,8 @@ example config (finetune.yaml; every key is also a flag: --learning-rate, --max-
   train_rows: 2000                    # the first N shuffled training rows (default: all)
   output_dir: runs/kasut-nf4-r16
 then: compbench finetune --config finetune.yaml    (--resume after an interruption)
-      compbench eval --model smollm2-135m --recipe nf4:double_quant=true --adapter runs/…/adapter
+      compbench eval --model smollm2-135m --recipe nf4:double_quant=true \
+          --adapter runs/kasut-nf4-r16/adapter --tasks kasut_math   (the head, scored again)
 """
 
 

@@ -37,7 +37,9 @@ def run(argv: list[str]) -> int:
     parser = HarnessCLI()
     args = parser.parse_args()
     if hasattr(args, "include_path"):
-        users = args.include_path.split(os.pathsep) if args.include_path else []
+        from compbench.evaluation.task_manager import check_include_paths
+
+        users = check_include_paths(tuple(args.include_path.split(os.pathsep))) if args.include_path else ()
         args.include_path = [str(TASKS_DIR), *users]
     model_args = getattr(args, "model_args", None) or {}
     if getattr(args, "model", None) == "compressed" and isinstance(model_args, dict):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import warnings
 
@@ -68,9 +69,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def stop_on_signal(signum: int, frame) -> None:
+    """SIGTERM or SIGINT: end every process this one started (run workers, a trained preset's
+    training, a local Ray instance), then exit at once. Results and checkpoints are written
+    atomically, so what finished is kept and a rerun of the command resumes the rest."""
+    import psutil
+
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        child.terminate()
+    _, alive = psutil.wait_procs(children, timeout=5)
+    for child in alive:
+        child.kill()
+    print(f"compbench: stopped by {signal.Signals(signum).name}; finished runs are saved, run the "
+          "command again to resume", file=sys.stderr, flush=True)
+    os._exit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    handlers = {signum: signal.signal(signum, stop_on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
         if argv and argv[0] == "lm-eval":
             from compbench.cli import lm_eval
@@ -91,9 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     except CompbenchError as exc:
         print(f"compbench: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("compbench: interrupted; finished runs are saved, rerun to resume", file=sys.stderr)
-        return 130
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
 
 
 if __name__ == "__main__":

@@ -15,9 +15,25 @@ def add_parser(sub) -> None:
     p.add_argument("keys", nargs="*", help="for remove: key prefixes or recipes")
     p.add_argument("--store", default=None, help="store folder (default: $COMPBENCH_STORE, else "
                    "the user cache dir)")
-    p.add_argument("--unused-days", type=float, default=None,
-                   help="prune: also remove models not used for this many days")
+    p.add_argument("--unused-days", type=_days, default=None,
+                   help="prune: also remove models not used for this many days (>= 0)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="remove, prune: list what would be removed, remove nothing")
     p.set_defaults(func=run)
+
+
+def _days(text: str) -> float:
+    """--unused-days: a number of days >= 0."""
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of days, got '{text}'") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number of days >= 0, got {text}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,11 +61,15 @@ def run(args: argparse.Namespace) -> int:
             if not matches:
                 raise CompbenchError(f"no stored model has key prefix or recipe '{wanted}'")
             for entry in matches:
-                store.remove(entry)
-                print(f"removed {entry.key[:12]} {entry.model} {entry.recipe}")
+                if not args.dry_run:
+                    store.remove(entry)
+                print(f"{'would remove' if args.dry_run else 'removed'} {entry.key[:12]} {entry.model} "
+                      f"{entry.recipe}")
     else:
-        removed = store.prune(args.unused_days)
-        for path in removed:
-            print(f"removed {path}")
-        print(f"pruned {len(removed)} entr{'y' if len(removed) == 1 else 'ies'} from {store.root}")
+        removed = store.prune(args.unused_days, dry_run=args.dry_run)
+        for path, reason in removed:
+            print(f"{'would remove' if args.dry_run else 'removed'} {path} ({reason})")
+        count = f"{len(removed)} entr{'y' if len(removed) == 1 else 'ies'}"
+        print(f"{'would prune' if args.dry_run else 'pruned'} {count} from {store.root}"
+              + (" (dry run: nothing removed)" if args.dry_run else ""))
     return 0

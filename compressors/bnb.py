@@ -88,6 +88,23 @@ def swap_to_int8_(model, names: list[str], threshold: float = Int8Config.thresho
         setattr(parent, child, layer)
 
 
+def disable_cpu_bf16_repack_(model: nn.Module) -> int:
+    """Turn off bitsandbytes' CPU bf16 inference path on every `Linear4bit`; returns how many.
+
+    On CPUs with AVX512-BF16, the first no-grad forward through a `Linear4bit` repacks its
+    weight into a bf16 inference layout, and from then on the backward through it yields zero
+    gradients for an adapter above it (PyTorch only warns). Training turns the path off before
+    any forward (an evaluation between steps would silently stop training), and so does every
+    later load of a trained adapter (artifacts/adapter.py), so that it is scored through the
+    compute path it was trained on. A plain 4-bit model keeps the library's default path."""
+    count = 0
+    for module in model.modules():
+        if type(module).__name__ == "Linear4bit" and hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+            count += 1
+    return count
+
+
 register_compressor("int8", Int8Config, apply_int8, kind="quantize", terminal=True,
                     libraries=("bitsandbytes",), summary="bitsandbytes LLM.int8() 8-bit weights")
 register_compressor("nf4", NF4Config, apply_4bit, kind="quantize", terminal=True,

@@ -109,10 +109,10 @@ def staging_path(path: Path) -> Path:
     return path.parent / f".{path.name}.compbench-{os.getpid()}-staging"
 
 
-def remove_stale_temporaries(folder: Path) -> list[Path]:
+def remove_stale_temporaries(folder: Path, dry_run: bool = False) -> list[Path]:
     """Remove compbench's own temporary files and staging folders in `folder` whose writing
     process is gone (left by a kill mid-write); a live process's are left alone, and so is
-    everything not compbench's. Returns what was removed."""
+    everything not compbench's. Returns what was removed (with `dry_run`: what would be)."""
     import shutil
 
     import psutil
@@ -121,7 +121,9 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
     for candidate in sorted(folder.iterdir()) if folder.is_dir() else []:
         match = _TMP.search(candidate.name)
         if match and not psutil.pid_exists(int(match.group(1))):
-            if candidate.is_dir():
+            if dry_run:
+                pass
+            elif candidate.is_dir():
                 shutil.rmtree(candidate, ignore_errors=True)
             else:
                 candidate.unlink(missing_ok=True)

@@ -12,7 +12,6 @@ from compbench.artifacts.build import Artifact
 from compbench.evaluation.settings import EvalSettings, run_key
 from compbench.records.record import (
     SCHEMA_VERSION,
-    CompressionInfo,
     RunRecord,
     TaskResult,
     Timing,
@@ -79,7 +78,6 @@ def evaluate(artifact: Artifact, settings: EvalSettings, *, manager=None, key: s
         Timer,
         TokenCounter,
         checkpoint_bytes,
-        param_counts,
         throughput,
     )
     from compbench.evaluation.classify import is_classifier, score_classifier
@@ -93,8 +91,6 @@ def evaluate(artifact: Artifact, settings: EvalSettings, *, manager=None, key: s
         manager = task_manager(settings.include_paths, settings.tasks, preset_argument(artifact.preset))
     if eval_fields is None:
         eval_fields = settings.key_fields(manager.task_index, artifact.device)
-    compression = artifact.compression
-    params_total, params_nonzero = param_counts(artifact.model)
     if classifier:
         model, max_length = artifact.model, settings.max_length or artifact.preset.max_length
         batch_sizes = [classifier_batch_size(model, settings.batch_size, max_length)]
@@ -138,17 +134,10 @@ def evaluate(artifact: Artifact, settings: EvalSettings, *, manager=None, key: s
     return RunRecord(
         status="ok",
         run_key=key or run_key(artifact.key, eval_fields),
-        model={"preset": artifact.preset.name, "source": artifact.preset.source,
-               "revision": artifact.preset.revision,
-               "dtype": str(model.dtype).removeprefix("torch."), "max_length": max_length,
-               "batch_sizes": batch_sizes, "device": device, "origin": artifact.origin},
+        model=artifact.model_block(max_length=max_length, batch_sizes=batch_sizes, device=device),
         artifact=artifact.identity,
         settings=eval_fields,
-        compression=CompressionInfo(
-            steps=compression.steps, seconds=compression.seconds,
-            baseline_size_bytes=compression.size_bytes_before, size_bytes=compression.size_bytes,
-            baseline_16bit_bytes=compression.size_bytes_16bit_before, params_total=params_total,
-            params_nonzero=params_nonzero, checkpoint_bytes=disk_bytes),
+        compression=artifact.compression_info(checkpoint_bytes=disk_bytes),
         tasks=tasks,
         timing=Timing(
             started_at=started, wall_seconds=time.time() - started,

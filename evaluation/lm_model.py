@@ -89,8 +89,9 @@ class CompressedLM(HFLM):
                 check_causal(adapter)
             artifact = build(preset, str(recipe), device=device, dtype=dtype)
             if adapter is not None:
-                from compbench.artifacts.adapter import with_adapter
+                from compbench.artifacts.adapter import check_base, with_adapter
 
+                check_base(adapter, artifact.identity)
                 artifact = with_adapter(artifact, adapter)
         check_evaluable(artifact.preset)
         self.artifact = artifact

@@ -35,13 +35,17 @@ def task_manager(include_paths: tuple[str, ...] = (), tasks: tuple[str, ...] = (
 
 
 def check_include_paths(include_paths: tuple[str, ...]) -> tuple[str, ...]:
-    """The user's task folders, absolute; a missing one is an error naming it."""
+    """The user's task folders, absolute; a missing one, or one holding a YAML file that does
+    not read as a task, is an error naming it."""
+    from compbench.tasks.catalog import check_task_folder
+
     resolved = []
     for path in include_paths:
         folder = Path(path).expanduser()
         if not folder.is_dir():
             raise CompbenchError(f"task folder {path} (--include-path) does not exist; it should "
                                  "hold lm-eval task YAML files")
+        check_task_folder(folder)
         resolved.append(str(folder.resolve()))
     return tuple(resolved)
 

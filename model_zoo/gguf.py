@@ -108,6 +108,19 @@ def check_gguf_path(path: Path) -> Path:
     return path.resolve()
 
 
+def read_gguf(path: Path):
+    """gguf's reader over the file; a truncated or damaged file (its header or tensor table
+    pointing past the end, a malformed field) is one line, not the library's traceback."""
+    import gguf
+
+    try:
+        return gguf.GGUFReader(str(path))
+    except (ValueError, IndexError, KeyError, OSError) as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CompbenchError(f"{path} is not a readable GGUF file: truncated or damaged ({detail}); "
+                             f"{path.stat().st_size} bytes on disk") from None
+
+
 def _metadata(reader, architecture: str) -> dict:
     """The architecture's metadata (`<arch>.block_count` ... as `block_count` ...)."""
     prefix = architecture + "."
@@ -150,11 +163,10 @@ def gguf_identity(path: Path) -> dict:
 
 def _convert(source: Path, staging: Path) -> None:
     """Dequantize `source` into `staging` (weights, config, tokenizer), verify it, write the manifest."""
-    import gguf
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    reader = gguf.GGUFReader(str(source))
+    reader = read_gguf(source)
     name, architecture = _architecture(source, reader)
     if field_value(reader, "tokenizer.ggml.model") == "llama":
         tokenizer = spm_tokenizer(reader)

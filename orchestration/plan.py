@@ -70,7 +70,7 @@ def make_plan(specs: list[RunSpec], output_dir: Path) -> Plan:
     versions) and its evaluation key fields (task versions, data hashes, settings). Bad input
     (an unknown task, a classifier on a language-model task, a malformed data row) is refused
     here, before any run starts."""
-    from compbench.artifacts.adapter import adapter_identity, check_causal, read_adapter
+    from compbench.artifacts.adapter import adapter_identity, check_base, check_causal, read_adapter
     from compbench.artifacts.identity import artifact_identity
     from compbench.evaluation.classify import check_datasets
     from compbench.evaluation.lm_model import check_evaluable
@@ -88,15 +88,19 @@ def make_plan(specs: list[RunSpec], output_dir: Path) -> Plan:
         check_tasks(manager, settings.tasks)
         for task in settings.tasks:
             check_local_data(task, manager.task_index)
-        if preset.task_head == "sequence-classification":  # scored by evaluation/classify.py
-            check_datasets(settings.tasks, preset.name)
+        adapter = read_adapter(spec.adapter) if spec.adapter else None
+        num_labels = adapter.num_labels if adapter else None  # a classification adapter's head
+        if preset.task_head == "sequence-classification" or num_labels is not None:  # evaluation/classify.py
+            check_datasets(settings.tasks, preset.name if adapter is None else
+                           f"{preset.name} with the classification adapter {adapter.path}")
         else:
             check_evaluable(preset)
-        base = artifact_identity(preset, spec.recipe, spec.dtype, device)
+        base = artifact_identity(preset, spec.recipe, spec.dtype, device, num_labels)
         identity = base
-        if spec.adapter:
-            adapter = read_adapter(spec.adapter)
-            check_causal(adapter)
+        if adapter is not None:
+            if num_labels is None:
+                check_causal(adapter)
+            check_base(adapter, base)
             identity = adapter_identity(base, adapter)
         fields = settings.key_fields(manager.task_index, device)
         key = run_key(identity["key"], fields)

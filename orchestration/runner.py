@@ -28,13 +28,17 @@ def run_planned(run: PlannedRun, store_root: str | None = None) -> dict:
     started = time.time()
     spec = run.spec
     store = ModelStore(store_root) if store_root else None
+    adapter = None
+    if spec.adapter:
+        from compbench.artifacts.adapter import read_adapter, with_adapter
+
+        adapter = read_adapter(spec.adapter)
     with PeakMemory() as memory, Timer() as timer:
         artifact = build(run.preset, spec.recipe, device=run.device, dtype=spec.dtype, store=store,
+                         num_labels=adapter.num_labels if adapter else None,
                          identity=run.base_identity)
-        if spec.adapter:
-            from compbench.artifacts.adapter import read_adapter, with_adapter
-
-            artifact = with_adapter(artifact, read_adapter(spec.adapter))
+        if adapter is not None:
+            artifact = with_adapter(artifact, adapter)
     record = evaluate(artifact, spec.settings, manager=run.task_manager, key=run.key,
                       eval_fields=run.eval_fields, started_at=started, load_seconds=timer.seconds,
                       load_peak_rss_bytes=memory.peak_rss_bytes)
@@ -53,6 +57,16 @@ def finished(path: Path) -> bool:
         return path.exists() and read_record(path).ok
     except CompbenchError:
         return False
+
+
+def _calibrated(record: RunRecord) -> str:
+    """What a calibrated run read, said with its result (a recipe's default corpus is wikitext2
+    unless the recipe or the sweep names another)."""
+    calibration = record.calibration
+    if not calibration:
+        return ""
+    return (f", calibrated on {calibration['dataset']} ({calibration['nsamples']} x "
+            f"{calibration['seqlen']} tokens, seed {calibration['seed']})")
 
 
 def headline(record: RunRecord) -> str:
@@ -101,7 +115,8 @@ def run_plan(plan: Plan, force: bool = False, echo=print, executor: Executor | N
         record = RunRecord.from_dict(outcome.value) if outcome.status == "ok" else _failure(run, outcome)
         write_record(run.path, record)
         if record.ok:
-            echo(f"{labels[key]}: {record.model.get('origin', 'compressed')}; {headline(record)}")
+            echo(f"{labels[key]}: {record.model.get('origin', 'compressed')}{_calibrated(record)}; "
+                 f"{headline(record)}")
             if record.baseline_warning:
                 echo(f"    WARNING: {record.baseline_warning}")
             echo(f"    wrote {run.path}")

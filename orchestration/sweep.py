@@ -276,6 +276,9 @@ def _validate(data, path: Path, original: bool, parse_recipe, check_include_path
     except CompbenchError as exc:
         raise CompbenchError(f"include_paths: {exc}") from None
     seeds = _list_of(data, "seeds", int, required=False) or None
+    negative = [seed for seed in seeds or [] if seed < 0]
+    if negative:
+        raise CompbenchError(f"seeds: a calibration seed is a whole number >= 0, got {negative[0]}")
     calibration = _calibration(data)
     recipes = _recipes(data, calibration, seeds)
     models = _models(data, "models", recipes, calibration, seeds, get_preset)
@@ -302,8 +305,12 @@ def _validate(data, path: Path, original: bool, parse_recipe, check_include_path
     for key in ("device", "dtype", "description", "output_dir"):
         if data.get(key) is not None and not isinstance(data[key], str):
             raise CompbenchError(f"{key}: expected a string, got {data[key]!r}")
-    from compbench.model_zoo.loading import DTYPES
+    from compbench.model_zoo.loading import DTYPES, check_device
 
+    try:
+        check_device(data.get("device"))
+    except CompbenchError as exc:
+        raise CompbenchError(f"device: {str(exc).removeprefix('--device ')}") from None
     if data.get("dtype") is not None and data["dtype"] not in DTYPES:
         raise CompbenchError(f"dtype: '{data['dtype']}' is not one of {', '.join(DTYPES)}")
     specs = tuple(RunSpec(model=m, recipe=r, settings=settings, device=data.get("device"),

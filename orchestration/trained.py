@@ -95,7 +95,7 @@ def train_preset(spec, target: str) -> None:
     run_dir = run_folder(spec, base_identity(spec))
     run_dir.mkdir(parents=True, exist_ok=True)
     values = {**spec.settings, "output_dir": str(run_dir)}
-    resume = (run_dir / "checkpoints").is_dir()
+    resume = any((run_dir / "checkpoints").glob("checkpoint-*"))  # a killed build resumes
     if spec.stage == "finetune":
         from compbench.stages.finetune_run import job_from, run_finetune
 
@@ -110,10 +110,11 @@ def train_preset(spec, target: str) -> None:
         if spec.stage == "finetune":
             from compbench.artifacts.adapter import read_adapter
             from compbench.artifacts.export import export_checkpoint
+            from compbench.compressors import parse_recipe
 
             adapter = read_adapter(record["training"]["adapter_dir"])
-            export_checkpoint(spec.base, spec.settings.get("recipe", "fp32"), staging, adapter=adapter,
-                              merge=True)
+            export_checkpoint(spec.base, parse_recipe(spec.settings.get("recipe", "fp32")), staging,
+                              adapter=adapter, merge=True)
         else:
             shutil.copytree(record["training"]["student_dir"], staging)
         write_trained_files(staging, spec, record)

@@ -176,8 +176,27 @@ def _uncompressed(record: RunRecord, records: list[RunRecord], baseline: Baselin
     return {name: m["value"] for name, m in cached["metrics"].items()}
 
 
+def _check_coverage(records: list[RunRecord], baseline: Baseline) -> None:
+    """A gate that checks nothing, or that misses a compressed run its baseline file records,
+    must not pass: each is one line naming what is missing."""
+    present = {(r.preset, r.recipe, r.limit) for r in records}
+    missing = [f"{r['model']} {r['recipe']} (limit {r.get('limit')})" for r in baseline.runs
+               if r["recipe"] != baseline.baseline_recipe
+               and (r["model"], r["recipe"], r.get("limit")) not in present]
+    if missing:
+        raise CompbenchError(f"gate: {len(missing)} run(s) that {baseline.path} records are not in the "
+                             f"results: {', '.join(missing)}; run them (or gate with --sweep), or "
+                             "drop them from the baseline with `compbench gate --update` on a full run")
+    if not any(r.recipe != baseline.baseline_recipe for r in records):
+        raise CompbenchError(f"gate: the results hold no compressed run to check (only "
+                             f"{baseline.baseline_recipe} runs, or none); give the folder of a run "
+                             "with compressed recipes")
+
+
 def gate(records: list[RunRecord], baseline: Baseline) -> GateResult:
-    """Check every finished compressed run against its uncompressed run and the baseline file."""
+    """Check every finished compressed run against its uncompressed run and the baseline file;
+    refuse to pass when there is nothing to check or a recorded run is missing."""
+    _check_coverage(records, baseline)
     checks, warnings = [], []
     failed = [f"{r.preset} {r.recipe}: {r.error}" for r in records if not r.ok]
     for record in records:

@@ -277,10 +277,11 @@ def distill(student: nn.Module, teacher: nn.Module, tokenizer, config: DistillCo
     match `teacher`; the best checkpoint's student is saved with `save_pretrained` in
     `output_dir/student`. Returns a `TrainingResult` whose `saved_dir` is that folder."""
     from compbench.stages.training import (
-        LogWriter,
+            LogWriter,
         classification_data,
         resume_point,
         save_atomic,
+    stage_callbacks,
         train_and_save,
         trainer_arguments,
     )
@@ -313,7 +314,7 @@ def distill(student: nn.Module, teacher: nn.Module, tokenizer, config: DistillCo
     trainer = _trainer_class()(
         model=student, args=TrainingArguments(**arguments), train_dataset=train,
         eval_dataset=held_out, processing_class=tokenizer, data_collator=collator, compute_metrics=metrics,
-        callbacks=[log.callback], teacher=teacher, loss=config.loss, pairs=pairs)
+        callbacks=stage_callbacks(log), teacher=teacher, loss=config.loss, pairs=pairs)
     student_dir = output_dir / "student"
 
     def save():

@@ -20,7 +20,13 @@ from typing import Any
 from compbench.core.io import digest_of
 from compbench.errors import CompbenchError
 from compbench.stages.distill import DistillConfig, DistillLoss, parse_layer_map
-from compbench.stages.training import check_types, held_out_task, training_block
+from compbench.stages.training import (
+    check_types,
+    held_out_task,
+    resume_point,
+    stage_record,
+    training_block,
+)
 
 LOSS_KEYS = ("ce", "kl", "hidden", "attention", "temperature", "layer_map")
 CONFIG_KEYS = [f.name for f in dataclasses.fields(DistillConfig) if f.name not in ("loss", "version")]
@@ -49,6 +55,25 @@ def distill_label(loss: DistillLoss) -> str:
     weights = [f"{name}={getattr(loss, name):g}" for name in ("ce", "kl", "hidden", "attention")
                if getattr(loss, name)]
     return "distill:" + ":".join(weights) + (f":T={loss.temperature:g}" if loss.kl else "")
+
+
+def loss_terms(loss: DistillLoss) -> str:
+    """The loss a run trains with, in words, saying which terms are off: by default there is no
+    hidden-state term, although the encoder study's distilled student uses one."""
+    terms = [f"{loss.ce:g} x CE(labels)"] if loss.ce else []
+    if loss.kl:
+        terms.append(f"{loss.kl:g} x T^2 KL(teacher || student) at T={loss.temperature:g}")
+    if loss.hidden:
+        terms.append(f"{loss.hidden:g} x MSE(hidden states)")
+    if loss.attention:
+        terms.append(f"{loss.attention:g} x MSE(attention maps)")
+    text = " + ".join(terms)
+    off = [name for name in ("kl", "hidden", "attention") if not getattr(loss, name)]
+    if off:
+        text += f" ({', '.join(off)} off)"
+    if not loss.hidden:
+        text += "; the encoder study's distilled student adds --hidden 1 (every layer's hidden state)"
+    return text
 
 
 def job_from(values: dict[str, Any]) -> DistillJob:
@@ -129,11 +154,13 @@ def run_distill(job: DistillJob, resume: bool = False, echo=print):
     from compbench.stages.distill import distill
 
     check_job(job)
+    resume_point(job.output_dir, resume)  # nothing to resume, or old checkpoints: said before loading
     started = time.time()
     set_seed(job.config.seed)
     with PeakMemory() as memory, Timer() as load_timer:
         teacher = build(job.teacher, job.teacher_recipe, device=job.device, dtype=job.dtype)
         student = build(job.teacher, job.student_recipe, device=job.device, dtype=job.dtype)
+    echo(f"loss: {loss_terms(job.config.loss)}")
     echo(f"teacher {job.teacher} recipe={job.teacher_recipe}; student recipe={job.student_recipe}; "
          f"distilling on {job.config.dataset} -> {job.output_dir}")
     job.output_dir.mkdir(parents=True, exist_ok=True)
@@ -171,9 +198,8 @@ def _record(job: DistillJob, teacher, student, result, started: float, load_seco
             train_seconds: float, peak_rss_bytes: int, curve: Path, env: dict):
     """The student's results record: its identity with the teacher's and the distillation's,
     its size (on disk, as saved) and the best checkpoint's held-out metrics."""
-    from compbench.core.measure import checkpoint_bytes, param_counts
-    from compbench.records.record import SCHEMA_VERSION, CompressionInfo, RunRecord, Timing
-    
+    from compbench.core.measure import checkpoint_bytes
+
     config = job.config
     distillation = {"label": distill_label(config.loss), "config": config.as_dict(),
                     "data": _data_fingerprint(config),
@@ -184,29 +210,9 @@ def _record(job: DistillJob, teacher, student, result, started: float, load_seco
     task, task_result = held_out_task(config, result.metrics, result.eval_rows)
     if config.head == "causal":
         task = "distill_held_out"
-    compression = student.compression
-    params_total, params_nonzero = param_counts(student.model)
-    size_bytes = checkpoint_bytes(student.model)
-    return RunRecord(
-        status="ok", run_key=key,
-        model={"preset": student.preset.name, "source": student.preset.source,
-               "revision": student.preset.revision,
-               "dtype": str(student.model.dtype).removeprefix("torch."),
-               "device": student.device, "origin": student.origin},
-        artifact=identity,
-        settings={"stage": "distill", "tasks": [task], "limit": config.eval_rows, "head": config.head},
-        compression=CompressionInfo(
-            steps=compression.steps, seconds=compression.seconds,
-            baseline_size_bytes=compression.size_bytes_before, size_bytes=compression.size_bytes,
-            baseline_16bit_bytes=compression.size_bytes_16bit_before,
-            params_total=params_total, params_nonzero=params_nonzero, checkpoint_bytes=size_bytes),
-        tasks={task: task_result},
-        timing=Timing(started_at=started, wall_seconds=time.time() - started,
-                      load_and_compress_seconds=load_seconds, peak_rss_mb=peak_rss_bytes / 2**20),
-        env=env,
-        training={**training_block(result, train_seconds, peak_rss_bytes, curve),
-                  "student_dir": str(result.saved_dir)},
-        schema_version=SCHEMA_VERSION,
-    )
-
-
+    training = {**training_block(result, train_seconds, peak_rss_bytes, curve),
+                "student_dir": str(result.saved_dir)}
+    return stage_record("distill", student, identity, (task, task_result), eval_rows=config.eval_rows,
+                        head=config.head, started=started, load_seconds=load_seconds,
+                        peak_rss_bytes=peak_rss_bytes, env=env, training=training,
+                        checkpoint_bytes=checkpoint_bytes(student.model))

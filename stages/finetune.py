@@ -25,6 +25,7 @@ from compbench.stages.training import (
     named,
     resume_point,
     save_atomic,
+    stage_callbacks,
     train_and_save,
     trainer_arguments,
 )
@@ -113,12 +114,12 @@ def finetune(model, tokenizer, config: FinetuneConfig, output_dir: Path, *, resu
         trainer = Trainer(model=peft_model, args=TrainingArguments(**arguments),
                           train_dataset=train, eval_dataset=held_out, processing_class=tokenizer,
                           data_collator=DataCollatorWithPadding(tokenizer),
-                          compute_metrics=classification_metrics, callbacks=[log.callback])
+                          compute_metrics=classification_metrics, callbacks=stage_callbacks(log))
     else:
         from trl import SFTConfig, SFTTrainer
 
         trainer = SFTTrainer(model=peft_model, train_dataset=train, eval_dataset=held_out,
-                             processing_class=tokenizer, callbacks=[log.callback],
+                             processing_class=tokenizer, callbacks=stage_callbacks(log),
                              args=SFTConfig(**arguments, max_length=config.max_length,
                                             completion_only_loss=True, packing=False))
     if config.head == "sft":  # trl drops the rows whose answer truncation cut away

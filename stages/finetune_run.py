@@ -17,10 +17,17 @@ from typing import Any
 
 from compbench.core.io import digest_of
 from compbench.errors import CompbenchError
-from compbench.records.record import SCHEMA_VERSION, CompressionInfo, RunRecord, Timing
+from compbench.records.record import RunRecord
 from compbench.stages.finetune import FinetuneConfig
 from compbench.stages.lora import LoraSettings
-from compbench.stages.training import TrainingResult, check_types, held_out_task, training_block
+from compbench.stages.training import (
+    TrainingResult,
+    check_types,
+    held_out_task,
+    resume_point,
+    stage_record,
+    training_block,
+)
 
 LORA_KEYS = ("r", "alpha", "dropout", "target_modules")
 CONFIG_KEYS = [f.name for f in dataclasses.fields(FinetuneConfig) if f.name not in ("lora", "version")]
@@ -131,6 +138,7 @@ def run_finetune(job: FinetuneJob, resume: bool = False, echo=print):
     data-parallel launcher every process trains and only rank 0 writes (the others get None)."""
     from transformers import set_seed
 
+    from compbench.artifacts.adapter import record_base
     from compbench.artifacts.build import build
     from compbench.core.environment import environment
     from compbench.core.measure import PeakMemory, Timer
@@ -140,6 +148,7 @@ def run_finetune(job: FinetuneJob, resume: bool = False, echo=print):
     from compbench.tasks.classification import CLASSIFICATION
 
     check_job(job)
+    resume_point(job.output_dir, resume)  # nothing to resume, or old checkpoints: said before loading
     config = job.config
     num_labels = None
     if config.head == "classification":
@@ -156,6 +165,7 @@ def run_finetune(job: FinetuneJob, resume: bool = False, echo=print):
                           resume=resume, device=artifact.device)
     if not result.main_process:  # data-parallel: rank 0 writes the curve and the record
         return None, artifact
+    record_base(result.saved_dir, artifact.identity)
     curve = loss_curve(result.history, job.output_dir / "loss_curve.png",
                        f"{job.model} {job.recipe} + {adapter_label(config.lora)}")
     record = _record(job, artifact, result, started, load_timer.seconds, train_timer.seconds,
@@ -176,44 +186,22 @@ def _record(job: FinetuneJob, artifact, result: TrainingResult, started: float, 
     training data's sha256 and the saved files'), its size with the adapter, and the held-out
     metrics of the best checkpoint."""
     from compbench.core.io import sha256_file
-    from compbench.core.measure import param_counts
     from compbench.stages.data import data_fingerprint
 
     config = job.config
-    compression = artifact.compression
+    base_bytes = artifact.compression.size_bytes
     adapter_bytes = _adapter_bytes(result.saved_dir)
     adapter = {"label": adapter_label(config.lora), "method": "lora", "config": config.as_dict(),
                "data": data_fingerprint(config.head, config.dataset, dict(config.mix)),
                "files": {p.name: sha256_file(p) for p in sorted(result.saved_dir.glob("adapter_*"))}}
     key = digest_of({"base": artifact.key, "config": adapter["config"], "data": adapter["data"]})
     identity = {**artifact.identity, "key": key, "base_key": artifact.key, "adapter": adapter}
-    task, task_result = held_out_task(config, result.metrics, result.eval_rows)
-    params_total, params_nonzero = param_counts(artifact.model)
-    return RunRecord(
-        status="ok", run_key=key,
-        model={"preset": artifact.preset.name, "source": artifact.preset.source,
-               "revision": artifact.preset.revision,
-               "dtype": str(artifact.model.dtype).removeprefix("torch."),
-               "device": artifact.device, "origin": artifact.origin},
-        artifact=identity,
-        settings={"stage": "finetune", "tasks": [task], "limit": config.eval_rows, "head": config.head},
-        compression=CompressionInfo(
-            steps=compression.steps, seconds=compression.seconds,
-            baseline_size_bytes=compression.size_bytes_before,
-            size_bytes=compression.size_bytes + adapter_bytes,
-            baseline_16bit_bytes=compression.size_bytes_16bit_before,
-            params_total=params_total, params_nonzero=params_nonzero),
-        tasks={task: task_result},
-        timing=Timing(started_at=started, wall_seconds=time.time() - started,
-                      load_and_compress_seconds=load_seconds, peak_rss_mb=peak_rss_bytes / 2**20),
-        env=env,
-        training={
-            **training_block(result, train_seconds, peak_rss_bytes, curve),
-            "before": result.initial_metrics, "base_size_bytes": compression.size_bytes,
-            "adapter_bytes": adapter_bytes, "size_with_adapter_bytes": compression.size_bytes + adapter_bytes,
-            "adapter_dir": str(result.saved_dir),
-        },
-        schema_version=SCHEMA_VERSION,
-    )
-
-
+    training = {**training_block(result, train_seconds, peak_rss_bytes, curve),
+                "before": result.initial_metrics, "base_size_bytes": base_bytes,
+                "adapter_bytes": adapter_bytes, "size_with_adapter_bytes": base_bytes + adapter_bytes,
+                "adapter_dir": str(result.saved_dir)}
+    held_out = held_out_task(config, result.metrics, result.eval_rows)
+    return stage_record("finetune", artifact, identity, held_out,
+                        eval_rows=config.eval_rows, head=config.head, started=started,
+                        load_seconds=load_seconds, peak_rss_bytes=peak_rss_bytes, env=env,
+                        training=training, added_bytes=adapter_bytes)

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 
 from torch import nn
 
+from compbench.compressors.bnb import disable_cpu_bf16_repack_
 from compbench.compressors.targets import linear_layers
 from compbench.core.tensors import is_linear, is_tensor_subclass
 from compbench.errors import CompbenchError
@@ -94,21 +95,6 @@ def _describe(layer: nn.Module) -> str:
     return f"{type(layer).__module__.split('.modules')[0]}.{type(layer).__name__}"
 
 
-def keep_4bit_gradients_exact_(model: nn.Module) -> int:
-    """Turn off bitsandbytes' CPU bf16 inference path on every `Linear4bit`; returns how many.
-
-    On CPUs with AVX512-BF16, the first no-grad forward through a `Linear4bit` repacks its
-    weight into an inference layout, and from then on the backward through it yields zero
-    gradients for the adapter above it (PyTorch only warns). An evaluation between training
-    steps would silently stop training, so the path is disabled before any forward."""
-    count = 0
-    for module in model.modules():
-        if type(module).__name__ == "Linear4bit" and hasattr(module, "support_avx512bf16_for_cpu"):
-            module.support_avx512bf16_for_cpu = False
-            count += 1
-    return count
-
-
 def attach_lora(model: nn.Module, settings: LoraSettings, task_type: str, seed: int):
     """The base wrapped in a peft LoRA model (adapter weights initialised from `seed`); a task
     head (`score`) is trained in full beside the adapter (peft's `modules_to_save`)."""
@@ -116,7 +102,7 @@ def attach_lora(model: nn.Module, settings: LoraSettings, task_type: str, seed: 
     from peft import LoraConfig, get_peft_model
 
     layers = target_layers(model, settings.target_modules)
-    keep_4bit_gradients_exact_(model)
+    disable_cpu_bf16_repack_(model)  # training, and every later load of the adapter, use the exact path
     for param in model.parameters():
         param.requires_grad_(False)
     config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,

@@ -18,6 +18,7 @@ from compbench.errors import CompbenchError
 from compbench.records.record import MetricResult, TaskResult
 
 STATE_FILE = "trainer_state.json"  # the Trainer writes it last into a checkpoint
+CHECKPOINT_MANIFEST = "compbench-checkpoint.json"  # written after it: the checkpoint is complete
 
 
 @dataclass
@@ -41,10 +42,14 @@ class TrainingResult:
     main_process: bool = True  # False on the other ranks, which write nothing
 
 
-def last_complete_checkpoint(folder: Path) -> Path | None:
-    """The newest `checkpoint-N` whose trainer state was written (the Trainer writes it last);
-    any newer, incomplete one (a run killed while saving) is removed, so that resuming never
-    reads half a checkpoint."""
+def last_complete_checkpoint(folder: Path, echo=print) -> Path | None:
+    """The newest `checkpoint-N` that is complete and whole: its trainer state and compbench's
+    manifest were written (the Trainer writes the state last, `stage_callbacks` the manifest
+    after it) and every file still has the sha256 the manifest recorded. A newer, incomplete one
+    (a run killed while saving) is set aside as `incomplete-checkpoint-N`, said in a line, never
+    deleted; a damaged one (a file missing or changed) stops the resume, kept for inspection."""
+    from compbench.core.io import sha256_file
+
     if not folder.is_dir():
         return None
     found = sorted((p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
@@ -52,13 +57,73 @@ def last_complete_checkpoint(folder: Path) -> Path | None:
     for path in found:
         try:
             json.loads((path / STATE_FILE).read_text())
-            return path
-        except (OSError, ValueError):
-            shutil.rmtree(path, ignore_errors=True)
+            files = json.loads((path / CHECKPOINT_MANIFEST).read_text())["files"]
+        except (OSError, ValueError, KeyError, TypeError):
+            aside = path.with_name(f"incomplete-{path.name}")
+            try:
+                path.rename(aside)
+            except FileNotFoundError:  # another data-parallel process set it aside first
+                continue
+            echo(f"{path.name} is incomplete (written by a run killed while saving it): set aside as "
+                 f"{aside.name}, resuming from the checkpoint before it")
+            continue
+        for name, recorded in files.items():
+            file = path / name
+            whole = file.is_file() and file.stat().st_size == recorded["size"]
+            if not whole or sha256_file(file) != recorded["sha256"]:
+                raise CompbenchError(
+                    f"--resume: {path} is damaged ({name} is missing or changed since it was saved: its "
+                    "size or sha256 differs from the checkpoint's manifest); it is kept for inspection. "
+                    f"Remove it (rm -r '{path}') to resume from the checkpoint before it, or start "
+                    "again without --resume in another --output-dir")
+        return path
     return None
 
 
-def classification_data(config, tokenizer, num_labels: int):
+def stage_callbacks(log: LogWriter) -> list:
+    """The Trainer callbacks every stage uses: the JSONL log, and the manifest written into each
+    checkpoint (every file's size and sha256) once the Trainer has finished saving it, the mark
+    of a complete checkpoint that `last_complete_checkpoint` checks before a resume."""
+    from transformers import TrainerCallback
+
+    class CheckpointManifest(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                write_checkpoint_manifest(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+
+    return [log.callback, CheckpointManifest()]
+
+
+def write_checkpoint_manifest(folder: Path) -> None:
+    """Record every file of a checkpoint folder (its sha256 and size) in its manifest."""
+    from compbench.core.io import sha256_file, write_json_atomic
+
+    files = {str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": sha256_file(p)}
+             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != CHECKPOINT_MANIFEST}
+    write_json_atomic(folder / CHECKPOINT_MANIFEST, {"files": files})
+
+
+class TokenizedRows:
+    """Labelled texts tokenized as the Trainer reads them (a row at a time), so a short run does
+    not tokenize a whole split first (SST-2: 67,349 rows for a run that may read 320). The
+    Trainer samples indices from the length alone, so the rows a run reads, and its numbers,
+    are those of tokenizing everything up front."""
+
+    def __init__(self, rows, tokenizer, max_length: int):
+        self.rows, self.tokenizer, self.max_length = rows, tokenizer, max_length
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        row = self.rows[int(index)]
+        encoded = self.tokenizer(row["text"], truncation=True, max_length=self.max_length)
+        return {**encoded, "label": row["label"]}
+
+
+def classification_data(config, tokenizer, num_labels: int) -> tuple[TokenizedRows, TokenizedRows]:
+    """(train, held-out) rows of the config's classification dataset: the training rows shuffled
+    with its seed and cut to `train_rows`, the held-out ones to `eval_rows`, tokenized as read."""
     from compbench.tasks.classification import classification_splits
 
     train, held_out, _ = classification_splits(config.dataset, num_labels)
@@ -67,12 +132,8 @@ def classification_data(config, tokenizer, num_labels: int):
         train = train.select(range(min(config.train_rows, len(train))))
     if config.eval_rows:
         held_out = held_out.select(range(min(config.eval_rows, len(held_out))))
-
-    def encode(batch):
-        return tokenizer(batch["text"], truncation=True, max_length=config.max_length)
-
-    return (train.map(encode, batched=True, remove_columns=["text"]),
-            held_out.map(encode, batched=True, remove_columns=["text"]))
+    return (TokenizedRows(train, tokenizer, config.max_length),
+            TokenizedRows(held_out, tokenizer, config.max_length))
 
 
 def trainer_arguments(config, checkpoints: Path, device: str) -> dict[str, Any]:
@@ -121,12 +182,18 @@ class LogWriter:
 
 def resume_point(output_dir: Path, resume: bool) -> tuple[Path, Path | None]:
     """The run's checkpoint folder and, with `resume`, its last complete checkpoint; an error when
-    a fresh run would mix with an earlier run's checkpoints."""
+    a fresh run would mix with an earlier run's checkpoints, or when there is nothing to resume."""
     checkpoints = output_dir / "checkpoints"
     if not resume and any(checkpoints.glob("checkpoint-*")):
         raise CompbenchError(f"{output_dir} holds checkpoints of an earlier run; pass --resume to "
                              "continue it, or choose another --output-dir")
-    return checkpoints, last_complete_checkpoint(checkpoints) if resume else None
+    if not resume:
+        return checkpoints, None
+    start_from = last_complete_checkpoint(checkpoints)
+    if start_from is None:
+        raise CompbenchError(f"--resume: {checkpoints} holds no complete checkpoint to continue from; "
+                             "run without --resume to train from the start")
+    return checkpoints, start_from
 
 
 def train_and_save(trainer, log: LogWriter, arguments: dict[str, Any], start_from: Path | None,
@@ -253,3 +320,22 @@ def training_block(result: TrainingResult, train_seconds: float, peak_rss_bytes:
         "best_checkpoint": result.best_checkpoint, "resumed_from": result.resumed_from,
         "log": str(result.log_path), "loss_curve": str(curve),
     }
+
+
+def stage_record(stage: str, artifact, identity: dict[str, Any], held_out: tuple[str, TaskResult], *,
+                 eval_rows: int | None, head: str, started: float, load_seconds: float,
+                 peak_rss_bytes: int, env: dict, training: dict[str, Any], added_bytes: int = 0,
+                 checkpoint_bytes: int | None = None):
+    """A stage's results record, in `compbench eval`'s schema: the trained model's identity, its
+    size (with `added_bytes`, an adapter's), the held-out task block and the `training` block."""
+    from compbench.records.record import SCHEMA_VERSION, RunRecord, Timing
+
+    task, task_result = held_out
+    return RunRecord(
+        status="ok", run_key=identity["key"], model=artifact.model_block(), artifact=identity,
+        settings={"stage": stage, "tasks": [task], "limit": eval_rows, "head": head},
+        compression=artifact.compression_info(added_bytes=added_bytes, checkpoint_bytes=checkpoint_bytes),
+        tasks={task: task_result},
+        timing=Timing(started_at=started, wall_seconds=time.time() - started,
+                      load_and_compress_seconds=load_seconds, peak_rss_mb=peak_rss_bytes / 2**20),
+        env=env, training=training, schema_version=SCHEMA_VERSION)

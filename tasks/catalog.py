@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from compbench.core.io import data_dir, sha256_file
+from compbench.errors import CompbenchError
 from compbench.tasks import TASKS_DIR
 from compbench.tasks.data import read_checked
 
@@ -29,6 +30,27 @@ class TaskInfo:
     local_files: tuple[Path, ...]  # where the data dir would hold this task's rows
     local_rows: int | None  # rows of those files when all are present, else None
     data_dir_set: bool  # False: no data dir configured, the task loads from the hub
+
+
+def check_task_folder(folder: Path) -> None:
+    """Every task YAML under a user's task folder reads as a mapping (lm-eval skips one that
+    does not without a word, and the task then reads as unknown): one line naming the file."""
+    for path in sorted(folder.rglob("*.yaml")):
+        if "__pycache__" in path.parts:
+            continue
+        try:
+            config = yaml.load(path.read_text(encoding="utf-8"), Loader=_TaskLoader)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CompbenchError(f"task file {path} is unreadable ({exc})") from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f":{mark.line + 1}" if mark else ""
+            raise CompbenchError(f"task file {path}{where} is not valid YAML "
+                                 f"({getattr(exc, 'problem', None) or exc}); fix it or move it out of "
+                                 "the --include-path folder") from None
+        if not isinstance(config, dict):
+            raise CompbenchError(f"task file {path} holds a {type(config).__name__}, not an lm-eval task "
+                                 "(a mapping with task: NAME); fix it or move it out of the folder")
 
 
 def _read(path: Path) -> dict:

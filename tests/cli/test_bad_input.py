@@ -12,7 +12,7 @@ import pytest
 
 from compbench.cli.main import main
 
-V1 = Path(__file__).parent.parent / "reports" / "fixtures" / "v1"
+V1 = Path(__file__).parent.parent / "records" / "fixtures" / "v1"
 
 
 def _data_with(tmp_path, data_dir, dataset, split, edit):
@@ -35,12 +35,19 @@ def _file(tmp_path, name, text):
     return str(tmp_path / name)
 
 
-def _adapter(tmp_path, task_type):
-    """A folder with a LoRA adapter config of the given task type (no weights are read)."""
+def _adapter(tmp_path, task_type, head_rows: int | None = None):
+    """A folder with a LoRA adapter config of the given task type; with `head_rows`, weights
+    holding only a classification head of that many classes (all a refusal reads)."""
     folder = tmp_path / "adapter"
     folder.mkdir()
     (folder / "adapter_config.json").write_text(json.dumps(
         {"peft_type": "LORA", "task_type": task_type, "r": 4, "lora_alpha": 8}))
+    if head_rows is not None:
+        import torch
+        from safetensors.torch import save_file
+
+        save_file({"base_model.model.score.weight": torch.zeros(head_rows, 576)},
+                  str(folder / "adapter_model.safetensors"))
     return str(folder)
 
 
@@ -238,9 +245,12 @@ CASES = {
     "a distill run without a student recipe": (
         lambda t, d: ["distill", "--teacher", "smollm2-135m"],
         "distill needs --student-recipe (see --help)"),
-    "a classification adapter evaluated by lm-eval": (
-        lambda t, d: ["eval", "--recipe", "fp32", "--adapter", _adapter(t, "SEQ_CLS")],
-        "was trained for SEQ_CLS (a classification head): lm-eval scores causal LMs"),
+    "a classification adapter on a language-model task": (
+        lambda t, d: ["eval", "--recipe", "fp32", "--adapter", _adapter(t, "SEQ_CLS", head_rows=2)],
+        "with the classification adapter"),
+    "a classification adapter without its weights": (
+        lambda t, d: ["eval", "--recipe", "fp32", "--tasks", "sst2", "--adapter", _adapter(t, "SEQ_CLS")],
+        "no adapter_model.safetensors (the adapter's weights) there"),
     "an adapter merged into a quantized base": (
         lambda t, d: ["export", "--recipe", "nf4", "--adapter", _adapter(t, "CAUSAL_LM"), "--merge",
                       str(t / "merged")],

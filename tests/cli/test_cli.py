@@ -43,6 +43,7 @@ def test_a_misspelt_model_arg_is_an_error_not_a_silent_fp32_run(capsys):
     assert "recipe" in last
 
 
+@pytest.mark.heavy
 def test_missing_dataset_file_through_the_real_command(tmp_path):
     (tmp_path / "sst2").mkdir()
     env = {**os.environ, "COMPBENCH_DATA_DIR": str(tmp_path)}

@@ -30,6 +30,7 @@ def test_calibration_reads_the_validation_text_not_the_test_text(tokenizer, cont
     assert probe and probe in validation.replace('\\"', '"') and probe not in test
 
 
+@pytest.mark.heavy
 def test_in_domain_calibration_uses_kasut_training_part_only(tokenizer, context, data_dir):
     from compbench.tasks.choices import load_kasut
 

@@ -43,7 +43,7 @@ def _did_what_it_claims(method: str, model, result, nonzero_before: int) -> None
         assert nonzero < 0.98 * nonzero_before, (method, nonzero, nonzero_before)
 
 
-HEAVY = ("gptq", "sparsegpt")  # calibrated, layer by layer: half a minute each here
+HEAVY = ("gptq", "sparsegpt", "wanda")  # calibrated, layer by layer: 10 to 30 s each here
 
 
 @pytest.mark.parametrize("method", [pytest.param(m, marks=pytest.mark.heavy) if m in HEAVY else m

@@ -48,6 +48,7 @@ def test_layer_scope_prunes_every_layer_to_the_sparsity(fp32_model):
         assert int((module.weight == 0).sum()) == round(0.5 * n), name
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("quantizer", ["int8", "nf4"])
 def test_mask_holds_through_quantization(fp32_model, quantizer):
     pruned = compress(fp32_model, parse_recipe("magnitude:0.5")).model

@@ -26,6 +26,7 @@ def test_bad_mixed_options_are_one_clear_error(recipe, message):
         parse_recipe(recipe)
 
 
+@pytest.mark.heavy
 def test_bnb_mix_holds_nf4_and_int8_layers_between_their_sizes(fresh_model, perplexity,
                                                                wikitext_ids):
     """Blocks 0-14 NF4, 15-29 LLM.int8(): real bitsandbytes layers of both kinds, a size between

@@ -9,6 +9,7 @@ from compbench.compressors import compress, parse_recipe
 from compbench.errors import CompbenchError
 
 
+@pytest.mark.heavy
 def test_removing_a_quarter_of_mlp_channels_shrinks_and_reloads(fp32_model, context, wikitext_ids,
                                                                  tmp_path, data_dir):
     from transformers import AutoModelForCausalLM

@@ -48,7 +48,7 @@ def test_seeds_repeat_calibrated_recipes_only_and_calibration_fills_defaults(tmp
         "recipes: [fp32, int8]",
         'recipes: [fp32, "{magnitude,wanda}:0.5", "wanda:0.3:nsamples=2"]\n'
         "calibration: {nsamples: 8, seqlen: 256}\nseeds: [0, 1]")))
-    assert [s.recipe for s in sweep.specs] == [
+    assert [str(s.recipe) for s in sweep.specs] == [
         "fp32", "magnitude:0.5",
         "wanda:0.5:nsamples=8:seqlen=256", "wanda:0.5:nsamples=8:seqlen=256:seed=1",
         "wanda:0.3:nsamples=2:seqlen=256", "wanda:0.3:nsamples=2:seqlen=256:seed=1"]
@@ -60,7 +60,7 @@ def test_seeds_repeat_calibrated_recipes_only_and_calibration_fills_defaults(tmp
 def test_a_model_entry_may_name_its_own_recipes(tmp_path):
     sweep = load_sweep(_file(tmp_path, BASE.replace(
         "[smollm2-135m]", "[smollm2-135m, {model: smollm2-135m, recipes: [fp32, nf4]}]")))
-    assert [(s.model, s.recipe) for s in sweep.specs] == [
+    assert [(s.model, str(s.recipe)) for s in sweep.specs] == [
         ("smollm2-135m", "fp32"), ("smollm2-135m", "int8"),
         ("smollm2-135m", "fp32"), ("smollm2-135m", "nf4")]
 
@@ -243,15 +243,20 @@ def test_gate_fails_a_worse_recipe_naming_the_metric_and_passes_a_good_one(kille
     for path in _results(out):
         if read_record(path).recipe in ("fp32", "int8"):
             (good / path.name).write_bytes(path.read_bytes())
-    assert main(["gate", "--baseline", str(baseline), "--results", str(good)]) == 0
+    assert main(["gate", "--baseline", str(baseline), "--results", str(good)]) == 2  # not the whole
+    assert "are not in the results: smollm2-135m magnitude:0.5" in capsys.readouterr().err
+    subset = tmp_path / "subset.yaml"
+    assert main(["gate", "--baseline", str(subset), "--results", str(good), "--update"]) == 0
+    capsys.readouterr()
+    assert main(["gate", "--baseline", str(subset), "--results", str(good)]) == 0
     assert "gate: passed (1 of 1 checks hold)" in capsys.readouterr().out
 
-    text = baseline.read_text()
-    baseline.write_text(text.replace("wikitext2_chunked/perplexity", "wikitext2_chunked/other"))
-    assert main(["gate", "--baseline", str(baseline), "--results", str(good)]) == 2
+    text = subset.read_text()
+    subset.write_text(text.replace("wikitext2_chunked/perplexity", "wikitext2_chunked/other"))
+    assert main(["gate", "--baseline", str(subset), "--results", str(good)]) == 2
     assert "has no value for metric wikitext2_chunked/perplexity" in capsys.readouterr().err
-    baseline.write_text(text.replace("default_threshold: 0.95", "default_threshold: 1.5"))
-    assert main(["gate", "--baseline", str(baseline), "--results", str(good)]) == 2
+    subset.write_text(text.replace("default_threshold: 0.95", "default_threshold: 1.5"))
+    assert main(["gate", "--baseline", str(subset), "--results", str(good)]) == 2
     assert "a recovery threshold must be a number in (0, 1], got 1.5" in capsys.readouterr().err
 
 

@@ -126,6 +126,7 @@ def distilled(minilm_classifier, tmp_path_factory, offline_env):
     return folder
 
 
+@pytest.mark.heavy
 def test_an_encoder_student_is_distilled_saved_and_reported(distilled, minilm_classifier):
     import json
 

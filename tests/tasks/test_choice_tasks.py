@@ -52,6 +52,7 @@ def test_task_reads_the_real_rows(task, task_manager, data_dir):
     assert first[field].strip() in loaded.doc_to_text(docs[0])
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("task", TASKS)
 def test_task_metrics_are_in_range(task, results):
     metrics = results["results"][task]
@@ -60,6 +61,7 @@ def test_task_metrics_are_in_range(task, results):
         assert 0.0 <= metrics[f"{name},none"] <= 1.0, name
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("task", TASKS)
 def test_metrics_follow_from_the_per_document_loglikelihoods(task, results, task_manager):
     """acc and F1 recomputed here from each document's choice loglikelihoods (the highest one

@@ -80,6 +80,7 @@ def _wikitext(data_dir, rows=300):
     return "\n\n".join(json.loads(line)["text"] for line in lines)
 
 
+@pytest.mark.heavy
 def test_a_model_that_expects_bos_gets_it_at_the_start_of_every_chunk(data_dir, checkpoint):
     """Gemma's tokenizer adds BOS: each chunk is BOS and the next seqlen - 1 text tokens, so the
     text is scored once, in order, with the same number of predicted tokens a chunk. SmolLM2's

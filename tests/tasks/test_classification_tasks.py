@@ -26,6 +26,7 @@ def _docs(task, task_manager):
     return loaded, list(loaded.eval_docs)
 
 
+@pytest.mark.heavy
 def test_kasut_split_is_the_fixed_90_10(task_manager, data_dir):
     from compbench.tasks.choices import load_kasut
 
