@@ -41,17 +41,20 @@ demo: $(STAMP)
 
 GATE_OUT ?= results/ci-gate
 
-# The tests, then the project's own regression gate (sweeps/ci_gate.yaml against its committed
-# baseline; the uncompressed run is taken from the baseline when its run key is unchanged).
+# The tests on every core (pytest-xdist: a worker and a compute thread per core; tests sharing an
+# expensive fixture stay on one worker), then the project's own regression gate
+# (sweeps/ci_gate.yaml against its committed baseline; the uncompressed run is taken from the
+# baseline when its run key is unchanged).
+XDIST := -n auto --dist loadgroup
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(XDIST)
 	$(VENV)/bin/compbench gate --baseline sweeps/baselines/ci_gate.yaml --sweep sweeps/ci_gate.yaml --jobs 2 \
 		--output-dir $(GATE_OUT) --no-store
 
 # The fast tier for the inner loop: every test but the heavy ones (long real-model runs that
 # `make test` keeps) and the slow ones; no gate.
 check: $(STAMP)
-	$(PY) -m pytest -q -m "not slow and not gpu and not heavy"
+	$(PY) -m pytest -q $(XDIST) -m "not slow and not gpu and not heavy"
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow

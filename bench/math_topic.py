@@ -38,7 +38,7 @@ def run_row(recipe: str, r: int, alpha: int, folder: Path, data_dir: str | None)
     if not done:
         command = [sys.executable, "-m", "compbench.cli.main", "finetune", "--config", str(CONFIG),
                    "--recipe", recipe, "--r", str(r), "--alpha", str(alpha), "--output-dir", str(folder)]
-        if (folder / "checkpoints").is_dir():
+        if any((folder / "checkpoints").glob("checkpoint-*")):
             command.append("--resume")
         if data_dir:
             command += ["--data-dir", data_dir]

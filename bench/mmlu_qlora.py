@@ -38,7 +38,7 @@ def main() -> None:
 
     training = output / "qlora"
     if not list(training.glob("finetune__*.json")):
-        resume = ["--resume"] if (training / "checkpoints").is_dir() else []
+        resume = ["--resume"] if any((training / "checkpoints").glob("checkpoint-*")) else []
         compbench("finetune", "--config", str(CONFIG), "--output-dir", str(training), *resume, *data)
     evals = output / "eval"
     compbench("eval", "--recipe", "fp32", "--recipe", BASE, "--tasks", "mmlu_subset",

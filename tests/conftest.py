@@ -15,12 +15,43 @@ SWEEP_TASKS = ("wikitext2_ppl", "wikitext2_chunked")
 SWEEP_LIMIT = 1  # wikitext2_ppl: article 1 (1,407 tokens); wikitext2_chunked: 1 x 2048 tokens
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (`make test` runs two workers on this machine's two cores) each worker
+    computes on one core, and so do the processes it starts: two workers with a thread each
+    overlap one's imports, process starts and Python overhead with the other's matmuls, where
+    two threads each would fight over the cores."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
+
+
+def _shared_fixture_group(item) -> str | None:
+    """The xdist group of a test that uses an expensive fixture built once per session or module
+    (the session's sweep; a test module's own fixtures): its tests go to one worker, so the
+    fixture is built once, as in a serial run."""
+    names = getattr(item, "fixturenames", ())
+    if "sweep" in names:
+        return "sweep"
+    info = getattr(item, "_fixtureinfo", None)
+    for name in names:
+        definitions = info.name2fixturedefs.get(name) if info else None
+        if definitions and definitions[-1].scope != "function" and definitions[-1].baseid.endswith(".py"):
+            return definitions[-1].baseid
+    return None
+
+
 def pytest_collection_modifyitems(items):
     """A test that uses the session's real sweep (minutes, once per session) is heavy: it runs
-    in `make test`, not in the fast tier `make check`."""
+    in `make test`, not in the fast tier `make check`. Tests sharing an expensive fixture share
+    an xdist group (used by `--dist loadgroup`)."""
     for item in items:
         if "sweep" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.heavy)
+        group = _shared_fixture_group(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 def _data_dir() -> Path:
