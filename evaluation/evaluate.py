@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 from typing import Any
 
 from compbench.artifacts.build import Artifact
@@ -65,11 +66,13 @@ def classifier_batch_size(model, batch_size: int | str, max_length: int) -> int:
 
 def evaluate(artifact: Artifact, settings: EvalSettings, *, manager=None, key: str | None = None,
              eval_fields: dict[str, Any] | None = None, started_at: float | None = None,
-             load_seconds: float | None = None, load_peak_rss_bytes: int = 0) -> RunRecord:
+             load_seconds: float | None = None, load_peak_rss_bytes: int = 0,
+             samples_dir: Path | None = None) -> RunRecord:
     """Evaluate the artifact on the settings' tasks with lm-eval and measure size and speed.
     `manager`: the plan's task manager for this model (else one is built); `key`,
     `eval_fields`: the plan's run key and key fields; `started_at`, `load_*`: when and at what
-    cost the artifact was built, for the timing."""
+    cost the artifact was built, for the timing; `samples_dir`: where generative tasks' samples
+    logs go (a folder beside the results file)."""
     import lm_eval
 
     from compbench.core.environment import environment
@@ -81,9 +84,11 @@ def evaluate(artifact: Artifact, settings: EvalSettings, *, manager=None, key: s
         throughput,
     )
     from compbench.evaluation.classify import is_classifier, score_classifier
+    from compbench.evaluation.generation import generation_block
     from compbench.evaluation.lm_model import CompressedLM
     from compbench.evaluation.task_manager import task_manager
     from compbench.model_zoo.presets import preset_argument
+    from compbench.tasks.catalog import is_generative
 
     started = started_at or time.time()
     classifier = is_classifier(artifact.model)
@@ -91,6 +96,7 @@ def evaluate(artifact: Artifact, settings: EvalSettings, *, manager=None, key: s
         manager = task_manager(settings.include_paths, settings.tasks, preset_argument(artifact.preset))
     if eval_fields is None:
         eval_fields = settings.key_fields(manager.task_index, artifact.device)
+    generation = None
     if classifier:
         model, max_length = artifact.model, settings.max_length or artifact.preset.max_length
         batch_sizes = [classifier_batch_size(model, settings.batch_size, max_length)]
@@ -109,12 +115,14 @@ def evaluate(artifact: Artifact, settings: EvalSettings, *, manager=None, key: s
                           batch_size=settings.batch_size)
         model, max_length, device = lm.model, lm.max_length, str(lm.device)
         counter = TokenCounter(model)
+        generative = any(is_generative(name, manager.task_index) for name in settings.tasks)
         with PeakMemory() as eval_memory, Timer() as eval_timer:
             output = lm_eval.simple_evaluate(
                 model=lm, tasks=list(settings.tasks), limit=settings.limit,
-                num_fewshot=settings.num_fewshot, task_manager=manager, log_samples=False,
+                num_fewshot=settings.num_fewshot, task_manager=manager, log_samples=generative,
                 bootstrap_iters=settings.bootstrap_iters)
         counter.remove()
+        generation = generation_block(output, lm.generation_log, samples_dir)
         batch_sizes = list(lm.batch_sizes_used) or [settings.batch_size]  # each choice, in order
         eval_tokens = counter.tokens
         speed = throughput(model, _speed_prompt(lm.tokenizer))
@@ -148,6 +156,7 @@ def evaluate(artifact: Artifact, settings: EvalSettings, *, manager=None, key: s
             peak_rss_mb=max(load_peak_rss_bytes, eval_memory.peak_rss_bytes) / 2**20,
             peak_cuda_mb=None if peak_cuda is None else peak_cuda / 2**20),
         env=environment(),
+        generation=generation,
         baseline_check=artifact.baseline_check and dataclasses.asdict(artifact.baseline_check),
         schema_version=SCHEMA_VERSION,
     )

@@ -22,6 +22,7 @@ from lm_eval.models.huggingface import HFLM
 
 from compbench.artifacts.build import Artifact, build
 from compbench.errors import CompbenchError
+from compbench.evaluation.generation import FirstTokenClock, GenerationLog
 
 # HFLM's own arguments that it still honours when handed a model object; the rest (revision,
 # dtype, peft, parallelize, …) it would silently ignore, so `compressed` takes them itself
@@ -96,6 +97,7 @@ class CompressedLM(HFLM):
         check_evaluable(artifact.preset)
         self.artifact = artifact
         self.batch_sizes_used: list[int] = []  # what `batch_size=auto` chose, in order
+        self.generation_log = GenerationLog()  # every generate call, timed
         self.shared_context = str(shared_context).lower() not in ("false", "0", "no")
         self.preset, self.recipe = artifact.preset, artifact.recipe
         hf_log = logging.getLogger("lm_eval.models.huggingface")
@@ -125,6 +127,15 @@ class CompressedLM(HFLM):
         tokenized = [(pair, context, continuation)
                      for pair, (context, continuation) in zip(pairs, encoded, strict=True)]
         return self._loglikelihood_tokens(tokenized, disable_tqdm=disable_tqdm)
+
+    def _model_generate(self, context, max_length: int, stop: list[str], **generation_kwargs):
+        """HFLM's batched greedy generation (left-padded prompts, KV cache, stop sequences),
+        timed to its first new token and to its end (`evaluation/generation.py`)."""
+        clock = FirstTokenClock()
+        output = super()._model_generate(context, max_length, stop, streamer=clock, **generation_kwargs)
+        self.generation_log.add(rows=context.shape[0], prompt_tokens=context.shape[1],
+                                steps=output.shape[1] - context.shape[1], clock=clock)
+        return output
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         """HFLM's rolling perplexity; for a model that expects BOS at the start of every sequence

@@ -41,7 +41,7 @@ def run_planned(run: PlannedRun, store_root: str | None = None) -> dict:
             artifact = with_adapter(artifact, adapter)
     record = evaluate(artifact, spec.settings, manager=run.task_manager, key=run.key,
                       eval_fields=run.eval_fields, started_at=started, load_seconds=timer.seconds,
-                      load_peak_rss_bytes=memory.peak_rss_bytes)
+                      load_peak_rss_bytes=memory.peak_rss_bytes, samples_dir=run.path.with_suffix(""))
     return record.to_dict()
 
 

@@ -73,8 +73,8 @@ class TaskResult:
                                         higher_is_better.get(name))
         metadata = metadata or {}
         headline = metadata.get("headline")
-        if headline is not None:
-            headline = next((k for k in metrics if k.split(",")[0] == headline), None)
+        if headline is not None:  # a metric ("acc": its first filter) or "metric,filter"
+            headline = next((k for k in metrics if headline in (k, k.split(",")[0])), None)
         return cls(metrics, headline=headline, label=metadata.get("label"), **fields)
 
     def shown(self) -> dict[str, MetricResult]:
@@ -158,6 +158,10 @@ class RunRecord:
     traceback: str | None = None
     # a fine-tuning run's steps, seconds, tokens/s, peak RSS, sizes and log paths (stages/)
     training: dict[str, Any] | None = None
+    # generative tasks' generation (evaluation/generation.py): batches, rows, generated tokens,
+    # decode and prefill tokens/s, median time to first token; per task its generation
+    # settings and samples log (a path relative to the results file's folder)
+    generation: dict[str, Any] | None = None
     # the uncompressed model's credibility check (artifacts/baseline_check.py): passed,
     # perplexity, bound, params, tokens, bos; None where none was made
     baseline_check: dict[str, Any] | None = None

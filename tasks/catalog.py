@@ -87,6 +87,19 @@ def task_metadata(name: str) -> dict:
     return dict(_read(path).get("metadata") or {}) if path.is_file() else {}
 
 
+def is_generative(name: str, index: dict) -> bool:
+    """Whether task `name` (or a member of group `name`) generates text (`output_type:
+    generate_until`); `index` is lm-eval's task index."""
+    path = getattr(index.get(name), "yaml_path", None)
+    if not isinstance(path, (str, Path)):  # a task lm-eval defines in Python
+        return False
+    config = _read(Path(path))
+    if "group" in config and isinstance(config.get("task"), list):
+        members = [t if isinstance(t, str) else t.get("task") for t in config["task"]]
+        return any(is_generative(member, index) for member in members if member)
+    return config.get("output_type") == "generate_until"
+
+
 def task_fingerprint(name: str, index: dict) -> dict:
     """What about task `name` can change a number: its YAML `metadata.version`, and the sha256 of
     each local data file it reads (the hub dataset id where it reads none); a group's members

@@ -3,9 +3,6 @@ few-shot prompts, and their per-class / per-category metrics."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable
-
 import numpy as np
 from lm_eval.tasks.mmlu._generate_configs import SUBJECTS as MMLU_CATEGORY
 
@@ -81,9 +78,3 @@ def mmlu_results(doc, results) -> dict:
     correct = float(_predicted(results) == int(doc["answer"]))
     return {"acc": correct,
             **{f"acc_{c}": (correct, doc["category"] == c) for c in MMLU_CATEGORIES}}
-
-
-def mean_of_members(items: Iterable[tuple[float, bool]]) -> float:
-    """Mean of the values whose flag is set (NaN when the category has no question in the run)."""
-    values = [value for value, member in items if member]
-    return sum(values) / len(values) if values else math.nan

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 from sklearn.metrics import f1_score
@@ -33,3 +34,10 @@ def class_f1(label: int):
 
     aggregate.__name__ = f"f1_class_{label}"
     return aggregate
+
+
+def mean_of_members(items: Iterable[tuple[float, bool]]) -> float:
+    """Mean of the values whose flag is set (a category's, a level's, a subject's): NaN when
+    no document of the run is a member."""
+    values = [value for value, member in items if member]
+    return sum(values) / len(values) if values else math.nan

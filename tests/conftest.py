@@ -27,31 +27,47 @@ def pytest_configure(config):
         torch.set_num_threads(1)
 
 
-def _shared_fixture_group(item) -> str | None:
-    """The xdist group of a test that uses an expensive fixture built once per session or module
-    (the session's sweep; a test module's own fixtures): its tests go to one worker, so the
-    fixture is built once, as in a serial run."""
+def _shared_fixtures(item) -> list[str]:
+    """The expensive fixtures a test uses that are built once per session or module: the
+    session's sweep, and a test module's own module-scoped fixtures."""
     names = getattr(item, "fixturenames", ())
-    if "sweep" in names:
-        return "sweep"
+    shared = {"sweep"} if "sweep" in names else set()
     info = getattr(item, "_fixtureinfo", None)
     for name in names:
         definitions = info.name2fixturedefs.get(name) if info else None
         if definitions and definitions[-1].scope != "function" and definitions[-1].baseid.endswith(".py"):
-            return definitions[-1].baseid
-    return None
+            shared.add(f"{definitions[-1].baseid}::{name}")
+    return sorted(shared)
 
 
+def _xdist_groups(items) -> dict[int, str]:
+    """An xdist group for each test that shares an expensive fixture: tests sharing one (directly
+    or through other tests) go to one worker, so each is built once, as in a serial run."""
+    parent: dict[str, str] = {}
+
+    def root(key: str) -> str:
+        while parent.setdefault(key, key) != key:
+            key = parent[key]
+        return key
+
+    shared = {id(item): _shared_fixtures(item) for item in items}
+    for keys in shared.values():
+        for key in keys[1:]:
+            parent[root(key)] = root(keys[0])
+    return {index: root(keys[0]) for index, keys in shared.items() if keys}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups off the markers
 def pytest_collection_modifyitems(items):
     """A test that uses the session's real sweep (minutes, once per session) is heavy: it runs
     in `make test`, not in the fast tier `make check`. Tests sharing an expensive fixture share
     an xdist group (used by `--dist loadgroup`)."""
+    groups = _xdist_groups(items)
     for item in items:
         if "sweep" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.heavy)
-        group = _shared_fixture_group(item)
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))
+        if id(item) in groups:
+            item.add_marker(pytest.mark.xdist_group(groups[id(item)]))
 
 
 def _data_dir() -> Path:

@@ -1,0 +1,75 @@
+"""Hooks for the MATH tasks (`!function math_problems.…`): the local MATH rows as lm-eval's
+`minerva_math` reads them, scored by its own answer extraction, normalization and math-verify
+check, with each problem's subject and level kept so results break down by both."""
+
+from __future__ import annotations
+
+import re
+
+from lm_eval.tasks.minerva_math import utils as minerva  # lm-eval[math]: sympy, math-verify, antlr4
+
+from compbench.tasks.data import load_splits
+
+SUBJECTS = {"algebra": "Algebra", "counting_and_prob": "Counting & Probability", "geometry": "Geometry",
+            "intermediate_algebra": "Intermediate Algebra", "num_theory": "Number Theory",
+            "prealgebra": "Prealgebra", "precalc": "Precalculus"}
+LEVELS = (1, 2, 3, 4, 5)
+_LEVEL = re.compile(r"^Level ([1-5])$")
+
+__all__ = ["SUBJECTS", "LEVELS", "load_math", "doc_to_text", "fewshot_samples", "results",
+           "results_by_subject"]
+
+doc_to_text = minerva.doc_to_text
+fewshot_samples = minerva.list_fewshot_samples
+
+
+def _level(value) -> int:
+    """MATH's level as 1-5 ("Level 3" in the original files, 3 in MATH-500); 0 for "Level ?"."""
+    if isinstance(value, int):
+        return value
+    match = _LEVEL.match(str(value))
+    return int(match.group(1)) if match else 0
+
+
+def _standard(row: dict) -> dict:
+    """One problem in minerva_math's shape (answer: the last \\boxed{} of the solution,
+    normalized), with `subject` and an int `level`."""
+    boxed = minerva.last_boxed_only_string(row["solution"])
+    answer = minerva.normalize_final_answer(minerva.remove_boxed(boxed))
+    return {"problem": row["problem"], "solution": row["solution"], "answer": answer,
+            "subject": row.get("type") or row.get("subject"), "level": _level(row["level"])}
+
+
+def load_math(path: str, local_name: str, splits: list[str], name: str | None = None,
+              fields: dict[str, str] | None = None, subject: str | None = None,
+              split_names: dict[str, str] | None = None, **_metadata):
+    """`custom_dataset` hook: the MATH splits (local copy, else the hub), in minerva_math's
+    shape; `subject` (a key of SUBJECTS) keeps that subject's problems only; `split_names`
+    renames local splits to the hub's (MATH-500's local `test500` is the hub's `test`)."""
+    import datasets
+
+    loaded = load_splits(path, local_name, splits, name=name, fields=fields)
+    problems = {}
+    for split, rows in loaded.items():
+        rows = rows.map(_standard, remove_columns=rows.column_names)
+        if subject is not None:
+            rows = rows.filter(lambda row: row["subject"] == SUBJECTS[subject])
+        problems[(split_names or {}).get(split, split)] = rows
+    return datasets.DatasetDict(problems)
+
+
+def results(doc: dict, generations: list[str]) -> dict:
+    """minerva_math's exact_match and math_verify, and exact_match per level as (value, member)
+    pairs for `metrics.mean_of_members`."""
+    scores = minerva.process_results(doc, generations)
+    by_level = {f"exact_match_level_{level}": (scores["exact_match"], doc["level"] == level)
+                for level in LEVELS}
+    return {**scores, **by_level}
+
+
+def results_by_subject(doc: dict, generations: list[str]) -> dict:
+    """`results`, and exact_match per subject (MATH-500 mixes the seven)."""
+    scores = results(doc, generations)
+    by_subject = {f"exact_match_{key}": (scores["exact_match"], doc["subject"] == subject)
+                  for key, subject in SUBJECTS.items()}
+    return {**scores, **by_subject}
