@@ -41,9 +41,10 @@ def _shown(value: Any) -> str:
 def check_row(where: str, row: dict, fields: dict[str, str] | None, gold: dict | None) -> None:
     """One row against the task's `fields` and `gold` spec; `where` is "file:line".
 
-    `gold` is {field, values} (the label is one of these) or {field, choices, index?, count?}
-    (the label is one of the row's list at the dotted path `choices`, or with `index: true` an
-    index into it; `count`: the exact number of choices the prompt expects)."""
+    `gold` is {field, values} (the label is one of these), {field, contains} (the field is text
+    holding this marker, e.g. the `\\boxed` of a MATH solution) or {field, choices, index?,
+    count?} (the label is one of the row's list at the dotted path `choices`, or with `index:
+    true` an index into it; `count`: the exact number of choices the prompt expects)."""
     for name, kind in (fields or {}).items():
         if name not in row:
             raise CompbenchError(f"{where}: no field '{name}'")
@@ -54,6 +55,11 @@ def check_row(where: str, row: dict, fields: dict[str, str] | None, gold: dict |
     if not gold:
         return
     label = row.get(gold["field"])
+    if "contains" in gold:
+        if not isinstance(label, str) or gold["contains"] not in label:
+            raise CompbenchError(f"{where}: field '{gold['field']}' holds no {gold['contains']} (where the "
+                                 "task reads the gold answer)")
+        return
     if "values" in gold:
         if isinstance(label, bool) or label not in gold["values"]:
             raise CompbenchError(f"{where}: gold label {gold['field']}={_shown(label)} is not one of "

@@ -41,14 +41,14 @@ def _standard(row: dict) -> dict:
 
 
 def load_math(path: str, local_name: str, splits: list[str], name: str | None = None,
-              fields: dict[str, str] | None = None, subject: str | None = None,
+              fields: dict[str, str] | None = None, gold: dict | None = None, subject: str | None = None,
               split_names: dict[str, str] | None = None, **_metadata):
     """`custom_dataset` hook: the MATH splits (local copy, else the hub), in minerva_math's
     shape; `subject` (a key of SUBJECTS) keeps that subject's problems only; `split_names`
     renames local splits to the hub's (MATH-500's local `test500` is the hub's `test`)."""
     import datasets
 
-    loaded = load_splits(path, local_name, splits, name=name, fields=fields)
+    loaded = load_splits(path, local_name, splits, name=name, fields=fields, gold=gold)
     problems = {}
     for split, rows in loaded.items():
         rows = rows.map(_standard, remove_columns=rows.column_names)

@@ -118,6 +118,10 @@ CASES = {
         lambda t, d: ["eval", "--recipe", "fp32", "--tasks", "sst2", "--limit", "5", "--data-dir",
                       _data_with(t, d, "sst2", "validation", lambda r: r.update(label="1"))],
         "validation.jsonl:3: field 'label' must be int, got str '1'"),
+    "math problem without a boxed answer": (
+        lambda t, d: ["eval", "--recipe", "fp32", "--tasks", "math500", "--limit", "1", "--data-dir",
+                      _data_with(t, d, "math", "test500", lambda r: r.update(solution="So it is 5."))],
+        "test500.jsonl:3: field 'solution' holds no \\boxed (where the task reads the gold answer)"),
     "index out of the choices": (
         lambda t, d: ["eval", "--recipe", "fp32", "--tasks", "reclor", "--limit", "5", "--data-dir",
                       _data_with(t, d, "reclor", "validation", lambda r: r.update(label=7))],

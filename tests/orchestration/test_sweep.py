@@ -223,6 +223,7 @@ def test_the_store_serves_a_second_sweep_without_compressing(killed_and_resumed,
     assert "2 compressed model(s)" in listed.stdout
 
 
+@pytest.mark.heavy  # it reads the killed-and-resumed sweep's results (minutes to build)
 def test_gate_fails_a_worse_recipe_naming_the_metric_and_passes_a_good_one(killed_and_resumed, tmp_path,
                                                                           capsys):
     out = killed_and_resumed["out"]
