@@ -81,6 +81,15 @@ def task_catalog() -> list[TaskInfo]:
     return infos
 
 
+def _group_members(config: dict) -> list[str] | None:
+    """The task names of a group YAML's `task` list (entries are names or inline task configs);
+    None when the YAML is not a group."""
+    if "group" not in config or not isinstance(config.get("task"), list):
+        return None
+    names = [entry if isinstance(entry, str) else entry.get("task") for entry in config["task"]]
+    return [name for name in names if name]
+
+
 def task_metadata(name: str) -> dict:
     """The `metadata` block of one of compbench's own task YAMLs ({} for other tasks)."""
     path = TASKS_DIR / f"{name}.yaml"
@@ -94,9 +103,9 @@ def is_generative(name: str, index: dict) -> bool:
     if not isinstance(path, (str, Path)):  # a task lm-eval defines in Python
         return False
     config = _read(Path(path))
-    if "group" in config and isinstance(config.get("task"), list):
-        members = [t if isinstance(t, str) else t.get("task") for t in config["task"]]
-        return any(is_generative(member, index) for member in members if member)
+    members = _group_members(config)
+    if members is not None:
+        return any(is_generative(member, index) for member in members)
     return config.get("output_type") == "generate_until"
 
 
@@ -109,9 +118,9 @@ def task_fingerprint(name: str, index: dict) -> dict:
     if path is None:
         return {name: {"version": None}}
     config = _read(Path(path))
-    if "group" in config and isinstance(config.get("task"), list):
-        members = [t if isinstance(t, str) else t.get("task") for t in config["task"]]
-        return {k: v for member in members if member for k, v in task_fingerprint(member, index).items()}
+    members = _group_members(config)
+    if members is not None:
+        return {k: v for member in members for k, v in task_fingerprint(member, index).items()}
     kwargs = config.get("dataset_kwargs") or {}
     local = data_dir()
     if local is not None and kwargs.get("local_name"):
@@ -148,11 +157,10 @@ def check_local_data(name: str, index: dict) -> None:
     if path is None or data_dir() is None:
         return
     config = _read(Path(path))
-    if "group" in config and isinstance(config.get("task"), list):
-        for member in config["task"]:
-            member = member if isinstance(member, str) else member.get("task")
-            if member:
-                check_local_data(member, index)
+    members = _group_members(config)
+    if members is not None:
+        for member in members:
+            check_local_data(member, index)
         return
     kwargs = config.get("dataset_kwargs") or {}
     if not kwargs.get("local_name"):
