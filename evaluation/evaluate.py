@@ -120,7 +120,10 @@ def evaluate(artifact: Artifact, settings: EvalSettings, *, manager=None, key: s
             output = lm_eval.simple_evaluate(
                 model=lm, tasks=list(settings.tasks), limit=settings.limit,
                 num_fewshot=settings.num_fewshot, task_manager=manager, log_samples=generative,
-                bootstrap_iters=settings.bootstrap_iters)
+                bootstrap_iters=settings.bootstrap_iters,
+                apply_chat_template=settings.apply_chat_template,
+                fewshot_as_multiturn=settings.fewshot_as_multiturn,
+                system_instruction=settings.system_instruction)
         counter.remove()
         generation = generation_block(output, lm.generation_log, samples_dir)
         batch_sizes = list(lm.batch_sizes_used) or [settings.batch_size]  # each choice, in order

@@ -47,6 +47,29 @@ def check_evaluable(preset) -> None:
                          "--adapter DIR --merge OUT) and score OUT with compbench eval")
 
 
+def check_chat_template(preset, template: bool | str) -> None:
+    """A requested chat template must be the model's own: lm-eval would otherwise fall back to
+    no template or a default one and score prompts the run's settings do not describe. `True`
+    asks for the tokenizer's template; a name, for one of its named templates."""
+    from transformers import AutoTokenizer
+
+    from compbench.model_zoo.sources import resolve_source
+
+    if not template:
+        return
+    templates = AutoTokenizer.from_pretrained(resolve_source(preset), revision=preset.revision).chat_template
+    if not templates:
+        raise CompbenchError(f"'{preset.name}' has no chat template (its tokenizer defines none), "
+                             "so --apply-chat-template cannot format its prompts; evaluate it "
+                             "without a template, or choose an instruct model that has one")
+    if isinstance(template, str):
+        names = sorted(templates) if isinstance(templates, dict) else []
+        if template not in names:
+            raise CompbenchError(f"'{preset.name}' has no chat template named '{template}' "
+                                 f"(named templates: {', '.join(names) or 'none'}; "
+                                 "--apply-chat-template without a name uses its default)")
+
+
 def _passed_model_notices(record: logging.LogRecord) -> bool:
     """Drops HFLM's generic notice about being handed a model object ("arguments may be
     ignored"): `compressed` does that by design, and no argument is ignored, since every one

@@ -62,6 +62,10 @@ def _llama_transform(name: str, weights: np.ndarray, meta: dict) -> np.ndarray:
     return weights
 
 
+def _no_transform(name: str, weights: np.ndarray, meta: dict) -> np.ndarray:
+    return weights
+
+
 def _gemma_transform(name: str, weights: np.ndarray, meta: dict) -> np.ndarray:
     """llama.cpp stores Gemma's RMSNorm weights as 1 + w (its kernel multiplies by the weight;
     Gemma's modules multiply by 1 + w)."""
@@ -95,6 +99,9 @@ ARCHITECTURES = {
                             "ffn_norm": "pre_feedforward_layernorm",
                             "post_ffw_norm": "post_feedforward_layernorm"},
                            _gemma_transform, "RMSNorm weights stored as 1 + w: 1 subtracted"),
+    # llama.cpp's Qwen2 converter keeps Q/K in the checkpoint's (NeoX RoPE) row order
+    "qwen2": Architecture({**_LAYER, "ffn_norm": "post_attention_layernorm"}, _no_transform,
+                          "none (Q/K rows in the checkpoint's NeoX RoPE order)"),
 }
 
 

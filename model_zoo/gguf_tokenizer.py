@@ -57,7 +57,7 @@ def adds_bos(reader) -> bool:
 # and transformers keeps only GPT-2's regex, so the ids can differ next to one: in 11 places of
 # 304,978 WikiText-2 test tokens, none in the first 66,557. Kept as transformers converts it,
 # since every published smollm2-135m number was measured with it; the README says so.
-BYTE_LEVEL_RULES = ("smollm",)
+BYTE_LEVEL_RULES = ("smollm", "qwen2")
 
 
 def check_vocabulary(reader) -> str | None:

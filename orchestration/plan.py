@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from compbench.compressors import Recipe
+from compbench.errors import CompbenchError
 from compbench.evaluation.settings import EvalSettings, run_key
 from compbench.model_zoo.presets import Preset
 
@@ -68,16 +69,17 @@ def _slug(spec: RunSpec, model: str) -> str:
 def make_plan(specs: list[RunSpec], output_dir: Path) -> Plan:
     """Each spec's key and file: its artifact identity (source content hashes, canonical recipe,
     versions) and its evaluation key fields (task versions, data hashes, settings). Bad input
-    (an unknown task, a classifier on a language-model task, a malformed data row) is refused
+    (an unknown task, a classifier on a language-model task, a malformed data row, a chat
+    template the model lacks) is refused
     here, before any run starts."""
     from compbench.artifacts.adapter import adapter_identity, check_base, check_causal, read_adapter
     from compbench.artifacts.identity import artifact_identity
     from compbench.evaluation.classify import check_datasets
-    from compbench.evaluation.lm_model import check_evaluable
+    from compbench.evaluation.lm_model import check_chat_template, check_evaluable
     from compbench.evaluation.task_manager import check_tasks, task_manager
     from compbench.model_zoo.loading import choose_device
     from compbench.model_zoo.presets import get_preset, preset_argument
-    from compbench.tasks.catalog import check_local_data
+    from compbench.tasks.catalog import check_generation_kwargs, check_local_data
 
     runs = []
     for spec in specs:
@@ -88,13 +90,19 @@ def make_plan(specs: list[RunSpec], output_dir: Path) -> Plan:
         check_tasks(manager, settings.tasks)
         for task in settings.tasks:
             check_local_data(task, manager.task_index)
+            check_generation_kwargs(task, manager.task_index)
         adapter = read_adapter(spec.adapter) if spec.adapter else None
         num_labels = adapter.num_labels if adapter else None  # a classification adapter's head
         if preset.task_head == "sequence-classification" or num_labels is not None:  # evaluation/classify.py
             check_datasets(settings.tasks, preset.name if adapter is None else
                            f"{preset.name} with the classification adapter {adapter.path}")
+            if settings.apply_chat_template:
+                raise CompbenchError(f"'{preset.name}' is scored as a sequence classifier, on "
+                                     "dataset rows without prompts: a chat template has nothing "
+                                     "to format; leave --apply-chat-template out")
         else:
             check_evaluable(preset)
+            check_chat_template(preset, settings.apply_chat_template)
         base = artifact_identity(preset, spec.recipe, spec.dtype, device, num_labels)
         identity = base
         if adapter is not None:

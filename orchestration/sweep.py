@@ -44,6 +44,9 @@ KEYS = {
     "num_fewshot": "few-shot examples (default: each task's own)",
     "batch_size": "evaluation batch size (a number, or auto)",
     "max_length": "evaluation window in tokens",
+    "apply_chat_template": "true (the model's chat template) or a template's name (default: none)",
+    "fewshot_as_multiturn": "few-shot examples as chat turns (default: true with a template)",
+    "system_instruction": "a system prompt before the first chat turn",
     "calibration": "dataset / nsamples / seqlen for every calibrated step that does not set them",
     "seeds": "calibration seeds: every calibrated recipe runs once per seed",
     "include_paths": "folders of your own task YAMLs (relative to the sweep file)",
@@ -141,7 +144,7 @@ def _optional(data: dict, key: str, kind: tuple[type, ...], minimum: float | Non
     value = data.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, kind):
+    if (isinstance(value, bool) and bool not in kind) or not isinstance(value, kind):
         raise CompbenchError(f"{key}: expected {' or '.join(k.__name__ for k in kind)}, got {value!r}")
     if minimum is not None and value < minimum:
         raise CompbenchError(f"{key}: must be >= {minimum}, got {value}")
@@ -239,6 +242,7 @@ def load_sweep(path: Path | str, original: bool = False) -> Sweep:
     """Read and validate a sweep file whole; the runs it makes (`original`: on its
     `original_models` instead of `models`)."""
     from compbench.compressors import parse_recipe
+    from compbench.evaluation.settings import chat_options
     from compbench.evaluation.task_manager import check_include_paths
     from compbench.model_zoo.presets import get_preset
 
@@ -252,12 +256,14 @@ def load_sweep(path: Path | str, original: bool = False) -> Sweep:
         where = f":{mark.line + 1}" if mark else ""
         raise CompbenchError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
     try:
-        return _validate(data, path, original, parse_recipe, check_include_paths, get_preset)
+        return _validate(data, path, original, parse_recipe, check_include_paths, get_preset,
+                         chat_options)
     except CompbenchError as exc:
         raise CompbenchError(f"{path}: {exc}") from None
 
 
-def _validate(data, path: Path, original: bool, parse_recipe, check_include_paths, get_preset) -> Sweep:
+def _validate(data, path: Path, original: bool, parse_recipe, check_include_paths, get_preset,
+              chat_options) -> Sweep:
     if not isinstance(data, dict):
         raise CompbenchError(f"expected a mapping of keys ({', '.join(KEYS)}), got {type(data).__name__}")
     unknown = [k for k in data if k not in KEYS]
@@ -299,7 +305,10 @@ def _validate(data, path: Path, original: bool, parse_recipe, check_include_path
         tasks=tasks, limit=_optional(data, "limit", (int, float), minimum=0, below_one=True),
         num_fewshot=_optional(data, "num_fewshot", (int,), minimum=0),
         batch_size=_batch_size(data),
-        max_length=_optional(data, "max_length", (int,), minimum=1), include_paths=include_paths)
+        max_length=_optional(data, "max_length", (int,), minimum=1), include_paths=include_paths,
+        **chat_options(_optional(data, "apply_chat_template", (bool, str)),
+                       _optional(data, "fewshot_as_multiturn", (bool,)),
+                       _optional(data, "system_instruction", (str,))))
     if settings.limit == 0:
         raise CompbenchError("limit: must be > 0")
     for key in ("device", "dtype", "description", "output_dir"):

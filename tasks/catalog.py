@@ -146,6 +146,36 @@ def _users_task(path: Path) -> bool:
                    for root in (TASKS_DIR, Path(lm_eval.__file__).parent))
 
 
+def check_generation_kwargs(name: str, index: dict) -> None:
+    """A generative task's `generation_kwargs` (or each group member's) as lm-eval would use
+    them: `max_gen_toks` a whole number >= 1 (0 or less generates nothing, and every answer
+    would score as wrong), `until` one stop string or a non-empty list of non-empty ones (an
+    empty list stops only at the token limit or the end-of-sequence token)."""
+    path = getattr(index.get(name), "yaml_path", None)
+    if not isinstance(path, (str, Path)):
+        return
+    config = _read(Path(path))
+    members = _group_members(config)
+    if members is not None:
+        for member in members:
+            check_generation_kwargs(member, index)
+        return
+    if config.get("output_type") != "generate_until":
+        return
+    kwargs = config.get("generation_kwargs") or {}
+    where = f"task {name} ({path}): generation_kwargs"
+    tokens = kwargs.get("max_gen_toks")
+    if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1):
+        raise CompbenchError(f"{where}: max_gen_toks must be a whole number >= 1 (new tokens per "
+                             f"answer), got {tokens!r}")
+    if "until" in kwargs:
+        until = kwargs["until"]
+        stops = [until] if isinstance(until, str) else until
+        if not isinstance(stops, list) or not stops or not all(isinstance(s, str) and s for s in stops):
+            raise CompbenchError(f"{where}: until must be a stop string or a non-empty list of "
+                                 f"non-empty stop strings, got {until!r}")
+
+
 _CHECKED: set[str] = set()  # sha256 of the files already checked in this process
 
 

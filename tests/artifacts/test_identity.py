@@ -67,6 +67,18 @@ def test_batch_size_max_length_and_limit_make_new_runs(checkpoint, data_dir, tmp
     assert _path(tmp_path, "int8", EvalSettings(TASKS, limit=1)) == base
 
 
+def test_chat_formatting_makes_a_new_run_and_runs_without_it_keep_their_keys(checkpoint, data_dir,
+                                                                              tmp_path):
+    base = _path(tmp_path, "fp32")
+    templated = [EvalSettings(TASKS, limit=1, apply_chat_template=True),
+                 EvalSettings(TASKS, limit=1, apply_chat_template=True, fewshot_as_multiturn=True),
+                 EvalSettings(TASKS, limit=1, apply_chat_template=True, system_instruction="Be brief.")]
+    paths = {_path(tmp_path, "fp32", settings) for settings in templated}
+    assert len(paths) == 3 and base not in paths  # never resumed from a run without a template
+    fields = ONE_CHUNK.key_fields(task_manager(tasks=TASKS).task_index, "cpu")
+    assert not {"apply_chat_template", "fewshot_as_multiturn", "system_instruction"} & set(fields)
+
+
 def test_the_device_kind_is_in_the_key_and_the_card_index_is_not(data_dir):
     index = task_manager(tasks=TASKS).task_index
     settings = EvalSettings(TASKS, limit=1)

@@ -95,6 +95,17 @@ def _gguf(tmp_path, architecture):
     return str(path)
 
 
+def _gsm8k_with(tmp_path, generation: str) -> str:
+    """A task folder with `my_gsm8k`: compbench's gsm8k with its generation_kwargs replaced."""
+    from compbench.tasks import TASKS_DIR
+
+    folder = tmp_path / "my_tasks"
+    folder.mkdir()
+    (folder / "my_gsm8k.yaml").write_text(f"include: {TASKS_DIR / 'gsm8k.yaml'}\ntask: my_gsm8k\n"
+                                          f"generation_kwargs: {{{generation}}}\n")
+    return str(folder)
+
+
 def _no_size(data):
     del data["compression"]["size_bytes"]
 
@@ -122,6 +133,27 @@ CASES = {
         lambda t, d: ["eval", "--recipe", "fp32", "--tasks", "math500", "--limit", "1", "--data-dir",
                       _data_with(t, d, "math", "test500", lambda r: r.update(solution="So it is 5."))],
         "test500.jsonl:3: field 'solution' holds no \\boxed (where the task reads the gold answer)"),
+    "chat template on a model without one": (
+        lambda t, d: ["eval", "--model", "gemma3-270m", "--recipe", "fp32", "--tasks", "gsm8k_chat",
+                      "--limit", "1", "--apply-chat-template"],
+        "'gemma3-270m' has no chat template (its tokenizer defines none)"),
+    "chat template by a name the model lacks": (
+        lambda t, d: ["eval", "--recipe", "fp32", "--tasks", "gsm8k_chat", "--limit", "1",
+                      "--apply-chat-template", "tool_use"],
+        "'smollm2-135m' has no chat template named 'tool_use' (named templates: none;"),
+    "few-shot turns without a template": (
+        lambda t, d: ["eval", "--recipe", "fp32", "--tasks", "gsm8k", "--limit", "1",
+                      "--fewshot-as-multiturn"],
+        "fewshot_as_multiturn needs a chat template"),
+    "max_gen_toks of zero": (
+        lambda t, d: ["eval", "--recipe", "fp32", "--tasks", "my_gsm8k", "--limit", "1",
+                      "--include-path", _gsm8k_with(t, "max_gen_toks: 0")],
+        "generation_kwargs: max_gen_toks must be a whole number >= 1 (new tokens per answer), got 0"),
+    "an empty stop list": (
+        lambda t, d: ["eval", "--recipe", "fp32", "--tasks", "my_gsm8k", "--limit", "1",
+                      "--include-path", _gsm8k_with(t, "until: []")],
+        "generation_kwargs: until must be a stop string or a non-empty list of non-empty stop "
+        "strings, got []"),
     "index out of the choices": (
         lambda t, d: ["eval", "--recipe", "fp32", "--tasks", "reclor", "--limit", "5", "--data-dir",
                       _data_with(t, d, "reclor", "validation", lambda r: r.update(label=7))],
@@ -169,7 +201,7 @@ CASES = {
         lambda t, d: ["eval", "--model", _gguf(t, "phi3"), "--recipe", "fp32", "--tasks",
                       "wikitext2_chunked", "--limit", "1"],
         "tiny-phi3.gguf: GGUF architecture 'phi3' has no verified conversion in compbench (verified: "
-        "gemma3, llama)"),
+        "gemma3, llama, qwen2)"),
     "an encoder preset": (
         lambda t, d: ["eval", "--model", "roberta-large", "--recipe", "fp32"],
         "'roberta-large' is a masked-lm model: lm-eval gives no valid numbers for it; train a "

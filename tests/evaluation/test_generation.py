@@ -6,7 +6,7 @@ import pytest
 
 from compbench.compressors import parse_recipe
 from compbench.evaluation.generation import FirstTokenClock, GenerationLog
-from compbench.evaluation.settings import EvalSettings
+from compbench.evaluation.settings import EvalSettings, chat_options
 from compbench.orchestration.plan import RunSpec, make_plan
 from compbench.orchestration.runner import run_plan
 from compbench.records.index import read_record
@@ -29,7 +29,9 @@ def test_the_log_counts_every_row_of_every_step():
 
 @pytest.mark.heavy
 def test_a_generative_run_records_its_generation_and_keeps_its_samples(checkpoint, tmp_path):
-    settings = EvalSettings(("gsm8k",), limit=2, num_fewshot=1, batch_size=2)
+    """Also through the model's chat template, with the few-shot example as an earlier turn."""
+    settings = EvalSettings(("gsm8k",), limit=2, num_fewshot=1, batch_size=2,
+                            **chat_options(True, None, "Solve the problem."))
     plan = make_plan([RunSpec("smollm2-135m", parse_recipe("fp32"), settings, device="cpu")], tmp_path)
     assert not run_plan(plan, echo=lambda _: None)
     path = plan.runs[0].path
@@ -46,3 +48,8 @@ def test_a_generative_run_records_its_generation_and_keeps_its_samples(checkpoin
         (doc, name) for doc in (0, 1) for name in ("flexible-extract", "strict-match")]
     assert all(isinstance(s["resps"][0][0], str) and "exact_match" in s for s in samples)
     assert record.tasks["gsm8k"].headline == "exact_match,flexible-extract"
+    assert record.settings["apply_chat_template"] is True and record.settings["fewshot_as_multiturn"]
+    prompt = samples[0]["arguments"][0][0]  # the prompt, then the generation arguments
+    assert prompt.startswith("<|im_start|>system\nSolve the problem.<|im_end|>\n<|im_start|>user\n")
+    assert prompt.count("<|im_start|>user\nQuestion: ") == 2  # the example's turn, then the problem's
+    assert prompt.count("<|im_start|>assistant\n") == 2 and prompt.endswith("<|im_start|>assistant\n")

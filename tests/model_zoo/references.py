@@ -1,5 +1,5 @@
 """Independent references for a GGUF model, written from llama.cpp's own semantics: its
-SentencePiece tokenizer and a plain-torch Gemma-3 forward over gguf's dequantized tensors.
+SentencePiece tokenizer and plain-torch Gemma-3 and Qwen2 forwards over gguf's dequantized tensors.
 Neither uses transformers, so they check compbench's conversion rather than repeat it."""
 
 from __future__ import annotations
@@ -137,6 +137,34 @@ def gemma3_logits(w: dict[str, torch.Tensor], meta: dict, ids: list[int]) -> tor
         mlp = (gate * (h @ w[p + "ffn_up.weight"].T)) @ w[p + "ffn_down.weight"].T
         x = x + _rms(mlp, w[p + "post_ffw_norm.weight"], eps)
     return _rms(x, w["output_norm.weight"], eps) @ w["token_embd.weight"].T
+
+
+@torch.no_grad()
+def qwen2_logits(w: dict[str, torch.Tensor], meta: dict, ids: list[int]) -> torch.Tensor:
+    """Qwen2 as llama.cpp's graph computes it: per block an RMS norm, attention with biased
+    Q/K/V projections, grouped KV heads and NeoX RoPE at base `rope.freq_base`, queries scaled
+    by 1/sqrt(head size), then an RMS norm and the SiLU-gated MLP; untied output."""
+    heads, kv_heads = meta["attention.head_count"], meta["attention.head_count_kv"]
+    eps = meta["attention.layer_norm_rms_epsilon"]
+    size = meta["embedding_length"] // heads
+    n = len(ids)
+    pos = torch.arange(n)
+    causal = pos[None, :] <= pos[:, None]
+    x = w["token_embd.weight"][torch.tensor(ids)]
+    for layer in range(meta["block_count"]):
+        p = f"blk.{layer}."
+        h = _rms(x, w[p + "attn_norm.weight"], eps)
+        q, k, v = ((h @ w[p + f"attn_{m}.weight"].T + w[p + f"attn_{m}.bias"]).view(n, -1, size)
+                   .transpose(0, 1) for m in "qkv")
+        q, k = _rope(q, meta["rope.freq_base"]), _rope(k, meta["rope.freq_base"])
+        k, v = k.repeat_interleave(heads // kv_heads, 0), v.repeat_interleave(heads // kv_heads, 0)
+        scores = ((q @ k.transpose(1, 2)) / math.sqrt(size)).masked_fill(~causal, float("-inf"))
+        attended = (scores.softmax(-1) @ v).transpose(0, 1).reshape(n, heads * size)
+        x = x + attended @ w[p + "attn_output.weight"].T
+        h = _rms(x, w[p + "ffn_norm.weight"], eps)
+        mlp = torch.nn.functional.silu(h @ w[p + "ffn_gate.weight"].T) * (h @ w[p + "ffn_up.weight"].T)
+        x = x + mlp @ w[p + "ffn_down.weight"].T
+    return _rms(x, w["output_norm.weight"], eps) @ w["output.weight"].T
 
 
 def perplexity(logits: torch.Tensor, ids: list[int]) -> float:

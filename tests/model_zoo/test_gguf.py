@@ -133,7 +133,8 @@ def test_gemma_tokenizer_is_llama_cpps(gemma_checkpoint, gemma_reader, wikitext_
     assert tokenizer.convert_ids_to_tokens(tokenizer("the cat").input_ids) == ["<bos>", "the", "▁cat"]
 
 
-@pytest.mark.parametrize("name", ["gemma3-270m", "smollm2-135m"])
+@pytest.mark.parametrize("name", ["gemma3-270m", "smollm2-135m", pytest.param(
+    "qwen2.5-coder-0.5b-instruct", marks=pytest.mark.heavy)])  # heavy: its first conversion
 def test_tokenizers_give_the_ids_llama_cpp_gave(name):
     """The ids llama.cpp itself gave for a few probe texts (fixtures/llama_cpp_tokens.json, made by
     bench/gguf_reference.py from the same GGUF files). SmolLM2's ids are known to differ next to
