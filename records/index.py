@@ -6,6 +6,7 @@ compbench can be reported; anything else in a results folder is named and skippe
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -68,7 +69,7 @@ def read_record(path: Path) -> RunRecord:
         raise CompbenchError(f"cannot read results file {path}: {exc}") from None
     if is_lm_eval_output(data):
         try:
-            return record_from_lm_eval(data, path)
+            return dataclasses.replace(record_from_lm_eval(data, path), source=path)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CompbenchError(f"{path} is a malformed lm-eval results file ({exc})") from None
     if not isinstance(data, dict) or "schema_version" not in data:
@@ -83,7 +84,7 @@ def read_record(path: Path) -> RunRecord:
             from compbench.records.migrate import migrate_v1
 
             data = migrate_v1(data)
-        return RunRecord.from_dict(data)
+        return dataclasses.replace(RunRecord.from_dict(data), source=path)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CompbenchError(f"{path} is a malformed compbench results file ({exc})") from None
 

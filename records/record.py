@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 2
@@ -166,6 +167,9 @@ class RunRecord:
     # perplexity, bound, params, tokens, bos; None where none was made
     baseline_check: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
+    # the results file this record was read from (not written into it): what paths inside the
+    # record, such as a samples log's, are relative to
+    source: Path | None = field(default=None, compare=False, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -207,7 +211,9 @@ class RunRecord:
         return None if result is None else result.metrics.get(key)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        del data["source"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunRecord:

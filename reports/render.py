@@ -11,14 +11,14 @@ from tabulate import tabulate
 from compbench.core.io import write_json_atomic, write_text_atomic
 from compbench.records.index import REPORT_MARK
 from compbench.records.record import RunRecord
-from compbench.reports import plots
+from compbench.reports import plots, solved
 from compbench.reports.table import Table, build_tables, columns, groups, pruning_grid
 
 FORMATS = ("md", "csv", "json")
 
 
 def markdown(tables: list[Table], records: list[RunRecord], plot_paths: list[Path], folder: Path,
-             title: str = "compbench report") -> str:
+             title: str = "compbench report", baseline: str = "fp32") -> str:
     lines = [f"# {title}", ""]
     warnings = dict.fromkeys(r.baseline_warning for r in records if r.ok and r.baseline_warning)
     lines += [f"> **WARNING: broken baseline.** {warning}." for warning in warnings]
@@ -33,6 +33,8 @@ def markdown(tables: list[Table], records: list[RunRecord], plot_paths: list[Pat
     for record in records:
         if not record.ok:
             lines.append(f"- FAILED {record.preset} {record.recipe}: {record.error}")
+    broken = solved.markdown_section(records, baseline)
+    lines += ["", *broken] if broken else []
     if plot_paths:
         lines += ["", "## Plots", ""]
         lines += [f"![{p.stem}]({p.relative_to(folder) if p.is_relative_to(folder) else p})"
@@ -81,7 +83,7 @@ def write_report(records: list[RunRecord], output: Path, baseline: str = "fp32",
             write_text_atomic(path, buffer.getvalue())
             written.append(path)
     plot_paths = make_plots(records, baseline, output.parent) if with_plots and fmt == "md" else []
-    text = markdown(tables, records, plot_paths, output.parent, title)
+    text = markdown(tables, records, plot_paths, output.parent, title, baseline)
     if fmt == "md":
         write_text_atomic(output, text)
         written = [output, *plot_paths]

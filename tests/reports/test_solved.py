@@ -1,0 +1,59 @@
+"""The report's "problems compression broke" section, from samples logs written as lm-eval writes
+them: only problems the baseline solved and the compressed run failed, under the task's headline
+filter, lined up by document even when the runs' limits differ."""
+
+import json
+from pathlib import Path
+
+from compbench.cli.main import main
+from compbench.records.index import read_record
+
+V1 = Path(__file__).parent.parent / "records" / "fixtures" / "v1"
+QUESTIONS = ["How many eggs are left?", "What does Tom pay?", "How far did she run?", "How old is Ann?"]
+
+
+def _samples(outputs: list[tuple[str, str, float]]) -> list[dict]:
+    """lm-eval's samples lines (two filters a problem) for (output, flexible answer, score)."""
+    lines = []
+    for doc_id, (output, answer, score) in enumerate(outputs):
+        doc = {"question": QUESTIONS[doc_id], "answer": "#### 1"}
+        for name, value in (("strict-match", 0.0), ("flexible-extract", score)):
+            lines.append({"doc_id": doc_id, "doc": doc, "resps": [[output]], "filtered_resps": [answer],
+                          "filter": name, "exact_match": value, "doc_hash": f"hash{doc_id}"})
+    return lines
+
+
+def _run(folder: Path, recipe: str, outputs: list[tuple[str, str, float]]) -> None:
+    """A results file of `recipe` (a real one, relabelled) whose gsm8k samples are `outputs`."""
+    [template] = [p for p in V1.glob("*.json") if json.loads(p.read_text())["run"]["recipe"] == recipe]
+    data = read_record(template).to_dict()
+    score = sum(s for *_, s in outputs) / len(outputs)
+    data["tasks"] = {"gsm8k": {"metrics": {"exact_match,flexible-extract": {
+        "value": score, "stderr": 0.1, "higher_is_better": True}}, "headline": "exact_match,flexible-extract"}}
+    data["settings"]["tasks"] = ["gsm8k"]
+    samples = f"{recipe}_run/samples_gsm8k.jsonl"
+    data["generation"] = {"generated_tokens": 10, "tasks": {"gsm8k": {"samples": samples}}}
+    (folder / samples).parent.mkdir(parents=True)
+    (folder / samples).write_text("".join(json.dumps(line) + "\n" for line in _samples(outputs)))
+    (folder / f"{recipe}.json").write_text(json.dumps(data))
+
+
+def test_the_report_lists_the_problems_the_baseline_solved_and_compression_broke(tmp_path, capsys):
+    _run(tmp_path, "fp32", [("3 eggs. #### 3", "3", 1.0), ("He pays $5", "5", 1.0),
+                            ("She ran 2 miles", "2", 0.0), ("Ann is 9", "9", 1.0)])
+    _run(tmp_path, "int8", [("4 eggs. #### 4", "4", 0.0), ("He pays $5", "5", 1.0),
+                            ("She ran 7 miles", "7", 1.0)])  # a limit of 3: Ann's problem not run
+    assert main(["report", str(tmp_path), "--no-plots", "--output", str(tmp_path / "report.md")]) == 0
+    text = (tmp_path / "report.md").read_text()
+    section = text[text.index("## Problems compression broke"):]
+    assert "### gsm8k: solved by fp32, failed by int8 (smollm2-135m)" in section
+    assert "1 of the 2 problems fp32 solved (of 3 both answered; exact_match,flexible-extract)" in section
+    assert "1. **Problem:** How many eggs are left?" in section
+    assert "   - fp32 (answer 3): 3 eggs. #### 3" in section and "   - int8 (answer 4): 4 eggs. #### 4" in section
+    assert "Tom" not in section and "run?" not in section and "Ann" not in section
+    capsys.readouterr()
+
+
+def test_no_section_without_samples_logs(tmp_path):
+    assert main(["report", str(V1), "--no-plots", "--output", str(tmp_path / "report.md")]) == 0
+    assert "Problems compression broke" not in (tmp_path / "report.md").read_text()
