@@ -25,6 +25,8 @@ CALIBRATION_SETS: dict[str, str] = {
     "kasut_math": "KASUT math problems, the 90% training part (the scored 10% left out)",
     "sst2": "SST-2 training sentences",
     "commonsense_qa": "CommonsenseQA training questions",
+    "gsm8k": "GSM8K training problems with their worked solutions",
+    "math": "MATH training problems with their worked solutions",
 }
 
 

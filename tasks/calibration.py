@@ -12,19 +12,22 @@ from compbench.errors import CompbenchError
 
 @dataclass(frozen=True)
 class CalibrationSource:
-    """Where a calibration corpus lives in the data dir, and which field holds its text."""
+    """Where a calibration corpus lives in the data dir, and which fields hold its text (joined
+    by a newline: a problem and its solution read as one text)."""
 
     dataset: str  # folder under the data dir
     split: str
-    text_field: str
+    text_fields: tuple[str, ...]
 
 
 # One entry per name of compbench.compressors.calibration.CALIBRATION_SETS (a test checks).
 SOURCES: dict[str, CalibrationSource] = {
-    "wikitext2": CalibrationSource("wikitext-2-v1", "validation", "text"),
-    "kasut_math": CalibrationSource("kasut_math", "train", "question"),
-    "sst2": CalibrationSource("sst2", "train", "sentence"),
-    "commonsense_qa": CalibrationSource("commonsense_qa", "train", "question"),
+    "wikitext2": CalibrationSource("wikitext-2-v1", "validation", ("text",)),
+    "kasut_math": CalibrationSource("kasut_math", "train", ("question",)),
+    "sst2": CalibrationSource("sst2", "train", ("sentence",)),
+    "commonsense_qa": CalibrationSource("commonsense_qa", "train", ("question",)),
+    "gsm8k": CalibrationSource("gsm8k", "train", ("question", "answer")),
+    "math": CalibrationSource("math", "train", ("problem", "solution")),
 }
 
 
@@ -48,11 +51,12 @@ def calibration_text(name: str) -> list[str]:
     source = SOURCES[name]
     path = calibration_file(name)
     rows = read_jsonl(path)
-    missing = [i for i, row in enumerate(rows, 1) if source.text_field not in row]
-    if missing:
-        raise CompbenchError(f"{path}:{missing[0]}: no '{source.text_field}' field")
+    for field in source.text_fields:
+        missing = [i for i, row in enumerate(rows, 1) if field not in row]
+        if missing:
+            raise CompbenchError(f"{path}:{missing[0]}: no '{field}' field")
     if name == "kasut_math":
         from compbench.tasks.kasut import kasut_split
 
         rows = kasut_split(rows)[0]
-    return [str(row[source.text_field]) for row in rows]
+    return ["\n".join(str(row[field]) for field in source.text_fields) for row in rows]

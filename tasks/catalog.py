@@ -96,31 +96,37 @@ def task_metadata(name: str) -> dict:
     return dict(_read(path).get("metadata") or {}) if path.is_file() else {}
 
 
-def is_generative(name: str, index: dict) -> bool:
-    """Whether task `name` (or a member of group `name`) generates text (`output_type:
-    generate_until`); `index` is lm-eval's task index."""
+def _leaf_tasks(name: str, index: dict) -> list[tuple[str, Path | None, dict | None]]:
+    """Task `name` as (name, YAML path, config with its includes), or each member of group
+    `name` so (recursively); path and config are None for a task without a YAML (lm-eval
+    defines it in Python). `index` is lm-eval's task index (`TaskManager.task_index`)."""
     path = getattr(index.get(name), "yaml_path", None)
-    if not isinstance(path, (str, Path)):  # a task lm-eval defines in Python
-        return False
+    if not isinstance(path, (str, Path)):
+        return [(name, None, None)]
     config = _read(Path(path))
     members = _group_members(config)
-    if members is not None:
-        return any(is_generative(member, index) for member in members)
-    return config.get("output_type") == "generate_until"
+    if members is None:
+        return [(name, Path(path), config)]
+    return [leaf for member in members for leaf in _leaf_tasks(member, index)]
+
+
+def is_generative(name: str, index: dict) -> bool:
+    """Whether task `name` (or a member of group `name`) generates text (`output_type:
+    generate_until`)."""
+    return any(config and config.get("output_type") == "generate_until"
+               for _, _, config in _leaf_tasks(name, index))
 
 
 def task_fingerprint(name: str, index: dict) -> dict:
-    """What about task `name` can change a number: its YAML `metadata.version`, and the sha256 of
-    each local data file it reads (the hub dataset id where it reads none); a group's members
-    each. `index` is lm-eval's task index (`TaskManager.task_index`)."""
-    entry = index.get(name)
-    path = getattr(entry, "yaml_path", None)
-    if path is None:
-        return {name: {"version": None}}
-    config = _read(Path(path))
-    members = _group_members(config)
-    if members is not None:
-        return {k: v for member in members for k, v in task_fingerprint(member, index).items()}
+    """What about task `name` (each member of a group) can change a number: its YAML
+    `metadata.version`, and the sha256 of each local data file it reads (the hub dataset id
+    where it reads none)."""
+    return {leaf: _fingerprint(path, config) for leaf, path, config in _leaf_tasks(name, index)}
+
+
+def _fingerprint(path: Path | None, config: dict | None) -> dict:
+    if config is None:
+        return {"version": None}
     kwargs = config.get("dataset_kwargs") or {}
     local = data_dir()
     if local is not None and kwargs.get("local_name"):
@@ -131,9 +137,9 @@ def task_fingerprint(name: str, index: dict) -> dict:
         data = {"hub": config.get("dataset_path") or kwargs.get("path"),
                 "name": config.get("dataset_name") or kwargs.get("name")}
     fingerprint = {"version": (config.get("metadata") or {}).get("version"), "data": data}
-    if _users_task(Path(path)):
-        fingerprint["yaml_sha256"] = sha256_file(Path(path))
-    return {name: fingerprint}
+    if _users_task(path):
+        fingerprint["yaml_sha256"] = sha256_file(path)
+    return fingerprint
 
 
 def _users_task(path: Path) -> bool:
@@ -151,29 +157,21 @@ def check_generation_kwargs(name: str, index: dict) -> None:
     them: `max_gen_toks` a whole number >= 1 (0 or less generates nothing, and every answer
     would score as wrong), `until` one stop string or a non-empty list of non-empty ones (an
     empty list stops only at the token limit or the end-of-sequence token)."""
-    path = getattr(index.get(name), "yaml_path", None)
-    if not isinstance(path, (str, Path)):
-        return
-    config = _read(Path(path))
-    members = _group_members(config)
-    if members is not None:
-        for member in members:
-            check_generation_kwargs(member, index)
-        return
-    if config.get("output_type") != "generate_until":
-        return
-    kwargs = config.get("generation_kwargs") or {}
-    where = f"task {name} ({path}): generation_kwargs"
-    tokens = kwargs.get("max_gen_toks")
-    if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1):
-        raise CompbenchError(f"{where}: max_gen_toks must be a whole number >= 1 (new tokens per "
-                             f"answer), got {tokens!r}")
-    if "until" in kwargs:
-        until = kwargs["until"]
-        stops = [until] if isinstance(until, str) else until
-        if not isinstance(stops, list) or not stops or not all(isinstance(s, str) and s for s in stops):
-            raise CompbenchError(f"{where}: until must be a stop string or a non-empty list of "
-                                 f"non-empty stop strings, got {until!r}")
+    for leaf, path, config in _leaf_tasks(name, index):
+        if not config or config.get("output_type") != "generate_until":
+            continue
+        kwargs = config.get("generation_kwargs") or {}
+        where = f"task {leaf} ({path}): generation_kwargs"
+        tokens = kwargs.get("max_gen_toks")
+        if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1):
+            raise CompbenchError(f"{where}: max_gen_toks must be a whole number >= 1 (new tokens per "
+                                 f"answer), got {tokens!r}")
+        if "until" in kwargs:
+            until = kwargs["until"]
+            stops = [until] if isinstance(until, str) else until
+            if not isinstance(stops, list) or not stops or not all(isinstance(s, str) and s for s in stops):
+                raise CompbenchError(f"{where}: until must be a stop string or a non-empty list of "
+                                     f"non-empty stop strings, got {until!r}")
 
 
 _CHECKED: set[str] = set()  # sha256 of the files already checked in this process
@@ -182,22 +180,13 @@ _CHECKED: set[str] = set()  # sha256 of the files already checked in this proces
 def check_local_data(name: str, index: dict) -> None:
     """Check every row of the local files task `name` (or a group's members) reads, before any
     run starts: field types and gold labels, as the task's YAML states them."""
-    entry = index.get(name)
-    path = getattr(entry, "yaml_path", None)
-    if path is None or data_dir() is None:
+    if data_dir() is None:
         return
-    config = _read(Path(path))
-    members = _group_members(config)
-    if members is not None:
-        for member in members:
-            check_local_data(member, index)
-        return
-    kwargs = config.get("dataset_kwargs") or {}
-    if not kwargs.get("local_name"):
-        return
-    for split in kwargs.get("splits", []):
-        file = data_dir() / kwargs["local_name"] / f"{split}.jsonl"
-        digest = sha256_file(file) if file.is_file() else None
-        if digest not in _CHECKED:
-            read_checked(file, kwargs.get("fields"), kwargs.get("gold"))
-            _CHECKED.add(digest)
+    for _, _, config in _leaf_tasks(name, index):
+        kwargs = (config or {}).get("dataset_kwargs") or {}
+        for split in kwargs.get("splits", []) if kwargs.get("local_name") else []:
+            file = data_dir() / kwargs["local_name"] / f"{split}.jsonl"
+            digest = sha256_file(file) if file.is_file() else None
+            if digest not in _CHECKED:
+                read_checked(file, kwargs.get("fields"), kwargs.get("gold"))
+                _CHECKED.add(digest)

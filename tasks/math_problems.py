@@ -5,6 +5,7 @@ check, with each problem's subject and level kept so results break down by both.
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 from lm_eval.tasks.minerva_math import utils as minerva  # lm-eval[math]: sympy, math-verify, antlr4
 
@@ -42,10 +43,12 @@ def _standard(row: dict) -> dict:
 
 def load_math(path: str, local_name: str, splits: list[str], name: str | None = None,
               fields: dict[str, str] | None = None, gold: dict | None = None, subject: str | None = None,
-              split_names: dict[str, str] | None = None, **_metadata):
+              split_names: dict[str, str] | None = None, per_subject: int | None = None, **_metadata):
     """`custom_dataset` hook: the MATH splits (local copy, else the hub), in minerva_math's
-    shape; `subject` (a key of SUBJECTS) keeps that subject's problems only; `split_names`
-    renames local splits to the hub's (MATH-500's local `test500` is the hub's `test`)."""
+    shape; `subject` (a key of SUBJECTS) keeps that subject's problems only; `per_subject` keeps
+    the first that many of each subject (a subset stratified by subject, in file order);
+    `split_names` renames local splits to the hub's (MATH-500's local `test500` is the hub's
+    `test`)."""
     import datasets
 
     loaded = load_splits(path, local_name, splits, name=name, fields=fields, gold=gold)
@@ -54,6 +57,14 @@ def load_math(path: str, local_name: str, splits: list[str], name: str | None = 
         rows = rows.map(_standard, remove_columns=rows.column_names)
         if subject is not None:
             rows = rows.filter(lambda row: row["subject"] == SUBJECTS[subject])
+        if per_subject is not None:
+            taken: Counter[str] = Counter()
+            keep = []
+            for index, name in enumerate(rows["subject"]):
+                if taken[name] < per_subject:
+                    taken[name] += 1
+                    keep.append(index)
+            rows = rows.select(keep)
         problems[(split_names or {}).get(split, split)] = rows
     return datasets.DatasetDict(problems)
 

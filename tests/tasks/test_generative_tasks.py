@@ -32,7 +32,7 @@ class WrittenAnswers(LM):
 def manager(data_dir):
     from compbench.evaluation.task_manager import task_manager
 
-    return task_manager((), ("gsm8k", "math", "math500"))
+    return task_manager((), ("gsm8k", "gsm8k_chat", "math", "math500", "math500_subset"))
 
 
 def _run(manager, task: str, answer, limit: int):
@@ -108,3 +108,31 @@ def test_math_is_seven_subject_tasks_over_the_whole_test_split(manager, data_dir
     assert output["results"]["math"]["exact_match,none"] == 1.0
     # minerva_math's prompt: four worked solutions, then the problem
     assert model.contexts[0].count("Problem:") == 5 and model.contexts[0].endswith("Solution:")
+
+
+def test_math500_subset_takes_the_first_four_problems_of_each_subject(manager, data_dir):
+    from compbench.tasks.math_problems import SUBJECTS
+
+    rows = _rows(data_dir, "math/test500.jsonl")
+    first = [row["problem"] for subject in SUBJECTS.values()
+             for row in [r for r in rows if r["subject"] == subject][:4]]
+    output, model = _run(manager, "math500_subset", lambda doc: _final(doc["answer"]), None)
+    samples = output["samples"]["math500_subset"]
+    assert sorted(s["doc"]["problem"] for s in samples) == sorted(first)  # 28, 4 a subject
+    assert output["results"]["math500_subset"]["exact_match,none"] == 1.0
+    assert all(output["results"]["math500_subset"][f"exact_match_{key},none"] == 1.0 for key in SUBJECTS)
+
+
+def test_gsm8k_chat_reads_the_final_answer_sentence(manager, data_dir):
+    rows = _rows(data_dir, "gsm8k/test.jsonl")[:3]
+    golds = [row["answer"].split("#### ")[-1] for row in rows]
+    answers = [f"Step by step, {golds[0]} in all. The final answer is {golds[0]}",  # both filters
+               f"The final answer is 99999. Or rather {golds[1]}",  # flexible-extract only
+               "The final answer is 99999"]  # neither
+    by_question = {row["question"]: text for row, text in zip(rows, answers, strict=True)}
+    output, model = _run(manager, "gsm8k_chat", lambda doc: by_question[doc["question"]], 3)
+    result = output["results"]["gsm8k_chat"]
+    assert result["exact_match,strict-match"] == pytest.approx(1 / 3)
+    assert result["exact_match,flexible-extract"] == pytest.approx(2 / 3)
+    assert model.contexts[0].startswith("Given the following problem, reason and give a final answer")
+    assert "Question:" not in model.contexts[0]  # zero-shot: the problem alone
