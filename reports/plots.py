@@ -1,6 +1,7 @@
 """The report's plots (matplotlib, Agg): perplexity vs sparsity per method, accuracy/F1 vs
 sparsity per task, size vs metric with the Pareto front, size and speed per bit-width, metric
-and size vs the heads and FFN width that structured pruning kept. Each
+and size vs the heads and FFN width that structured pruning kept, a task's metric by subject
+or level as grouped bars (one bar a run). Each
 function writes one PNG atomically and returns its path, or None when the data has no such shape.
 """
 
@@ -10,7 +11,15 @@ import re
 from pathlib import Path
 
 from compbench.core.io import atomic_path
-from compbench.reports.table import Column, Group, bits_point, pruning_grid, structured_points
+from compbench.reports.table import (
+    Column,
+    Group,
+    bits_point,
+    breakdowns,
+    part_column,
+    pruning_grid,
+    structured_points,
+)
 
 
 def _pyplot():
@@ -272,3 +281,30 @@ def bits_plot(groups: list[Group], path: Path) -> Path | None:
     size_axes.set_title("Size per bit-width")
     speed_axes.set_title("Speed per bit-width")
     return _save(figure, path)
+
+
+def breakdown_plots(groups: list[Group], baseline: str, folder: Path) -> list[Path]:
+    """Grouped bars per task and kind of part (MATH subjects, levels, MMLU categories): the
+    headline metric per part, one bar per run (the baseline first), its stderr-free mean."""
+    made = []
+    plt = _pyplot()
+    ordered = sorted(groups, key=lambda g: (g.preset, g.recipe != baseline))
+    for breakdown in breakdowns(groups):
+        runs = [g for g in ordered if breakdown.task in g.first.tasks]
+        if len(runs) < 2:
+            continue
+        figure, axes = plt.subplots(figsize=(max(7, 1.1 * len(breakdown.parts) + 2), 4.5))
+        width = 0.8 / len(runs)
+        for index, group in enumerate(runs):
+            values = [s.mean if (s := group.stat(part_column(breakdown, part))) else 0.0
+                      for part in breakdown.parts]
+            axes.bar([i + (index - (len(runs) - 1) / 2) * width for i in range(len(breakdown.parts))],
+                     values, width, label=group.recipe)
+        metric = breakdown.metric.partition(",")[0]
+        axes.set_xticks(range(len(breakdown.parts)), breakdown.parts, rotation=20, ha="right")
+        axes.set(xlabel=breakdown.kind, ylabel=f"{metric} (higher is better)",
+                 title=f"{breakdown.task}: {metric} by {breakdown.kind}")
+        axes.grid(True, axis="y", alpha=0.3)
+        axes.legend(fontsize=8)
+        made.append(_save(figure, folder / f"{slug(breakdown.task)}_by_{breakdown.kind}.png"))
+    return made

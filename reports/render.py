@@ -58,6 +58,7 @@ def make_plots(records: list[RunRecord], baseline: str, folder: Path) -> list[Pa
         made.append(plots.size_vs_metric(all_groups, column, folder / f"size_{plots.slug(column.label)}.png"))
     made.append(plots.bits_plot(all_groups, folder / "bits.png"))
     made += plots.structured_plots(all_groups, cols, baseline, folder)
+    made += plots.breakdown_plots(all_groups, baseline, folder)
     return [p for p in made if p is not None]
 
 

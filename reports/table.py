@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from compbench.records.record import RunRecord
 
 _SEED = re.compile(r":seed=\d+")
-TABLES = ("comparison", "sparsity", "bits", "tasks")
+TABLES = ("comparison", "sparsity", "bits", "tasks", "breakdown")
 
 
 def compressor(method: str):
@@ -350,6 +350,79 @@ def bits_table(all_groups: list[Group], cols: list[Column], baseline_recipe: str
                    "as ratios within one sweep."])]
 
 
+@dataclass(frozen=True)
+class Breakdown:
+    """A task's headline metric over parts of its documents (MATH subjects or levels, MMLU
+    categories): lm-eval keys `<metric>_<part>,<filter>` beside the headline `<metric>,<filter>`."""
+
+    task: str
+    metric: str  # the headline, e.g. "exact_match,none"
+    kind: str  # "level" or "subject"
+    parts: list[str]  # e.g. ["algebra", "geometry"], or ["1", "2", …]
+
+
+def breakdowns(all_groups: list[Group]) -> list[Breakdown]:
+    """Every breakdown the baseline-shaped runs' headline metrics have, per task and kind."""
+    found: dict[tuple[str, str, str], list[str]] = {}
+    for group in all_groups:
+        for task, result in group.first.tasks.items():
+            if result.headline is None:
+                continue
+            name, _, filter_name = result.headline.partition(",")
+            for key in result.metrics:
+                metric, _, key_filter = key.partition(",")
+                if key_filter != filter_name or not metric.startswith(name + "_"):
+                    continue
+                part = metric.removeprefix(name + "_")
+                kind = "level" if part.startswith("level_") else "subject"
+                parts = found.setdefault((task, result.headline, kind), [])
+                if part.removeprefix("level_") not in parts:
+                    parts.append(part.removeprefix("level_"))
+    return [Breakdown(task, metric, kind, parts) for (task, metric, kind), parts in found.items()]
+
+
+def part_column(breakdown: Breakdown, part: str) -> Column:
+    name, _, filter_name = breakdown.metric.partition(",")
+    key = f"{name}_{'level_' if breakdown.kind == 'level' else ''}{part},{filter_name}"
+    return Column(breakdown.task, key, part, True)
+
+
+def breakdown_tables(all_groups: list[Group], baseline_recipe: str) -> list[Table]:
+    """Per task and kind of part: each run's headline metric per part, and for the compressed
+    runs the share of the baseline's kept; notes name each run's largest drop."""
+    tables = []
+    ordered = sorted(all_groups, key=lambda g: (g.preset, g.recipe != baseline_recipe))
+    for breakdown in breakdowns(all_groups):
+        runs = [g for g in ordered if breakdown.task in g.first.tasks]
+        header = [breakdown.kind]
+        for group in runs:
+            header += [group.recipe] + ([] if group.recipe == baseline_recipe else ["kept"])
+        rows, largest = [], {}
+        for part in breakdown.parts:
+            column = part_column(breakdown, part)
+            row = [part]
+            for group in runs:
+                stat = group.stat(column)
+                row.append("" if stat is None else str(stat))
+                if group.recipe == baseline_recipe:
+                    continue
+                base = find_baseline(group, all_groups, baseline_recipe)
+                base_stat = base.stat(column) if base else None
+                kept = stat.mean / base_stat.mean if stat and base_stat and base_stat.mean else None
+                row.append("" if kept is None else f"{kept:.0%}")
+                lost = base_stat.mean - stat.mean if stat and base_stat else 0.0
+                if lost > largest.get(group.recipe, ("", 0.0))[1]:
+                    largest[group.recipe] = (part, lost)
+            rows.append(row)
+        notes = [f"{breakdown.metric} per {breakdown.kind}; kept = the run's value / the {baseline_recipe} "
+                 "run's (empty where the baseline scored 0 or the run holds no such document)."]
+        notes += [f"Largest drop, {recipe}: {part} ({drop_value:.2f} lower)"
+                  for recipe, (part, drop_value) in largest.items()]
+        tables.append(Table("breakdown", f"{breakdown.task}: {breakdown.metric.partition(',')[0]} by "
+                            f"{breakdown.kind}", header, rows, notes))
+    return tables
+
+
 def build_tables(records: list[RunRecord], baseline_recipe: str = "fp32",
                  only: tuple[str, ...] | None = None) -> list[Table]:
     """Every table the records support (or only the named ones), comparison first."""
@@ -359,7 +432,8 @@ def build_tables(records: list[RunRecord], baseline_recipe: str = "fp32",
     makers = {"comparison": lambda: [comparison(all_groups, cols, baseline_recipe)],
               "sparsity": lambda: sparsity_tables(all_groups, cols, baseline_recipe),
               "bits": lambda: bits_table(all_groups, cols, baseline_recipe),
-              "tasks": lambda: task_tables(all_groups, cols, baseline_recipe)}
+              "tasks": lambda: task_tables(all_groups, cols, baseline_recipe),
+              "breakdown": lambda: breakdown_tables(all_groups, baseline_recipe)}
     tables = [table for name in (only or TABLES) for table in makers[name]()]
     if superseded and tables:
         tables[0].notes.append(f"{superseded} older run(s) of a configuration that also has a newer "

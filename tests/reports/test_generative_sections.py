@@ -1,6 +1,7 @@
-"""The report's "problems compression broke" section, from samples logs written as lm-eval writes
-them: only problems the baseline solved and the compressed run failed, under the task's headline
-filter, lined up by document even when the runs' limits differ."""
+"""The report's sections for generative runs: "problems compression broke", from samples logs
+written as lm-eval writes them (only problems the baseline solved and the compressed run failed,
+under the task's headline filter, lined up by document even when the runs' limits differ), and
+a task's headline broken down by subject and level, as tables and grouped bars."""
 
 import json
 from pathlib import Path
@@ -23,13 +24,20 @@ def _samples(outputs: list[tuple[str, str, float]]) -> list[dict]:
     return lines
 
 
-def _run(folder: Path, recipe: str, outputs: list[tuple[str, str, float]]) -> None:
-    """A results file of `recipe` (a real one, relabelled) whose gsm8k samples are `outputs`."""
+def _metric(value: float) -> dict:
+    return {"value": value, "stderr": 0.1, "higher_is_better": True}
+
+
+def _run(folder: Path, recipe: str, outputs: list[tuple[str, str, float]], parts: dict | None = None) -> None:
+    """A results file of `recipe` (a real one, relabelled) whose gsm8k samples are `outputs`;
+    `parts`: metrics of parts of the documents ({"algebra": 0.5, "level_1": 1.0})."""
     [template] = [p for p in V1.glob("*.json") if json.loads(p.read_text())["run"]["recipe"] == recipe]
     data = read_record(template).to_dict()
     score = sum(s for *_, s in outputs) / len(outputs)
-    data["tasks"] = {"gsm8k": {"metrics": {"exact_match,flexible-extract": {
-        "value": score, "stderr": 0.1, "higher_is_better": True}}, "headline": "exact_match,flexible-extract"}}
+    metrics = {"exact_match,flexible-extract": _metric(score),
+               **{f"exact_match_{part},flexible-extract": _metric(v) for part, v in (parts or {}).items()},
+               "exact_match_algebra,strict-match": _metric(0.0)}  # another filter: not shown
+    data["tasks"] = {"gsm8k": {"metrics": metrics, "headline": "exact_match,flexible-extract"}}
     data["settings"]["tasks"] = ["gsm8k"]
     samples = f"{recipe}_run/samples_gsm8k.jsonl"
     data["generation"] = {"generated_tokens": 10, "tasks": {"gsm8k": {"samples": samples}}}
@@ -47,9 +55,11 @@ def test_the_report_lists_the_problems_the_baseline_solved_and_compression_broke
     text = (tmp_path / "report.md").read_text()
     section = text[text.index("## Problems compression broke"):]
     assert "### gsm8k: solved by fp32, failed by int8 (smollm2-135m)" in section
-    assert "1 of the 2 problems fp32 solved (of 3 both answered; exact_match,flexible-extract)" in section
+    assert ("1 of the 2 problems fp32 solved (of 3 both answered; exact_match,flexible-extract)"
+            in section)
     assert "1. **Problem:** How many eggs are left?" in section
-    assert "   - fp32 (answer 3): 3 eggs. #### 3" in section and "   - int8 (answer 4): 4 eggs. #### 4" in section
+    assert "   - fp32 (answer 3): 3 eggs. #### 3" in section
+    assert "   - int8 (answer 4): 4 eggs. #### 4" in section
     assert "Tom" not in section and "run?" not in section and "Ann" not in section
     capsys.readouterr()
 
@@ -57,3 +67,21 @@ def test_the_report_lists_the_problems_the_baseline_solved_and_compression_broke
 def test_no_section_without_samples_logs(tmp_path):
     assert main(["report", str(V1), "--no-plots", "--output", str(tmp_path / "report.md")]) == 0
     assert "Problems compression broke" not in (tmp_path / "report.md").read_text()
+
+
+def test_the_report_breaks_the_headline_down_by_subject_and_level_with_grouped_bars(tmp_path, capsys):
+    outputs = [("3", "3", 1.0), ("5", "5", 1.0)]
+    _run(tmp_path, "fp32", outputs, {"algebra": 0.8, "geometry": 0.5, "level_1": 1.0, "level_2": 0.4})
+    _run(tmp_path, "int8", outputs, {"algebra": 0.6, "geometry": 0.5, "level_1": 0.9, "level_2": 0.1})
+    assert main(["report", str(tmp_path), "--output", str(tmp_path / "report.md")]) == 0
+    text = (tmp_path / "report.md").read_text()
+    subjects = text[text.index("## gsm8k: exact_match by subject"):]
+    assert "| subject   | fp32   | int8   | kept   |" in subjects
+    assert "| algebra   | 0.80   | 0.60   | 75%    |" in subjects
+    assert "| geometry  | 0.50   | 0.50   | 100%   |" in subjects
+    assert "Largest drop, int8: algebra (0.20 lower)" in subjects
+    levels = text[text.index("## gsm8k: exact_match by level"):]
+    assert "| 2       | 0.40   | 0.10   | 25%    |" in levels
+    assert "Largest drop, int8: 2 (0.30 lower)" in levels
+    assert (tmp_path / "gsm8k_by_subject.png").stat().st_size > 0 and "(gsm8k_by_level.png)" in text
+    capsys.readouterr()
