@@ -69,18 +69,22 @@ def load_math(path: str, local_name: str, splits: list[str], name: str | None = 
     return datasets.DatasetDict(problems)
 
 
+CHECKS = ("exact_match", "math_verify")
+
+
 def results(doc: dict, generations: list[str]) -> dict:
-    """minerva_math's exact_match and math_verify, and exact_match per level as (value, member)
-    pairs for `metrics.mean_of_members`."""
+    """minerva_math's exact_match and math_verify, and each per level as (value, member) pairs
+    for `metrics.mean_of_members`. exact_match reads only Minerva's "Final Answer: The final
+    answer is …" sentence; math_verify also reads a chat model's own `\\boxed{}`."""
     scores = minerva.process_results(doc, generations)
-    by_level = {f"exact_match_level_{level}": (scores["exact_match"], doc["level"] == level)
-                for level in LEVELS}
+    by_level = {f"{check}_level_{level}": (scores[check], doc["level"] == level)
+                for check in CHECKS for level in LEVELS}
     return {**scores, **by_level}
 
 
 def results_by_subject(doc: dict, generations: list[str]) -> dict:
-    """`results`, and exact_match per subject (MATH-500 mixes the seven)."""
+    """`results`, and each check per subject (MATH-500 mixes the seven)."""
     scores = results(doc, generations)
-    by_subject = {f"exact_match_{key}": (scores["exact_match"], doc["subject"] == subject)
-                  for key, subject in SUBJECTS.items()}
+    by_subject = {f"{check}_{key}": (scores[check], doc["subject"] == subject)
+                  for check in CHECKS for key, subject in SUBJECTS.items()}
     return {**scores, **by_subject}

@@ -92,6 +92,10 @@ def test_math500_breaks_exact_match_down_by_level_and_subject(manager, data_dir)
             assert math.isnan(value)
     algebra = [r for r, row in zip(right, rows, strict=True) if row["subject"] == "Algebra"]
     assert result["exact_match_algebra,none"] == pytest.approx(sum(algebra) / len(algebra))
+    assert result["math_verify_algebra,none"] == pytest.approx(sum(algebra) / len(algebra))
+    for level in range(1, 6):  # math_verify reads the same answers here
+        assert result[f"math_verify_level_{level},none"] == pytest.approx(
+            result[f"exact_match_level_{level},none"], nan_ok=True)
 
 
 def test_math_is_seven_subject_tasks_over_the_whole_test_split(manager, data_dir):
@@ -120,7 +124,9 @@ def test_math500_subset_takes_the_first_four_problems_of_each_subject(manager, d
     samples = output["samples"]["math500_subset"]
     assert sorted(s["doc"]["problem"] for s in samples) == sorted(first)  # 28, 4 a subject
     assert output["results"]["math500_subset"]["exact_match,none"] == 1.0
-    assert all(output["results"]["math500_subset"][f"exact_match_{key},none"] == 1.0 for key in SUBJECTS)
+    result = output["results"]["math500_subset"]
+    assert all(result[f"{check}_{key},none"] == 1.0 for key in SUBJECTS
+               for check in ("exact_match", "math_verify"))
 
 
 def test_gsm8k_chat_reads_the_final_answer_sentence(manager, data_dir):
