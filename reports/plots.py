@@ -15,6 +15,7 @@ from compbench.reports.table import (
     Column,
     Group,
     bits_point,
+    breakdown_runs,
     breakdowns,
     part_column,
     pruning_grid,
@@ -288,9 +289,8 @@ def breakdown_plots(groups: list[Group], baseline: str, folder: Path) -> list[Pa
     headline metric per part, one bar per run (the baseline first), its stderr-free mean."""
     made = []
     plt = _pyplot()
-    ordered = sorted(groups, key=lambda g: (g.preset, g.recipe != baseline))
     for breakdown in breakdowns(groups):
-        runs = [g for g in ordered if breakdown.task in g.first.tasks]
+        runs = breakdown_runs(breakdown, groups, baseline)
         if len(runs) < 2:
             continue
         figure, axes = plt.subplots(figsize=(max(7, 1.1 * len(breakdown.parts) + 2), 4.5))

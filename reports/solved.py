@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from compbench.records.record import RunRecord
+from compbench.reports.table import find_baseline, groups
 
 SHOWN = 3  # problems listed per task and compressed recipe
 TEXT_CHARS = 240  # of a problem, and of each model's output
@@ -69,23 +70,28 @@ def _samples_path(record: RunRecord, task: str) -> Path | None:
 
 
 def regressions(records: list[RunRecord], baseline_recipe: str) -> list[Regressions]:
-    """For every compressed run with a samples log, against its preset's baseline run: the
-    problems (under the task's headline metric and filter) the baseline solved and it failed."""
+    """For every compressed configuration with a samples log, against its baseline as the
+    report's tables pair them (table.find_baseline: same model, tasks and limit; the newest
+    run of each): the problems, under the task's headline metric and filter, the baseline
+    solved and it failed."""
     found = []
-    ok = [r for r in records if r.ok and r.generation]
-    for base in (r for r in ok if r.recipe == baseline_recipe):
-        for other in (r for r in ok if r.preset == base.preset and r.recipe != baseline_recipe):
-            for task in sorted(set(base.tasks) & set(other.tasks)):
-                headline = base.tasks[task].headline or "exact_match,none"
-                metric, _, filter_name = headline.partition(",")
-                paths = _samples_path(base, task), _samples_path(other, task)
-                if None in paths:
-                    continue
-                before, after = (read_samples(p, metric, filter_name or "none") for p in paths)
-                shared = [key for key in before if key in after]
-                failed = [(before[k], after[k]) for k in shared if before[k].solved and not after[k].solved]
-                found.append(Regressions(task, headline, base.preset, other.recipe,
-                                         sum(before[k].solved for k in shared), len(shared), failed))
+    all_groups = groups(records)
+    for group in (g for g in all_groups if g.recipe != baseline_recipe and g.first.generation):
+        base_group = find_baseline(group, all_groups, baseline_recipe)
+        if base_group is None or not base_group.first.generation:
+            continue
+        base, other = base_group.first, group.first
+        for task in sorted(set(base.tasks) & set(other.tasks)):
+            headline = base.tasks[task].headline or "exact_match,none"
+            metric, _, filter_name = headline.partition(",")
+            paths = _samples_path(base, task), _samples_path(other, task)
+            if None in paths:
+                continue
+            before, after = (read_samples(p, metric, filter_name or "none") for p in paths)
+            shared = [key for key in before if key in after]
+            failed = [(before[k], after[k]) for k in shared if before[k].solved and not after[k].solved]
+            found.append(Regressions(task, headline, base.preset, group.recipe,
+                                     sum(before[k].solved for k in shared), len(shared), failed))
     return found
 
 

@@ -387,13 +387,19 @@ def part_column(breakdown: Breakdown, part: str) -> Column:
     return Column(breakdown.task, key, part, True)
 
 
+def breakdown_runs(breakdown: Breakdown, all_groups: list[Group], baseline_recipe: str) -> list[Group]:
+    """The configurations a breakdown's table and plot show: those that ran its task, per
+    model with the baseline first."""
+    ordered = sorted(all_groups, key=lambda g: (g.preset, g.recipe != baseline_recipe))
+    return [g for g in ordered if breakdown.task in g.first.tasks]
+
+
 def breakdown_tables(all_groups: list[Group], baseline_recipe: str) -> list[Table]:
     """Per task and kind of part: each run's headline metric per part, and for the compressed
     runs the share of the baseline's kept; notes name each run's largest drop."""
     tables = []
-    ordered = sorted(all_groups, key=lambda g: (g.preset, g.recipe != baseline_recipe))
     for breakdown in breakdowns(all_groups):
-        runs = [g for g in ordered if breakdown.task in g.first.tasks]
+        runs = breakdown_runs(breakdown, all_groups, baseline_recipe)
         header = [breakdown.kind]
         for group in runs:
             header += [group.recipe] + ([] if group.recipe == baseline_recipe else ["kept"])

@@ -28,9 +28,12 @@ def _metric(value: float) -> dict:
     return {"value": value, "stderr": 0.1, "higher_is_better": True}
 
 
-def _run(folder: Path, recipe: str, outputs: list[tuple[str, str, float]], parts: dict | None = None) -> None:
+def _run(folder: Path, recipe: str, outputs: list[tuple[str, str, float]], parts: dict | None = None,
+         name: str | None = None, **settings) -> None:
     """A results file of `recipe` (a real one, relabelled) whose gsm8k samples are `outputs`;
-    `parts`: metrics of parts of the documents ({"algebra": 0.5, "level_1": 1.0})."""
+    `parts`: metrics of parts of the documents ({"algebra": 0.5, "level_1": 1.0}); `name`: its
+    file name (default the recipe); `settings`: overrides, e.g. limit."""
+    name = name or recipe
     [template] = [p for p in V1.glob("*.json") if json.loads(p.read_text())["run"]["recipe"] == recipe]
     data = read_record(template).to_dict()
     score = sum(s for *_, s in outputs) / len(outputs)
@@ -38,12 +41,12 @@ def _run(folder: Path, recipe: str, outputs: list[tuple[str, str, float]], parts
                **{f"exact_match_{part},flexible-extract": _metric(v) for part, v in (parts or {}).items()},
                "exact_match_algebra,strict-match": _metric(0.0)}  # another filter: not shown
     data["tasks"] = {"gsm8k": {"metrics": metrics, "headline": "exact_match,flexible-extract"}}
-    data["settings"]["tasks"] = ["gsm8k"]
-    samples = f"{recipe}_run/samples_gsm8k.jsonl"
+    data["settings"].update(tasks=["gsm8k"], **settings)
+    samples = f"{name}_run/samples_gsm8k.jsonl"
     data["generation"] = {"generated_tokens": 10, "tasks": {"gsm8k": {"samples": samples}}}
     (folder / samples).parent.mkdir(parents=True)
     (folder / samples).write_text("".join(json.dumps(line) + "\n" for line in _samples(outputs)))
-    (folder / f"{recipe}.json").write_text(json.dumps(data))
+    (folder / f"{name}.json").write_text(json.dumps(data))
 
 
 def test_the_report_lists_the_problems_the_baseline_solved_and_compression_broke(tmp_path, capsys):
@@ -61,6 +64,25 @@ def test_the_report_lists_the_problems_the_baseline_solved_and_compression_broke
     assert "   - fp32 (answer 3): 3 eggs. #### 3" in section
     assert "   - int8 (answer 4): 4 eggs. #### 4" in section
     assert "Tom" not in section and "run?" not in section and "Ann" not in section
+    capsys.readouterr()
+
+
+def test_runs_are_paired_as_the_tables_pair_them(tmp_path, capsys):
+    """Only the newest fp32 run of the configuration is the baseline, and a compressed run of
+    another limit has none: one section, from the newer baseline's samples."""
+    _run(tmp_path, "fp32", [("3 eggs", "3", 1.0), ("He pays $5", "5", 1.0)])
+    old = tmp_path / "fp32_old.json"
+    _run(tmp_path, "fp32", [("3 eggs", "3", 1.0), ("He pays $9", "9", 0.0)], name="fp32_old")
+    data = json.loads(old.read_text())
+    data["timing"]["started_at"] -= 3600
+    data["run_key"] = "older" + data["run_key"][5:]
+    old.write_text(json.dumps(data))
+    _run(tmp_path, "int8", [("4 eggs", "4", 0.0), ("He pays $6", "6", 0.0)])
+    _run(tmp_path, "nf4", [("4 eggs", "4", 0.0)], name="nf4", limit=1)
+    assert main(["report", str(tmp_path), "--no-plots", "--output", str(tmp_path / "report.md")]) == 0
+    section = (tmp_path / "report.md").read_text().split("## Problems compression broke")[1]
+    assert section.count("### gsm8k") == 1 and "failed by int8" in section
+    assert "2 of the 2 problems fp32 solved" in section and "$9" not in section
     capsys.readouterr()
 
 
