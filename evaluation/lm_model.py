@@ -13,6 +13,7 @@ share a context are scored from one pass over it (`evaluation/shared_context.py`
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -47,17 +48,24 @@ def check_evaluable(preset) -> None:
                          "--adapter DIR --merge OUT) and score OUT with compbench eval")
 
 
-def check_chat_template(preset, template: bool | str) -> None:
-    """A requested chat template must be the model's own: lm-eval would otherwise fall back to
-    no template or a default one and score prompts the run's settings do not describe. `True`
-    asks for the tokenizer's template; a name, for one of its named templates."""
+@functools.cache
+def _chat_templates(preset) -> str | dict | None:
+    """The preset's tokenizer's chat template(s), read once per process: a sweep plans every
+    recipe of a model against the same tokenizer."""
     from transformers import AutoTokenizer
 
     from compbench.model_zoo.sources import resolve_source
 
+    return AutoTokenizer.from_pretrained(resolve_source(preset), revision=preset.revision).chat_template
+
+
+def check_chat_template(preset, template: bool | str) -> None:
+    """A requested chat template must be the model's own: lm-eval would otherwise fall back to
+    no template or a default one and score prompts the run's settings do not describe. `True`
+    asks for the tokenizer's template; a name, for one of its named templates."""
     if not template:
         return
-    templates = AutoTokenizer.from_pretrained(resolve_source(preset), revision=preset.revision).chat_template
+    templates = _chat_templates(preset)
     if not templates:
         raise CompbenchError(f"'{preset.name}' has no chat template (its tokenizer defines none), "
                              "so --apply-chat-template cannot format its prompts; evaluate it "

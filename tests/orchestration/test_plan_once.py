@@ -67,3 +67,28 @@ def test_eval_parses_plans_and_identifies_each_thing_once(counts, checkpoint, da
     assert counts == {"parse_recipe": 2, "make_plan": 1, "artifact_identity": 2, "TaskManager": 1}
     assert len(list(tmp_path.glob("*.json"))) == 2
 
+
+
+def test_a_templated_sweep_reads_the_models_chat_template_once(monkeypatch, checkpoint, data_dir, tmp_path):
+    """Planning checks each run's template against the model's tokenizer, loaded once a model."""
+    import transformers
+
+    from compbench.evaluation.lm_model import _chat_templates
+    from compbench.orchestration.plan import make_plan
+    from compbench.orchestration.sweep import load_sweep
+
+    loads = Counter()
+    stock = transformers.AutoTokenizer.from_pretrained
+
+    def counted(*args, **kwargs):
+        loads["tokenizer"] += 1
+        return stock(*args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", counted)
+    _chat_templates.cache_clear()
+    sweep = tmp_path / "templated.yaml"
+    sweep.write_text("name: templated\nmodels: [smollm2-135m]\nrecipes: [fp32, bf16, 'magnitude:0.3']\n"
+                     "tasks: [gsm8k_chat]\nlimit: 1\napply_chat_template: true\n")
+    plan = make_plan(list(load_sweep(sweep).specs), tmp_path / "out")
+    assert len(plan.runs) == 3 and loads == {"tokenizer": 1}
+    _chat_templates.cache_clear()
