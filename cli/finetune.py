@@ -52,7 +52,7 @@ def add_parser(sub) -> None:
     p.add_argument("--num-labels", type=positive_int, dest="num_labels",
                    help="classes of the head (default: the dataset's)")
     p.add_argument("--mix", help="sft data: NAME=FRACTION of each train split, e.g. "
-                   "gsm8k=1.0,commonsense_qa=0.5 (gsm8k, commonsense_qa, mmlu_aux)")
+                   "gsm8k=1.0,commonsense_qa=0.5 (gsm8k, math, commonsense_qa, mmlu_aux)")
     p.add_argument("--r", type=positive_int, help="LoRA rank (default: 16)")
     p.add_argument("--alpha", type=float, help="LoRA alpha (default: 32)")
     p.add_argument("--dropout", type=float, help="LoRA dropout (default: 0.05)")

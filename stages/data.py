@@ -34,6 +34,9 @@ class SFTData:
 SFT: dict[str, SFTData] = {
     "gsm8k": SFTData("openai/gsm8k", "gsm8k", "train", {"question": "str", "answer": "str"},
                      lambda r: r["question"], lambda r: r["answer"], hub_name="main"),
+    # MATH (all 7 subjects): the problem, then its worked solution ending in \boxed{answer}
+    "math": SFTData("hendrycks/competition_math", "math", "train", {"problem": "str", "solution": "str"},
+                    lambda r: r["problem"], lambda r: r["solution"]),
     "commonsense_qa": SFTData(
         "tau/commonsense_qa", "commonsense_qa", "train",
         {"question": "str", "choices": "dict", "answerKey": "str"},

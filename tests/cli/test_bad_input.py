@@ -227,7 +227,7 @@ CASES = {
         "--mix: gsm8k=1.5: a weight is the fraction of that dataset's train split to use, in (0, 1]"),
     "an unknown dataset in the mix": (
         lambda t, d: ["finetune", "--head", "sft", "--mix", "gsm8k=1,nosuch=0.5"],
-        "unknown SFT dataset 'nosuch'; known: gsm8k, commonsense_qa, mmlu_aux"),
+        "unknown SFT dataset 'nosuch'; known: gsm8k, math, commonsense_qa, mmlu_aux"),
     "sft without a mix": (lambda t, d: ["finetune", "--head", "sft"], "head sft needs --mix"),
     "a mix for a classification head": (
         lambda t, d: ["finetune", "--dataset", "sst2", "--mix", "gsm8k=1"],

@@ -20,7 +20,7 @@ def test_a_mix_parses_to_fractions():
     ("gsm8k=-0.1", "in (0, 1]"),
     ("gsm8k=half", "--mix: gsm8k=half is not a number"),
     ("gsm8k", "'gsm8k' is not NAME=FRACTION"),
-    ("nosuch=0.5", "unknown SFT dataset 'nosuch'; known: gsm8k, commonsense_qa, mmlu_aux"),
+    ("nosuch=0.5", "unknown SFT dataset 'nosuch'; known: gsm8k, math, commonsense_qa, mmlu_aux"),
     ("gsm8k=0.5,gsm8k=0.2", "gsm8k is given twice"),
     (" , ", "--mix is empty"),
 ])
@@ -44,6 +44,17 @@ def test_the_mix_takes_the_first_fraction_of_each_train_split(data_dir):
     again, _ = mix_sft({"gsm8k": 0.01, "commonsense_qa": 0.005}, seed=3, held_out_fraction=0.1,
                        chat=False)
     assert list(again) == list(train)  # seeded: the same rows in the same order
+
+
+def test_math_rows_are_problems_with_their_worked_solutions(data_dir):
+    import json
+
+    train, held_out = mix_sft({"math": 0.01, "gsm8k": 0.01}, seed=0, held_out_fraction=0.1, chat=False)
+    rows = [r for r in [*train, *held_out] if r["source"] == "math"]
+    first = [json.loads(line) for line in
+             (data_dir / "math" / "train.jsonl").read_text().splitlines()[:75]]  # 0.01 * 7500
+    assert sorted(r["prompt"].rstrip("\n") for r in rows) == sorted(row["problem"] for row in first)
+    assert sorted(r["completion"] for r in rows) == sorted(row["solution"] for row in first)
 
 
 def test_chat_rows_are_messages_for_the_tokenizers_template():
