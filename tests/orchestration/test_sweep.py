@@ -1,6 +1,6 @@
 """Sweep files: validation with key paths, grid expansion; and real sweeps on the embedded model
 that are SIGKILLed (the driver, then a worker) and resumed, served from the model store, gated,
-and run on a local Ray instance."""
+and (slow tier) run on a local Ray instance; test_executors.py checks the Ray executor itself."""
 
 from __future__ import annotations
 
@@ -265,7 +265,7 @@ def test_gate_fails_a_worse_recipe_naming_the_metric_and_passes_a_good_one(kille
     assert "a recovery threshold must be a number in (0, 1], got 1.5" in capsys.readouterr().err
 
 
-@pytest.mark.heavy
+@pytest.mark.slow  # a Ray worker importing and running a real run: minutes beside another test worker
 def test_ray_executor_writes_the_same_results_as_local_processes(killed_and_resumed, tmp_path):
     pytest.importorskip("ray")
     k = killed_and_resumed
