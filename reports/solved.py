@@ -44,6 +44,12 @@ def _short(text: str) -> str:
     return text if len(text) <= TEXT_CHARS else text[:TEXT_CHARS - 1] + "…"
 
 
+def _answer(sample: Sample) -> str:
+    """" (answer X)" when a filter read an answer out of the output; nothing when the task
+    checks the whole output (MATH: its answer is extracted while scoring, not by a filter)."""
+    return "" if sample.answer == sample.output else f" (answer {_short(sample.answer)})"
+
+
 def read_samples(path: Path, metric: str, filter_name: str) -> dict[str, Sample]:
     """A samples log's problems under one filter, keyed by the document's hash (runs with
     different limits still line up); a problem is solved when its metric is 1."""
@@ -105,6 +111,6 @@ def markdown_section(records: list[RunRecord], baseline_recipe: str) -> list[str
                   f"(of {found.compared} both answered; {found.metric}).", ""]
         for number, (before, after) in enumerate(found.failed[:SHOWN], start=1):
             lines += [f"{number}. **Problem:** {_short(before.problem)}",
-                      f"   - {baseline_recipe} (answer {_short(before.answer)}): {_short(before.output)}",
-                      f"   - {found.recipe} (answer {_short(after.answer)}): {_short(after.output)}", ""]
+                      f"   - {baseline_recipe}{_answer(before)}: {_short(before.output)}",
+                      f"   - {found.recipe}{_answer(after)}: {_short(after.output)}", ""]
     return ["## Problems compression broke", "", *lines] if lines else []

@@ -193,6 +193,8 @@ def comparison(all_groups: list[Group], cols: list[Column], baseline_recipe: str
     header += ["Score", "compress s", "eval tok/s"]
     classifiers = any(g.first.timing and g.first.timing.eval_samples_per_s for g in all_groups)
     header += ["eval samples/s"] if classifiers else []
+    generative = any(g.first.generation for g in all_groups)
+    header += ["decode tok/s", "TTFT s"] if generative else []
     rows, undirected = [], set()
     ordered = sorted(all_groups, key=lambda g: g.recipe != baseline_recipe)
     for group in ordered:
@@ -218,12 +220,18 @@ def comparison(all_groups: list[Group], cols: list[Column], baseline_recipe: str
         if classifiers:  # a classification head's scoring (evaluation/classify.py) counts rows
             row.append(_cell(group.mean_of(lambda r: r.timing.eval_samples_per_s if r.timing else None),
                              ".0f"))
+        if generative:  # generative tasks' decoding (evaluation/generation.py)
+            row += [_cell(group.mean_of(lambda r: (r.generation or {}).get("decode_tokens_per_s")), ".1f"),
+                    _cell(group.mean_of(lambda r: (r.generation or {}).get("time_to_first_token_s")), ".1f")]
         rows.append(row)
     notes = ["Score = compression ratio / (1 + drop); a metric's drop is (baseline − compressed) / "
              "baseline when higher is better and (compressed − baseline) / baseline when lower is "
              "better; a run's drop is the mean over its metrics."]
     if undirected:
         notes.append(f"Not in the Score (lm-eval gives no direction): {', '.join(sorted(undirected))}.")
+    if generative:
+        notes.append("decode tok/s: new tokens a second over the run's batched generate calls (every "
+                     "row of a batch counted); TTFT s: the median time to a batch's first new token.")
     if seeded:
         notes.append("Runs that differ only in calibration seed: mean ± sample standard deviation.")
     return Table("comparison", "Comparison with the uncompressed baseline", header, rows, notes)

@@ -29,7 +29,7 @@ def _metric(value: float) -> dict:
 
 
 def _run(folder: Path, recipe: str, outputs: list[tuple[str, str, float]], parts: dict | None = None,
-         name: str | None = None, **settings) -> None:
+         name: str | None = None, decode_tokens_per_s: float = 10.0, **settings) -> None:
     """A results file of `recipe` (a real one, relabelled) whose gsm8k samples are `outputs`;
     `parts`: metrics of parts of the documents ({"algebra": 0.5, "level_1": 1.0}); `name`: its
     file name (default the recipe); `settings`: overrides, e.g. limit."""
@@ -43,7 +43,8 @@ def _run(folder: Path, recipe: str, outputs: list[tuple[str, str, float]], parts
     data["tasks"] = {"gsm8k": {"metrics": metrics, "headline": "exact_match,flexible-extract"}}
     data["settings"].update(tasks=["gsm8k"], **settings)
     samples = f"{name}_run/samples_gsm8k.jsonl"
-    data["generation"] = {"generated_tokens": 10, "tasks": {"gsm8k": {"samples": samples}}}
+    data["generation"] = {"generated_tokens": 10, "decode_tokens_per_s": decode_tokens_per_s,
+                          "time_to_first_token_s": 1.5, "tasks": {"gsm8k": {"samples": samples}}}
     (folder / samples).parent.mkdir(parents=True)
     (folder / samples).write_text("".join(json.dumps(line) + "\n" for line in _samples(outputs)))
     (folder / f"{name}.json").write_text(json.dumps(data))
@@ -53,9 +54,13 @@ def test_the_report_lists_the_problems_the_baseline_solved_and_compression_broke
     _run(tmp_path, "fp32", [("3 eggs. #### 3", "3", 1.0), ("He pays $5", "5", 1.0),
                             ("She ran 2 miles", "2", 0.0), ("Ann is 9", "9", 1.0)])
     _run(tmp_path, "int8", [("4 eggs. #### 4", "4", 0.0), ("He pays $5", "5", 1.0),
-                            ("She ran 7 miles", "7", 1.0)])  # a limit of 3: Ann's problem not run
+                            ("She ran 7 miles", "7", 1.0)], decode_tokens_per_s=23.46)  # Ann's not run
     assert main(["report", str(tmp_path), "--no-plots", "--output", str(tmp_path / "report.md")]) == 0
     text = (tmp_path / "report.md").read_text()
+    header, int8_row = ([cell.strip() for cell in line.split("|")] for line in (
+        next(line for line in text.splitlines() if line.startswith(start))
+        for start in ("| model", "| smollm2-135m | int8")))
+    assert int8_row[header.index("decode tok/s")] == "23.5" and int8_row[header.index("TTFT s")] == "1.5"
     section = text[text.index("## Problems compression broke"):]
     assert "### gsm8k: solved by fp32, failed by int8 (smollm2-135m)" in section
     assert ("1 of the 2 problems fp32 solved (of 3 both answered; exact_match,flexible-extract)"
@@ -64,6 +69,17 @@ def test_the_report_lists_the_problems_the_baseline_solved_and_compression_broke
     assert "   - fp32 (answer 3): 3 eggs. #### 3" in section
     assert "   - int8 (answer 4): 4 eggs. #### 4" in section
     assert "Tom" not in section and "run?" not in section and "Ann" not in section
+    capsys.readouterr()
+
+
+def test_an_output_checked_whole_is_shown_once(tmp_path, capsys):
+    """A task that scores the whole output (MATH: its answer is extracted while scoring) shows
+    the output alone, not the same text again as the answer."""
+    _run(tmp_path, "fp32", [("The answer is $\\boxed{3}$", "The answer is $\\boxed{3}$", 1.0)])
+    _run(tmp_path, "int8", [("The answer is $\\boxed{4}$", "The answer is $\\boxed{4}$", 0.0)])
+    assert main(["report", str(tmp_path), "--no-plots", "--output", str(tmp_path / "report.md")]) == 0
+    section = (tmp_path / "report.md").read_text().split("## Problems compression broke")[1]
+    assert "   - fp32: The answer is $\\boxed{3}$" in section and "(answer" not in section
     capsys.readouterr()
 
 
