@@ -46,6 +46,10 @@ def add_parser(sub) -> None:
                       help="few-shot examples as earlier chat turns (default: on with a template)")
     chat.add_argument("--system-instruction", metavar="TEXT", default=None,
                       help="a system prompt before the first turn")
+    p.add_argument("--gen-kwargs", metavar="KEY=VALUE,…", default=None,
+                   help="lm-eval's --gen_kwargs for every generative task, overriding its YAML: "
+                   "max_gen_toks (new tokens per answer), until, do_sample, temperature; e.g. "
+                   "max_gen_toks=1024 (part of each run's identity)")
     p.add_argument("--adapter", metavar="DIR", help="a LoRA adapter from `compbench finetune` "
                    "(<output-dir>/adapter) loaded onto each compressed model (SFT adapters)")
     add_run_options(p)
@@ -56,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     """Parse every recipe (all checked before any runs), plan the runs once, build the model's
     trained preset if it names one, then run the plan and print the comparison."""
     from compbench.compressors import parse_recipe
-    from compbench.evaluation.settings import EvalSettings, chat_options
+    from compbench.evaluation.settings import EvalSettings, chat_options, parse_gen_kwargs
     from compbench.evaluation.task_manager import check_include_paths, check_tasks, task_manager
     from compbench.model_zoo.loading import choose_device
     from compbench.model_zoo.presets import get_preset, preset_argument
@@ -71,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
     check_tasks(task_manager(include_paths, tasks, preset_argument(preset)), tasks)
     chat = chat_options(args.apply_chat_template, args.fewshot_as_multiturn, args.system_instruction)
     settings = EvalSettings(tasks=tasks, limit=args.limit, batch_size=args.batch_size,
-                            max_length=args.max_length, include_paths=include_paths, **chat)
+                            max_length=args.max_length, include_paths=include_paths,
+                            gen_kwargs=parse_gen_kwargs(args.gen_kwargs), **chat)
     specs = [RunSpec(model=args.model, recipe=r, settings=settings, device=args.device,
                      dtype=args.dtype, adapter=args.adapter) for r in recipes]
     build_presets([args.model])

@@ -123,7 +123,8 @@ def evaluate(artifact: Artifact, settings: EvalSettings, *, manager=None, key: s
                 bootstrap_iters=settings.bootstrap_iters,
                 apply_chat_template=settings.apply_chat_template,
                 fewshot_as_multiturn=settings.fewshot_as_multiturn,
-                system_instruction=settings.system_instruction)
+                system_instruction=settings.system_instruction,
+                gen_kwargs=dict(settings.gen_kwargs) or None)
         counter.remove()
         generation = generation_block(output, lm.generation_log, samples_dir)
         batch_sizes = list(lm.batch_sizes_used) or [settings.batch_size]  # each choice, in order

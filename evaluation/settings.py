@@ -10,10 +10,16 @@ from typing import Any
 from compbench.core.io import digest_of
 from compbench.errors import CompbenchError
 
-# The chat options enter a run's key only when set: every run made before they existed keeps
-# its key, and a run with a template never resumes from one without (or with another).
-CHAT_DEFAULTS = {"apply_chat_template": False, "fewshot_as_multiturn": False,
-                 "system_instruction": None}
+# The chat options and generation overrides enter a run's key only when set: every run made
+# before they existed keeps its key, and a run with a template (or a larger token budget) never
+# resumes from one without.
+OPTIONAL_DEFAULTS = {"apply_chat_template": False, "fewshot_as_multiturn": False,
+                     "system_instruction": None, "gen_kwargs": ()}
+# lm-eval's `--gen_kwargs` keys compbench passes on to every generative task (HFLM's generate)
+GEN_KWARGS = {"max_gen_toks": "a whole number >= 1 (new tokens per answer)",
+              "until": "a non-empty stop string or a non-empty list of them",
+              "do_sample": "true or false (false: greedy)",
+              "temperature": "a number >= 0"}
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,8 @@ class EvalSettings:
     apply_chat_template: bool | str = False
     fewshot_as_multiturn: bool = False  # few-shot examples as earlier chat turns
     system_instruction: str | None = None  # a system prompt before the first turn
+    # lm-eval's --gen_kwargs: (key, value) pairs overriding each generative task's own
+    gen_kwargs: tuple[tuple[str, Any], ...] = ()
 
     def key_fields(self, task_index: dict, device: str) -> dict[str, Any]:
         """What can change a number: these settings, each task's YAML (version, or its content
@@ -45,7 +53,9 @@ class EvalSettings:
         for name in self.tasks:
             tasks.update(task_fingerprint(name, task_index))
         fields = {k: v for k, v in dataclasses.asdict(self).items()
-                  if k != "include_paths" and (k not in CHAT_DEFAULTS or v != CHAT_DEFAULTS[k])}
+                  if k != "include_paths" and (k not in OPTIONAL_DEFAULTS or v != OPTIONAL_DEFAULTS[k])}
+        if self.gen_kwargs:
+            fields["gen_kwargs"] = dict(self.gen_kwargs)
         return {**fields, "tasks": list(self.tasks), "task_fingerprints": tasks,
                 "device_kind": device_kind(device), "lm_eval": lm_eval.__version__}
 
@@ -66,6 +76,37 @@ def chat_options(apply_chat_template: bool | str | None, fewshot_as_multiturn: b
     multiturn = bool(template) if fewshot_as_multiturn is None else bool(fewshot_as_multiturn)
     return {"apply_chat_template": template, "fewshot_as_multiturn": multiturn,
             "system_instruction": system_instruction}
+
+
+def parse_gen_kwargs(value: str | dict | None) -> tuple[tuple[str, Any], ...]:
+    """lm-eval's `--gen_kwargs` (`max_gen_toks=1024,temperature=0`, parsed as lm-eval parses
+    it, or a sweep's mapping) as sorted pairs, each key one compbench passes on and each value
+    of its kind."""
+    from lm_eval.utils import simple_parse_args_string
+
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        if any("=" not in part for part in value.split(",") if part.strip()):
+            raise CompbenchError(f"gen_kwargs: '{value}' is not KEY=VALUE[,KEY=VALUE] "
+                                 "(e.g. max_gen_toks=1024)")
+        value = simple_parse_args_string(value)
+    if not isinstance(value, dict) or not value:
+        raise CompbenchError(f"gen_kwargs: expected KEY=VALUE pairs (e.g. max_gen_toks=1024), got {value!r}")
+    for key, item in value.items():
+        if key not in GEN_KWARGS:
+            raise CompbenchError(f"gen_kwargs: unknown key '{key}'; allowed: {', '.join(GEN_KWARGS)}")
+        number = isinstance(item, (int, float)) and not isinstance(item, bool)
+        stops = [item] if isinstance(item, str) else item
+        valid = {"max_gen_toks": isinstance(item, int) and not isinstance(item, bool) and item >= 1,
+                 "until": isinstance(stops, list) and bool(stops)
+                 and all(isinstance(s, str) and s for s in stops),
+                 "do_sample": isinstance(item, bool),
+                 "temperature": number and item >= 0}[key]
+        if not valid:
+            raise CompbenchError(f"gen_kwargs: {key} must be {GEN_KWARGS[key]}, got {item!r}")
+    return tuple(sorted((key, list(item) if isinstance(item, list) else item)
+                        for key, item in value.items()))
 
 
 def run_key(artifact_key: str, eval_fields: dict[str, Any]) -> str:

@@ -70,8 +70,8 @@ def make_plan(specs: list[RunSpec], output_dir: Path) -> Plan:
     """Each spec's key and file: its artifact identity (source content hashes, canonical recipe,
     versions) and its evaluation key fields (task versions, data hashes, settings). Bad input
     (an unknown task, a classifier on a language-model task, a malformed data row, a chat
-    template the model lacks) is refused
-    here, before any run starts."""
+    template the model lacks, generation overrides without a generative task) is refused here,
+    before any run starts."""
     from compbench.artifacts.adapter import adapter_identity, check_base, check_causal, read_adapter
     from compbench.artifacts.identity import artifact_identity
     from compbench.evaluation.classify import check_datasets
@@ -79,7 +79,7 @@ def make_plan(specs: list[RunSpec], output_dir: Path) -> Plan:
     from compbench.evaluation.task_manager import check_tasks, task_manager
     from compbench.model_zoo.loading import choose_device
     from compbench.model_zoo.presets import get_preset, preset_argument
-    from compbench.tasks.catalog import check_generation_kwargs, check_local_data
+    from compbench.tasks.catalog import check_generation_kwargs, check_local_data, is_generative
 
     runs = []
     for spec in specs:
@@ -91,6 +91,9 @@ def make_plan(specs: list[RunSpec], output_dir: Path) -> Plan:
         for task in settings.tasks:
             check_local_data(task, manager.task_index)
             check_generation_kwargs(task, manager.task_index)
+        if settings.gen_kwargs and not any(is_generative(t, manager.task_index) for t in settings.tasks):
+            raise CompbenchError(f"gen_kwargs apply to generative tasks only, and none of "
+                                 f"{', '.join(settings.tasks)} generates text; leave them out")
         adapter = read_adapter(spec.adapter) if spec.adapter else None
         num_labels = adapter.num_labels if adapter else None  # a classification adapter's head
         if preset.task_head == "sequence-classification" or num_labels is not None:  # evaluation/classify.py

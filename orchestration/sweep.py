@@ -30,7 +30,7 @@ import yaml
 
 from compbench.compressors import Recipe
 from compbench.errors import CompbenchError
-from compbench.evaluation.settings import EvalSettings
+from compbench.evaluation.settings import EvalSettings, parse_gen_kwargs
 from compbench.orchestration.plan import RunSpec
 
 KEYS = {
@@ -47,6 +47,7 @@ KEYS = {
     "apply_chat_template": "true (the model's chat template) or a template's name (default: none)",
     "fewshot_as_multiturn": "few-shot examples as chat turns (default: true with a template)",
     "system_instruction": "a system prompt before the first chat turn",
+    "gen_kwargs": "overrides of every generative task's generation_kwargs, e.g. {max_gen_toks: 1024}",
     "calibration": "dataset / nsamples / seqlen for every calibrated step that does not set them",
     "seeds": "calibration seeds: every calibrated recipe runs once per seed",
     "include_paths": "folders of your own task YAMLs (relative to the sweep file)",
@@ -306,6 +307,7 @@ def _validate(data, path: Path, original: bool, parse_recipe, check_include_path
         num_fewshot=_optional(data, "num_fewshot", (int,), minimum=0),
         batch_size=_batch_size(data),
         max_length=_optional(data, "max_length", (int,), minimum=1), include_paths=include_paths,
+        gen_kwargs=parse_gen_kwargs(data.get("gen_kwargs")),
         **chat_options(_optional(data, "apply_chat_template", (bool, str)),
                        _optional(data, "fewshot_as_multiturn", (bool,)),
                        _optional(data, "system_instruction", (str,))))

@@ -9,7 +9,7 @@ import pytest
 
 from compbench.artifacts.identity import artifact_identity
 from compbench.compressors import Recipe, parse_recipe
-from compbench.evaluation.settings import EvalSettings
+from compbench.evaluation.settings import EvalSettings, parse_gen_kwargs
 from compbench.evaluation.task_manager import task_manager
 from compbench.model_zoo.presets import get_preset
 from compbench.orchestration.plan import RunSpec, make_plan
@@ -77,6 +77,17 @@ def test_chat_formatting_makes_a_new_run_and_runs_without_it_keep_their_keys(che
     assert len(paths) == 3 and base not in paths  # never resumed from a run without a template
     fields = ONE_CHUNK.key_fields(task_manager(tasks=TASKS).task_index, "cpu")
     assert not {"apply_chat_template", "fewshot_as_multiturn", "system_instruction"} & set(fields)
+
+
+def test_a_generation_override_makes_a_new_run_and_runs_without_one_keep_their_keys(data_dir):
+    """`--gen-kwargs` as lm-eval parses it (typed values), in the key only when given."""
+    index = task_manager(tasks=("gsm8k",)).task_index
+    plain = EvalSettings(("gsm8k",), limit=1)
+    longer = EvalSettings(("gsm8k",), limit=1, gen_kwargs=parse_gen_kwargs("max_gen_toks=1024"))
+    assert "gen_kwargs" not in plain.key_fields(index, "cpu")
+    assert longer.key_fields(index, "cpu")["gen_kwargs"] == {"max_gen_toks": 1024}
+    assert parse_gen_kwargs("temperature=0,max_gen_toks=8") == parse_gen_kwargs(
+        {"max_gen_toks": 8, "temperature": 0})  # the command line and a sweep's mapping agree
 
 
 def test_the_device_kind_is_in_the_key_and_the_card_index_is_not(data_dir):

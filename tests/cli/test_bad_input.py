@@ -154,6 +154,18 @@ CASES = {
                       "--include-path", _gsm8k_with(t, "until: []")],
         "generation_kwargs: until must be a stop string or a non-empty list of non-empty stop "
         "strings, got []"),
+    "a generation override of zero tokens": (
+        lambda t, d: ["eval", "--recipe", "fp32", "--tasks", "gsm8k", "--limit", "1",
+                      "--gen-kwargs", "max_gen_toks=0"],
+        "gen_kwargs: max_gen_toks must be a whole number >= 1 (new tokens per answer), got 0"),
+    "a generation override lm-eval's model would not use": (
+        lambda t, d: ["eval", "--recipe", "fp32", "--tasks", "gsm8k", "--limit", "1",
+                      "--gen-kwargs", "max_new_tokens=64"],
+        "gen_kwargs: unknown key 'max_new_tokens'; allowed: max_gen_toks, until, do_sample, temperature"),
+    "a generation override on tasks that do not generate": (
+        lambda t, d: ["eval", "--recipe", "fp32", "--tasks", "sst2", "--limit", "1",
+                      "--gen-kwargs", "max_gen_toks=64"],
+        "gen_kwargs apply to generative tasks only, and none of sst2 generates text; leave them out"),
     "index out of the choices": (
         lambda t, d: ["eval", "--recipe", "fp32", "--tasks", "reclor", "--limit", "5", "--data-dir",
                       _data_with(t, d, "reclor", "validation", lambda r: r.update(label=7))],

@@ -6,7 +6,7 @@ import pytest
 
 from compbench.compressors import parse_recipe
 from compbench.evaluation.generation import FirstTokenClock, GenerationLog
-from compbench.evaluation.settings import EvalSettings, chat_options
+from compbench.evaluation.settings import EvalSettings, chat_options, parse_gen_kwargs
 from compbench.orchestration.plan import RunSpec, make_plan
 from compbench.orchestration.runner import run_plan
 from compbench.records.index import read_record
@@ -53,3 +53,19 @@ def test_a_generative_run_records_its_generation_and_keeps_its_samples(checkpoin
     assert prompt.startswith("<|im_start|>system\nSolve the problem.<|im_end|>\n<|im_start|>user\n")
     assert prompt.count("<|im_start|>user\nQuestion: ") == 2  # the example's turn, then the problem's
     assert prompt.count("<|im_start|>assistant\n") == 2 and prompt.endswith("<|im_start|>assistant\n")
+
+
+def test_a_generation_override_reaches_lm_eval_and_is_recorded(checkpoint, tmp_path):
+    """`--gen-kwargs max_gen_toks=4` caps the task's own 256 new tokens: the run's key, its
+    generation block and the samples log all say 4, and no answer is longer."""
+    settings = EvalSettings(("gsm8k",), limit=1, num_fewshot=0, gen_kwargs=parse_gen_kwargs("max_gen_toks=4"))
+    plan = make_plan([RunSpec("smollm2-135m", parse_recipe("fp32"), settings, device="cpu")], tmp_path)
+    assert not run_plan(plan, echo=lambda _: None)
+    record = read_record(plan.runs[0].path)
+    assert record.settings["gen_kwargs"] == {"max_gen_toks": 4}
+    task = record.generation["tasks"]["gsm8k"]
+    assert task["generation_kwargs"]["max_gen_toks"] == 4
+    assert task["generation_kwargs"]["until"]  # the task's own stop sequences stay
+    assert 0 < record.generation["generated_tokens"] <= 4
+    sample = json.loads((plan.runs[0].path.parent / task["samples"]).read_text().splitlines()[0])
+    assert sample["arguments"][0][1]["max_gen_toks"] == 4
