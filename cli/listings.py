@@ -68,6 +68,9 @@ def tasks(args: argparse.Namespace) -> int:
              "no data dir: hub" if not t.data_dir_set
              else "missing" if t.local_rows is None else f"{t.local_rows} rows",
              ", ".join(str(f) for f in t.local_files)] for t in task_catalog()]
-    print(tabulate(rows, ["task", "dataset", "split", "metrics", "local data", "local files"],
+    print(tabulate(rows, ["task", "dataset", "split", "metrics", "local rows", "local files"],
                    tablefmt="github"))
+    print("local rows: the rows in a task's local files; a task may score fewer (one MATH subject, "
+          "a subset stratified by subject such as math500_subset or mmlu_subset, or a split that "
+          "only gives few-shot examples); docs/tasks.md says what each scores.")
     return 0
