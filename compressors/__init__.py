@@ -8,6 +8,7 @@ from compbench.compressors import (  # noqa: F401  (each registers its methods)
     cast,
     dynamic_int8,
     gptq,
+    int4,
     magnitude,
     mixed,
     sparsegpt,

@@ -38,19 +38,43 @@ def _check_bits_and_group(bits: int, group_size: int) -> None:
         raise ValueError(f"group_size must be >= 0 (0: one scale per output row), got {group_size}")
 
 
+FORMATS = ("compressed-tensors", "int4-cpu")
+
+
+def _check_format(config) -> None:
+    if config.format not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got '{config.format}'")
+    if config.format == "int4-cpu":
+        from compbench.compressors.int4 import GROUP_SIZES
+
+        if config.bits != 4 or config.group_size not in GROUP_SIZES:
+            raise ValueError("format=int4-cpu holds 4-bit weights in groups of "
+                             f"{', '.join(map(str, GROUP_SIZES))} (the CPU int4 kernel's); got "
+                             f"bits={config.bits}, group_size={config.group_size}")
+        if getattr(config, "act_order", False):
+            raise ValueError("format=int4-cpu keeps each group's columns together; act_order=true "
+                             "reorders them: leave one of the two out")
+
+
 @dataclass(frozen=True)
 class RTNConfig(Targeted):
     """Round-to-nearest b-bit integers, one scale (and zero point if asymmetric) per group."""
 
     MAIN_OPTION: ClassVar[str] = "bits"
+    # in the identity only when set, so every artifact made before `format` existed keeps its key
+    KEYED_WHEN_SET: ClassVar[tuple[str, ...]] = ("format",)
     bits: int = 4  # bits per weight: 2, 3, 4 or 8
     group_size: int = 64  # input columns sharing a scale; 0 = one per output row (channel)
     sym: bool = True  # symmetric grid (no zero point)
+    # compressed-tensors: packed for storage and export, dense for compute; int4-cpu: the same
+    # integers in the CPU int4 kernel's layout (`int4.py`), computed packed, not exportable
+    format: str = "compressed-tensors"
     version: int = 1  # bump when the method's behaviour changes
 
     def __post_init__(self):
         super().__post_init__()
         _check_bits_and_group(self.bits, self.group_size)
+        _check_format(self)
 
 
 @dataclass(frozen=True)
@@ -58,17 +82,21 @@ class GPTQConfig(Calibrated, Targeted):
     """GPTQ (Frantar et al. 2022) with the options AutoGPTQ exposed, plus the calibration set."""
 
     MAIN_OPTION: ClassVar[str] = "bits"
+    # in the identity only when set, so every artifact made before `format` existed keeps its key
+    KEYED_WHEN_SET: ClassVar[tuple[str, ...]] = ("format",)
     bits: int = 4  # bits per weight: 2, 3, 4 or 8
     group_size: int = 64  # input columns sharing a scale; 0 = one per output row (channel)
     sym: bool = True  # symmetric grid (no zero point)
     act_order: bool = False  # quantize columns by decreasing Hessian diagonal (AutoGPTQ desc_act)
     damp: float = 0.01  # fraction of the mean Hessian diagonal added for stability
     block_size: int = 128  # columns per lazy batch update
+    format: str = "compressed-tensors"  # or int4-cpu, as RTNConfig's
     version: int = 1  # bump when the method's behaviour changes
 
     def __post_init__(self):
         super().__post_init__()
         _check_bits_and_group(self.bits, self.group_size)
+        _check_format(self)
         if not 0.0 < self.damp < 1.0:
             raise ValueError(f"damp must be in (0, 1), got {self.damp}")
         if self.block_size < 1:
@@ -127,7 +155,7 @@ def apply_rtn(model: nn.Module, config: RTNConfig, context: CompressionContext) 
     group = int_scheme(layers, "rtn", config.bits, config.group_size, config.sym)
     masks = zero_masks(layers)
     oneshot_(model, [QuantizationModifier(config_groups={"group_0": group})], "rtn", context)
-    return StepOutput(model, pack_(model, layers, masks))
+    return StepOutput(model, _finish(model, layers, masks, config, "rtn"))
 
 
 def apply_gptq(model: nn.Module, config: GPTQConfig, context: CompressionContext) -> StepOutput:
@@ -140,16 +168,33 @@ def apply_gptq(model: nn.Module, config: GPTQConfig, context: CompressionContext
     modifier = GPTQModifier(config_groups={"group_0": group}, dampening_frac=config.damp,
                             block_size=config.block_size)
     oneshot_(model, [modifier], "gptq", context, calibration=config)
-    return StepOutput(model, pack_(model, layers, masks))
+    return StepOutput(model, _finish(model, layers, masks, config, "gptq"))
+
+
+def _finish(model: nn.Module, layers: dict[str, nn.Module], masks: dict[str, torch.Tensor], config,
+            method: str) -> dict:
+    """Pack the quantized layers; with format=int4-cpu, then repack them for the int4 kernel."""
+    stats = pack_(model, layers, masks)
+    if config.format == "int4-cpu":
+        from compbench.compressors.int4 import repack_int4_
+
+        stats = {**stats, **repack_int4_(model, layers, config.group_size, method)}
+    return stats
+
+
+def _exportable(config) -> bool:
+    return config.format == "compressed-tensors"
 
 
 register_compressor(
     "rtn", RTNConfig, apply_rtn, kind="quantize", terminal=True, trainable=False, axes=("bits",),
+    exportable=_exportable,
     libraries=("llmcompressor", "compressed-tensors"),
     summary="round-to-nearest 2/3/4/8-bit integer weights in groups (the GPTQ baseline)",
 )
 register_compressor(
     "gptq", GPTQConfig, apply_gptq, kind="quantize", terminal=True, needs_calibration=True, axes=("bits",),
+    exportable=_exportable,
     trainable=False,
     libraries=("llmcompressor", "compressed-tensors"),
     summary="GPTQ 2/3/4/8-bit integer weights in groups, calibrated layer by layer",

@@ -44,6 +44,10 @@ class Step:
 
         values = dataclasses.asdict(self.config)
         version = values.pop("version")
+        defaults = {f.name: f.default for f in dataclasses.fields(self.config)}
+        for name in getattr(self.config, "KEYED_WHEN_SET", ()):  # options added after the method
+            if values[name] == defaults[name]:
+                values.pop(name)
         if not COMPRESSORS[self.method].uses_calibration(self.config):
             for name in CALIBRATION_FIELDS:
                 values.pop(name, None)

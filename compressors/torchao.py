@@ -27,7 +27,7 @@ class TorchaoInt8Config(Targeted):
 
 
 @contextlib.contextmanager
-def _quiet_import():
+def quiet_torchao_import():
     """torchao's import logs a warning per CUDA-only extension it cannot load and per enum it
     registers with torch.compile: noise on a CPU machine, so those two loggers are muted for it."""
     loggers = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
@@ -42,7 +42,7 @@ def _quiet_import():
 
 
 def apply(model, config: TorchaoInt8Config, context: CompressionContext) -> StepOutput:
-    with _quiet_import():
+    with quiet_torchao_import():
         from torchao.quantization import (
             Int8DynamicActivationInt8WeightConfig,
             Int8WeightOnlyConfig,

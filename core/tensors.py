@@ -28,16 +28,27 @@ def is_linear(module: nn.Module) -> bool:
     return isinstance(module, nn.Linear) or is_quantized_linear(module)
 
 
-def _unpacked_weight(module: nn.Module) -> torch.Tensor:
-    """Dequantize a compressed-tensors `pack-quantized` Linear (GPTQ / RTN) to its float weight."""
+def packed_levels(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """A compressed-tensors `pack-quantized` Linear's (GPTQ / RTN) integer levels (int8, rows x
+    columns), scales and zero points (None when symmetric; packed along rows when stored)."""
     from compressed_tensors.compressors.pack_quantized.helpers import unpack_from_int32
-    from compressed_tensors.quantization.lifecycle.forward import dequantize
 
     args = module.quantization_scheme.weights
     shape = torch.Size(module.weight_shape.tolist())
     levels = unpack_from_int32(module.weight_packed, args.num_bits, shape)
     zero_point = getattr(module, "weight_zero_point", None)
-    return dequantize(levels, module.weight_scale, zero_point, args, dtype=torch.float32)
+    if zero_point is not None and not args.symmetric and zero_point.dtype == torch.int32:
+        zero_point = unpack_from_int32(zero_point, args.num_bits,
+                                       torch.Size((shape[0], module.weight_scale.shape[-1])), packed_dim=0)
+    return levels, module.weight_scale, zero_point
+
+
+def _unpacked_weight(module: nn.Module) -> torch.Tensor:
+    """Dequantize a compressed-tensors `pack-quantized` Linear (GPTQ / RTN) to its float weight."""
+    from compressed_tensors.quantization.lifecycle.forward import dequantize
+
+    levels, scale, zero_point = packed_levels(module)
+    return dequantize(levels, scale, zero_point, module.quantization_scheme.weights, dtype=torch.float32)
 
 
 def dense_weight(module: nn.Module) -> torch.Tensor:
@@ -51,6 +62,10 @@ def dense_weight(module: nn.Module) -> torch.Tensor:
         import bitsandbytes.functional as bnbf
 
         return bnbf.dequantize_4bit(module.weight.data, module.weight.quant_state).float()
+    if type(module.weight).__name__ == "Int4OpaqueTensor":  # torchao's CPU int4: no dequantize
+        from compbench.compressors.int4 import packed_dense_weight
+
+        return packed_dense_weight(module)
     if is_tensor_subclass(module.weight):
         return module.weight.dequantize().float()
     if name == "Linear8bitLt":
