@@ -21,13 +21,16 @@ def test_int4_puts_every_block_linear_on_the_kernel_within_half_a_step(fp32_mode
     assert not is_int4_kernel_linear(result.model.lm_head)  # the tied head stays in float
     stats = result.steps[0]["stats"]
     assert stats["kernel"] == KERNEL and stats["quantized_layers"] == len(original)
-    # 4 bits a weight plus a scale and a zero (fp32) per 32: 0.375 of fp16
-    assert stats["linear_bytes_vs_fp16"] == pytest.approx(0.375)
+    assert stats["compute_dtype"] == "torch.bfloat16"  # the kernel's fast activations
+    # 4 bits a weight plus a bf16 scale and zero per 32: 0.3125 of fp16
+    assert stats["linear_bytes_vs_fp16"] == pytest.approx(0.3125)
     for name in ("model.layers.0.self_attn.k_proj", "model.layers.29.mlp.down_proj"):
         weight, groups = original[name], original[name].reshape(original[name].shape[0], -1, 32)
         step = (groups.amax(-1) - groups.amin(-1)) / 15  # 16 levels spanning each group
         error = (dense_weight(layers[name]) - weight).abs().reshape(groups.shape)
-        assert bool((error <= step.unsqueeze(-1) / 2 + 1e-5).all()), name
+        # half a step, plus bfloat16's rounding of the weight, its scale and its zero
+        bound = step.unsqueeze(-1) / 2 + 2 ** -7 * groups.abs().amax(-1, keepdim=True)
+        assert bool((error <= bound).all()), name
     with torch.no_grad():
         logits = result.model(wikitext_ids).logits
     assert (logits.argmax(-1) == reference.argmax(-1)).float().mean() > 0.7
@@ -36,8 +39,8 @@ def test_int4_puts_every_block_linear_on_the_kernel_within_half_a_step(fp32_mode
 @pytest.mark.parametrize("recipe", ["rtn:4:sym=false", "gptq:4:nsamples=2:seqlen=128"])
 def test_gptq_and_rtn_repacked_into_the_kernel_compute_the_same_model(recipe, fp32_model, wikitext_ids,
                                                                       context):
-    """The same integers, scales and zero points: weights equal to float rounding, logits
-    within the kernel's accumulation order."""
+    """The same integers, scales and zero points (scales and zeros in bfloat16, the kernel's
+    fast dtype): weights equal to bfloat16's rounding, loss within 1%."""
     import copy
 
     packed = compress(copy.deepcopy(fp32_model), parse_recipe(recipe), context).model
@@ -46,13 +49,13 @@ def test_gptq_and_rtn_repacked_into_the_kernel_compute_the_same_model(recipe, fp
     assert all(hasattr(m, "weight_packed") for m in packed_layers.values())
     assert all(is_int4_kernel_linear(m) for m in kernel_layers.values())
     for name in ("model.layers.0.self_attn.q_proj", "model.layers.17.mlp.up_proj"):
-        torch.testing.assert_close(dense_weight(kernel_layers[name]), dense_weight(packed_layers[name]),
-                                   rtol=0, atol=1e-6)
+        expected = dense_weight(packed_layers[name])
+        torch.testing.assert_close(dense_weight(kernel_layers[name]), expected, rtol=2 ** -7,
+                                   atol=2 ** -7 * float(expected.abs().max()))
     with torch.no_grad():
         expected = packed(wikitext_ids, labels=wikitext_ids)
         actual = kernel(wikitext_ids, labels=wikitext_ids)
-    torch.testing.assert_close(actual.logits, expected.logits, rtol=1e-4, atol=2e-3)
-    assert float(actual.loss) == pytest.approx(float(expected.loss), rel=1e-4)
+    assert float(actual.loss) == pytest.approx(float(expected.loss), rel=0.01)
 
 
 def test_a_layer_the_kernel_cannot_hold_is_named_not_skipped(fp32_model, context):
