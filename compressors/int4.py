@@ -70,14 +70,6 @@ def check_kernel_fits(model: nn.Module, layers: dict[str, nn.Module], group_size
                                  f"hold it; {hint}")
 
 
-def packed_dense_weight(module: nn.Module) -> torch.Tensor:
-    """The float weight an int4-kernel Linear multiplies by: the identity matrix through the
-    kernel (torchao 0.18 gives `Int4OpaqueTensor` no dequantize)."""
-    eye = torch.eye(module.in_features, dtype=module.weight.dtype)
-    with torch.no_grad():
-        return torch.nn.functional.linear(eye, module.weight).T.float().contiguous()
-
-
 def is_int4_kernel_linear(module: nn.Module) -> bool:
     """A Linear whose weight is torchao's CPU int4 tensor (what this module produces)."""
     return isinstance(module, nn.Linear) and type(module.weight).__name__ == "Int4OpaqueTensor"

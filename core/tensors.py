@@ -51,6 +51,14 @@ def _unpacked_weight(module: nn.Module) -> torch.Tensor:
     return dequantize(levels, scale, zero_point, module.quantization_scheme.weights, dtype=torch.float32)
 
 
+def _through_int4_kernel(module: nn.Module) -> torch.Tensor:
+    """The float weight an int4-kernel Linear multiplies by: the identity matrix through the
+    kernel (torchao 0.18 gives `Int4OpaqueTensor` no dequantize)."""
+    eye = torch.eye(module.in_features, dtype=module.weight.dtype)
+    with torch.no_grad():
+        return torch.nn.functional.linear(eye, module.weight).T.float().contiguous()
+
+
 def dense_weight(module: nn.Module) -> torch.Tensor:
     """The weight as a float matrix, dequantized for quantized layers (for checks and stats)."""
     if hasattr(module, "weight_packed"):
@@ -62,10 +70,8 @@ def dense_weight(module: nn.Module) -> torch.Tensor:
         import bitsandbytes.functional as bnbf
 
         return bnbf.dequantize_4bit(module.weight.data, module.weight.quant_state).float()
-    if type(module.weight).__name__ == "Int4OpaqueTensor":  # torchao's CPU int4: no dequantize
-        from compbench.compressors.int4 import packed_dense_weight
-
-        return packed_dense_weight(module)
+    if type(module.weight).__name__ == "Int4OpaqueTensor":  # torchao's CPU int4 kernel layout
+        return _through_int4_kernel(module)
     if is_tensor_subclass(module.weight):
         return module.weight.dequantize().float()
     if name == "Linear8bitLt":
