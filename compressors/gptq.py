@@ -153,6 +153,7 @@ def apply_rtn(model: nn.Module, config: RTNConfig, context: CompressionContext) 
 
     layers = target_layers(model, config, "rtn")
     group = int_scheme(layers, "rtn", config.bits, config.group_size, config.sym)
+    _check_kernel(model, layers, config, "rtn")
     masks = zero_masks(layers)
     oneshot_(model, [QuantizationModifier(config_groups={"group_0": group})], "rtn", context)
     return StepOutput(model, _finish(model, layers, masks, config, "rtn"))
@@ -164,11 +165,20 @@ def apply_gptq(model: nn.Module, config: GPTQConfig, context: CompressionContext
     layers = target_layers(model, config, "gptq")
     group = int_scheme(layers, "gptq", config.bits, config.group_size, config.sym,
                        actorder="group" if config.act_order else None)
+    _check_kernel(model, layers, config, "gptq")
     masks = zero_masks(layers)
     modifier = GPTQModifier(config_groups={"group_0": group}, dampening_frac=config.damp,
                             block_size=config.block_size)
     oneshot_(model, [modifier], "gptq", context, calibration=config)
     return StepOutput(model, _finish(model, layers, masks, config, "gptq"))
+
+
+def _check_kernel(model: nn.Module, layers: dict[str, nn.Module], config, method: str) -> None:
+    """With format=int4-cpu, the kernel's constraints before the quantization runs, not after."""
+    if config.format == "int4-cpu":
+        from compbench.compressors.int4 import check_kernel_fits
+
+        check_kernel_fits(model, layers, config.group_size, method)
 
 
 def _finish(model: nn.Module, layers: dict[str, nn.Module], masks: dict[str, torch.Tensor], config,
@@ -178,7 +188,7 @@ def _finish(model: nn.Module, layers: dict[str, nn.Module], masks: dict[str, tor
     if config.format == "int4-cpu":
         from compbench.compressors.int4 import repack_int4_
 
-        stats = {**stats, **repack_int4_(model, layers, config.group_size, method)}
+        stats = {**stats, **repack_int4_(model, layers, config.group_size)}
     return stats
 
 

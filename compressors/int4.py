@@ -89,20 +89,19 @@ def apply_int4(model: nn.Module, config: Int4Config, context: CompressionContext
     return StepOutput(model, _stats(layers))
 
 
-def repack_int4_(model: nn.Module, layers: dict[str, nn.Module], group_size: int, method: str) -> dict:
+def repack_int4_(model: nn.Module, layers: dict[str, nn.Module], group_size: int) -> dict:
     """Replace each compressed-tensors 4-bit Linear (GPTQ / RTN, packed) by a Linear whose weight
-    is the same integers, scales and zero points in the int4 kernel's layout (no re-rounding)."""
+    is the same integers, scales and zero points in the int4 kernel's layout (no re-rounding).
+    The caller has checked the kernel fits (`check_kernel_fits`) before quantizing."""
     with quiet_torchao_import():
         from torchao.prototype.quantization.int4 import Int4OpaqueTensor
         from torchao.quantization.utils import pack_tinygemm_scales_and_zeros
-    check_kernel_fits(model, layers, group_size, method)
     model.to(COMPUTE_DTYPE)
     repacked = {}
     for name, module in layers.items():
         levels, scale, zero_point = packed_levels(module)
         rows, columns = levels.shape
-        scale = scale.float()
-        scale = scale.reshape(rows, columns // group_size)
+        scale = scale.float().reshape(rows, columns // group_size)
         zero = (torch.zeros_like(scale) if zero_point is None
                 else -zero_point.float().reshape(scale.shape) * scale)
         unsigned = (levels.to(torch.int32) + 8).contiguous()  # 0..15, as tinygemm stores them

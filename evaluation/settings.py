@@ -15,11 +15,9 @@ from compbench.errors import CompbenchError
 # resumes from one without.
 OPTIONAL_DEFAULTS = {"apply_chat_template": False, "fewshot_as_multiturn": False,
                      "system_instruction": None, "gen_kwargs": ()}
-# lm-eval's `--gen_kwargs` keys compbench passes on to every generative task (HFLM's generate)
-GEN_KWARGS = {"max_gen_toks": "a whole number >= 1 (new tokens per answer)",
-              "until": "a non-empty stop string or a non-empty list of them",
-              "do_sample": "true or false (false: greedy)",
-              "temperature": "a number >= 0"}
+# lm-eval's `--gen_kwargs` keys compbench passes on to every generative task (HFLM's generate);
+# max_gen_toks and until are checked as a task YAML's are (`tasks/catalog.py`)
+GEN_KWARGS = ("max_gen_toks", "until", "do_sample", "temperature")
 
 
 @dataclass(frozen=True)
@@ -84,6 +82,8 @@ def parse_gen_kwargs(value: str | dict | None) -> tuple[tuple[str, Any], ...]:
     of its kind."""
     from lm_eval.utils import simple_parse_args_string
 
+    from compbench.tasks.catalog import generation_kwargs_problem
+
     if value is None:
         return ()
     if isinstance(value, str):
@@ -93,18 +93,18 @@ def parse_gen_kwargs(value: str | dict | None) -> tuple[tuple[str, Any], ...]:
         value = simple_parse_args_string(value)
     if not isinstance(value, dict) or not value:
         raise CompbenchError(f"gen_kwargs: expected KEY=VALUE pairs (e.g. max_gen_toks=1024), got {value!r}")
-    for key, item in value.items():
-        if key not in GEN_KWARGS:
-            raise CompbenchError(f"gen_kwargs: unknown key '{key}'; allowed: {', '.join(GEN_KWARGS)}")
-        number = isinstance(item, (int, float)) and not isinstance(item, bool)
-        stops = [item] if isinstance(item, str) else item
-        valid = {"max_gen_toks": isinstance(item, int) and not isinstance(item, bool) and item >= 1,
-                 "until": isinstance(stops, list) and bool(stops)
-                 and all(isinstance(s, str) and s for s in stops),
-                 "do_sample": isinstance(item, bool),
-                 "temperature": number and item >= 0}[key]
-        if not valid:
-            raise CompbenchError(f"gen_kwargs: {key} must be {GEN_KWARGS[key]}, got {item!r}")
+    unknown = [key for key in value if key not in GEN_KWARGS]
+    if unknown:
+        raise CompbenchError(f"gen_kwargs: unknown key '{unknown[0]}'; allowed: {', '.join(GEN_KWARGS)}")
+    problem = generation_kwargs_problem(value)
+    sample, temperature = value.get("do_sample", False), value.get("temperature", 0)
+    if problem is None and not isinstance(sample, bool):
+        problem = f"do_sample must be true or false (false: greedy), got {sample!r}"
+    if problem is None and (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
+                            or temperature < 0):
+        problem = f"temperature must be a number >= 0, got {temperature!r}"
+    if problem:
+        raise CompbenchError(f"gen_kwargs: {problem}")
     return tuple(sorted((key, list(item) if isinstance(item, list) else item)
                         for key, item in value.items()))
 

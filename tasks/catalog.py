@@ -160,18 +160,22 @@ def check_generation_kwargs(name: str, index: dict) -> None:
     for leaf, path, config in _leaf_tasks(name, index):
         if not config or config.get("output_type") != "generate_until":
             continue
-        kwargs = config.get("generation_kwargs") or {}
-        where = f"task {leaf} ({path}): generation_kwargs"
-        tokens = kwargs.get("max_gen_toks")
-        if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1):
-            raise CompbenchError(f"{where}: max_gen_toks must be a whole number >= 1 (new tokens per "
-                                 f"answer), got {tokens!r}")
-        if "until" in kwargs:
-            until = kwargs["until"]
-            stops = [until] if isinstance(until, str) else until
-            if not isinstance(stops, list) or not stops or not all(isinstance(s, str) and s for s in stops):
-                raise CompbenchError(f"{where}: until must be a stop string or a non-empty list of "
-                                     f"non-empty stop strings, got {until!r}")
+        problem = generation_kwargs_problem(config.get("generation_kwargs") or {})
+        if problem:
+            raise CompbenchError(f"task {leaf} ({path}): generation_kwargs: {problem}")
+
+
+def generation_kwargs_problem(kwargs: dict) -> str | None:
+    """What is wrong with a task's (or `--gen-kwargs`') `max_gen_toks` and `until`, if anything."""
+    tokens = kwargs.get("max_gen_toks")
+    if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1):
+        return f"max_gen_toks must be a whole number >= 1 (new tokens per answer), got {tokens!r}"
+    if "until" in kwargs:
+        until = kwargs["until"]
+        stops = [until] if isinstance(until, str) else until
+        if not isinstance(stops, list) or not stops or not all(isinstance(s, str) and s for s in stops):
+            return f"until must be a stop string or a non-empty list of non-empty stop strings, got {until!r}"
+    return None
 
 
 _CHECKED: set[str] = set()  # sha256 of the files already checked in this process

@@ -93,7 +93,7 @@ def test_a_model_entry_may_name_its_own_recipes(tmp_path):
     (("limit: 1", "limit: 1\ngen_kwargs: {temperature: hot}"),
      "gen_kwargs: temperature must be a number >= 0, got 'hot'"),
     (("limit: 1", "limit: 1\ngen_kwargs: {until: []}"),
-     "gen_kwargs: until must be a non-empty stop string or a non-empty list of them, got []"),
+     "gen_kwargs: until must be a stop string or a non-empty list of non-empty stop strings, got []"),
     (("limit: 1", "limit: 1\napply_chat_template: 3"), "apply_chat_template: expected bool or str, got 3"),
     (("limit: 1", "limit: 1\napply_chat_template: true\nsystem_instruction: ' '"),
      "system_instruction: must not be empty"),
