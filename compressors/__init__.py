@@ -9,6 +9,7 @@ from compbench.compressors import (  # noqa: F401  (each registers its methods)
     dynamic_int8,
     gptq,
     int4,
+    int8wo,
     magnitude,
     mixed,
     sparsegpt,

@@ -52,14 +52,19 @@ class Int4Config(Targeted):
                              f"CPU int4 kernel's), got {self.group_size}")
 
 
+def check_on_cpu(model: nn.Module, method: str, kernel: str, instead: str) -> None:
+    """A CPU-only kernel refused, before anything is changed, for a model on another device,
+    with the recipes to use there instead."""
+    device = next(model.parameters()).device
+    if device.type != "cpu":
+        raise CompbenchError(f"{method} runs the CPU kernel {kernel}; the model is on {device}: {instead}")
+
+
 def check_kernel_fits(model: nn.Module, layers: dict[str, nn.Module], group_size: int, method: str) -> None:
     """The kernel's constraints, checked before anything is changed: a CPU model, and every
     layer's input width a multiple of the group size (torchao would skip such a layer without
     a word, leaving it in float)."""
-    device = next(model.parameters()).device
-    if device.type != "cpu":
-        raise CompbenchError(f"{method} runs the CPU int4 kernel ({KERNEL}); the model is on {device}: "
-                             "for 4-bit on a GPU use rtn:4, gptq:4 or nf4")
+    check_on_cpu(model, method, KERNEL, "for 4-bit on a GPU use rtn:4, gptq:4 or nf4")
     for name, module in layers.items():
         if module.in_features % group_size:
             fits = [g for g in GROUP_SIZES if module.in_features % g == 0]

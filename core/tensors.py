@@ -13,14 +13,16 @@ def is_tensor_subclass(tensor: torch.Tensor) -> bool:
 
 def is_quantized_linear(module: nn.Module) -> bool:
     """A Linear whose weight is stored quantized: bitsandbytes, packed compressed-tensors, torch
-    dynamic, or a torchao tensor subclass. A peft LoRA wrapper (same class name, its quantized
-    layer in `base_layer`) is not one itself: the layer it wraps is."""
+    dynamic, a torchao tensor subclass, or an int8 weight with a scale per row (`int8wo`). A peft
+    LoRA wrapper (same class name, its quantized layer in `base_layer`) is not one itself: the
+    layer it wraps is."""
     if hasattr(module, "base_layer"):
         return False
     return (type(module).__name__ in ("Linear8bitLt", "Linear4bit")
             or hasattr(module, "weight_packed")
             or isinstance(module, torch.ao.nn.quantized.dynamic.Linear)
-            or (isinstance(module, nn.Linear) and is_tensor_subclass(module.weight)))
+            or (isinstance(module, nn.Linear) and (is_tensor_subclass(module.weight)
+                                                   or module.weight.dtype == torch.int8)))
 
 
 def is_linear(module: nn.Module) -> bool:
@@ -74,6 +76,8 @@ def dense_weight(module: nn.Module) -> torch.Tensor:
         return _through_int4_kernel(module)
     if is_tensor_subclass(module.weight):
         return module.weight.dequantize().float()
+    if module.weight.dtype == torch.int8:  # int8 rows and a scale each (compressors/int8wo.py)
+        return module.weight.float() * module.weight_scale.float().unsqueeze(1)
     if name == "Linear8bitLt":
         weight = module.weight
         scale = weight.SCB if getattr(weight, "SCB", None) is not None else module.state.SCB

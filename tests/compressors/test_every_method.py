@@ -17,6 +17,7 @@ RECIPES = {
     "rtn": "rtn:4", "gptq": f"gptq:4:{TINY}",
     "mixed": r"mixed:5:sensitivity_samples=1:seqlen=128:targets=layers\.[0-3]\.",
     "dynamic-int8": "dynamic-int8", "torchao-int8": "torchao-int8:activations=true", "int4": "int4:32",
+    "int8wo": "int8wo",
     "magnitude": "magnitude:0.3", "wanda": f"wanda:0.3:{TINY}", "sparsegpt": f"sparsegpt:0.3:{TINY}",
     "structured": f"structured:ffn=0.1:{TINY}",
 }
