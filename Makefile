@@ -17,7 +17,7 @@ DEMO_OUT ?= results/demo
 DEMO_LIMIT ?= 4
 DEMO_RECIPES := fp32 int8 nf4 gptq:4 magnitude:0.5 wanda:0.5
 
-.PHONY: install demo test check test-slow lint clean
+.PHONY: install demo test check test-slow lint clean llama-cpp
 
 install: $(STAMP)
 
@@ -40,6 +40,13 @@ demo: $(STAMP)
 		$(foreach r,$(DEMO_RECIPES),--recipe $(r)) \
 		--tasks wikitext2_ppl,wikitext2_chunked --limit $(DEMO_LIMIT) --output-dir $(DEMO_OUT)
 	$(VENV)/bin/compbench report $(DEMO_OUT) --output $(DEMO_OUT)/report.md
+
+# llama.cpp for the yardstick rows of `compbench speed`: llama-cpp-python built from its source
+# distribution (no wheel on the index runs on this machine's C library; cmake and a C++ compiler),
+# about 30 minutes on 2 cores the first time, then served from pip's wheel cache. Neither
+# `make demo` nor `make test` needs it.
+llama-cpp: $(STAMP)
+	$(PY) -m pip install -q -e ".[llamacpp]" torch==2.13.0
 
 GATE_OUT ?= results/ci-gate
 

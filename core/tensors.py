@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import torch
 from torch import nn
 
@@ -83,3 +85,34 @@ def dense_weight(module: nn.Module) -> torch.Tensor:
         scale = weight.SCB if getattr(weight, "SCB", None) is not None else module.state.SCB
         return weight.data.float() * scale.float().unsqueeze(1) / 127.0
     return module.weight.detach().float()
+
+
+def linear_kernels(model: nn.Module) -> dict[str, int]:
+    """How many linear layers run on each kind of matmul, by the kernel or library that runs it
+    (recorded in a results file's `model.kernels` and in the speed table)."""
+    kinds: Counter[str] = Counter()
+    for module in model.modules():
+        linear = isinstance(module, nn.Linear) or is_quantized_linear(module)
+        if not linear or hasattr(module, "base_layer"):
+            continue
+        kinds[_kernel_of(module)] += 1
+    return dict(kinds)
+
+
+def _kernel_of(module: nn.Module) -> str:
+    """The matmul a linear layer runs, named by its kernel or library."""
+    weight = getattr(module, "weight", None)
+    if type(weight).__name__ == "Int4OpaqueTensor":
+        return "int4 packed (aten._weight_int4pack_mm_for_cpu)"
+    if isinstance(weight, torch.Tensor) and weight.dtype == torch.int8 and hasattr(module, "weight_scale"):
+        return "int8 packed (aten._weight_int8pack_mm)"
+    if hasattr(module, "weight_packed"):
+        return "compressed-tensors (dequantized each call)"
+    name = type(module).__name__
+    if name in ("Linear4bit", "Linear8bitLt"):
+        return f"bitsandbytes {name}"
+    if isinstance(module, torch.ao.nn.quantized.dynamic.Linear):
+        return "torch dynamic int8"
+    if weight is not None and hasattr(weight, "__tensor_flatten__"):
+        return f"torchao {type(weight).__name__}"
+    return f"dense {str(weight.dtype).removeprefix('torch.')}"

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from compbench.artifacts.build import Artifact
+from compbench.core.tensors import linear_kernels
 from compbench.evaluation.settings import EvalSettings, run_key
 from compbench.records.record import (
     SCHEMA_VERSION,
@@ -146,7 +147,8 @@ def evaluate(artifact: Artifact, settings: EvalSettings, *, manager=None, key: s
     return RunRecord(
         status="ok",
         run_key=key or run_key(artifact.key, eval_fields),
-        model=artifact.model_block(max_length=max_length, batch_sizes=batch_sizes, device=device),
+        model=artifact.model_block(max_length=max_length, batch_sizes=batch_sizes, device=device,
+                                   kernels=linear_kernels(artifact.model)),
         artifact=artifact.identity,
         settings=eval_fields,
         compression=artifact.compression_info(checkpoint_bytes=disk_bytes),

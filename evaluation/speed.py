@@ -10,7 +10,6 @@ A `Subject` is anything that generates from token ids (a Hugging Face model here
 from __future__ import annotations
 
 import time
-from collections import Counter
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -19,7 +18,6 @@ import torch
 from torch import nn
 
 from compbench.core.measure import PeakMemory, state_bytes
-from compbench.core.tensors import is_quantized_linear
 from compbench.evaluation.generation import FirstTokenClock
 
 
@@ -123,36 +121,6 @@ def bytes_read_per_token(model: nn.Module) -> int:
         return total
     table = state_bytes(embedding)
     return total - table + table // embedding.weight.shape[0]
-
-
-def linear_kernels(model: nn.Module) -> dict[str, int]:
-    """How many linear layers run on each kind of matmul, by the kernel or library that runs it
-    (the `kernel` the results and the speed table record)."""
-    kinds: Counter[str] = Counter()
-    for module in model.modules():
-        linear = isinstance(module, nn.Linear) or is_quantized_linear(module)
-        if not linear or hasattr(module, "base_layer"):
-            continue
-        kinds[_kernel_of(module)] += 1
-    return dict(kinds)
-
-
-def _kernel_of(module: nn.Module) -> str:
-    weight = getattr(module, "weight", None)
-    if type(weight).__name__ == "Int4OpaqueTensor":
-        return "int4 packed (aten._weight_int4pack_mm_for_cpu)"
-    if isinstance(weight, torch.Tensor) and weight.dtype == torch.int8 and hasattr(module, "weight_scale"):
-        return "int8 packed (aten._weight_int8pack_mm)"
-    if hasattr(module, "weight_packed"):
-        return "compressed-tensors (dequantized each call)"
-    name = type(module).__name__
-    if name in ("Linear4bit", "Linear8bitLt"):
-        return f"bitsandbytes {name}"
-    if isinstance(module, torch.ao.nn.quantized.dynamic.Linear):
-        return "torch dynamic int8"
-    if weight is not None and hasattr(weight, "__tensor_flatten__"):
-        return f"torchao {type(weight).__name__}"
-    return f"dense {str(weight.dtype).removeprefix('torch.')}"
 
 
 def read_bandwidth_gb_per_s(size_mb: int = 512, passes: int = 5) -> float:

@@ -22,13 +22,13 @@ from tqdm import tqdm
 
 from compbench.core.environment import environment
 from compbench.core.io import write_json_atomic
+from compbench.core.tensors import linear_kernels
 from compbench.errors import CompbenchError
 from compbench.evaluation import speed_llamacpp
 from compbench.evaluation.speed import (
     ModelSubject,
     SpeedSettings,
     bytes_read_per_token,
-    linear_kernels,
     measure_once,
     read_bandwidth_gb_per_s,
 )

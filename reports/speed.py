@@ -135,8 +135,15 @@ def plot_speed(run: dict, path: Path) -> Path | None:
         marker = "s" if run["subjects"][name]["kind"] == "llama.cpp" else "o"
         axes.plot([mb], [speed], marker, markersize=7)
         axes.annotate(name, (mb, speed), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
     axes.set_xscale("log")
     axes.set_yscale("log")
+    for axis in (axes.xaxis, axes.yaxis):
+        axis.set_major_formatter(plain)
+        axis.set_minor_formatter(plain)
+    axes.tick_params(which="minor", labelsize=7)
     axes.set_xlabel("MB of weights read per decoded token")
     axes.set_ylabel("batch-1 decode tokens/s")
     axes.set_title(f"{run['model']}: decode speed (o compbench, s llama.cpp)")

@@ -68,7 +68,7 @@ def _commands() -> list[str]:
 
 def test_the_commands_are_the_documented_ones():
     assert _commands() == ["distill", "eval", "export", "finetune", "gate", "lm-eval", "methods",
-                           "models", "report", "sensitivity", "store", "sweep", "tasks"]
+                           "models", "report", "sensitivity", "speed", "store", "sweep", "tasks"]
 
 
 @pytest.mark.parametrize("command", [c for c in _commands() if c != "lm-eval"])

@@ -8,9 +8,10 @@ import pytest
 
 from compbench.compressors import parse_recipe
 from compbench.core.measure import state_bytes
+from compbench.core.tensors import linear_kernels
 from compbench.errors import CompbenchError
 from compbench.evaluation import speed_run
-from compbench.evaluation.speed import SpeedSettings, bytes_read_per_token, linear_kernels
+from compbench.evaluation.speed import SpeedSettings, bytes_read_per_token
 from compbench.model_zoo.presets import get_preset
 from compbench.reports.speed import plot_speed, render
 
