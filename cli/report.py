@@ -63,7 +63,7 @@ def choose_baseline(records, requested: str | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from compbench.records.index import load_results
+    from compbench.records.index import load_results, load_speed_runs
     from compbench.reports.render import write_report
 
     folders = [Path(d) for d in args.results_dir]
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         text, written = write_report(records, output, baseline, args.format,
                                      tuple(args.table) if args.table else None,
-                                     with_plots=not args.no_plots)
+                                     with_plots=not args.no_plots, speed_runs=load_speed_runs(folders))
     except OSError as exc:
         raise CompbenchError(f"cannot write the report to {output}: {exc.strerror}") from None
     print(text)

@@ -26,6 +26,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from compbench.compressors.cpu_kernels import COMPUTE_DTYPE, INT8_KERNEL, check_on_cpu, int8_head_
 from compbench.compressors.registry import CompressionContext, StepOutput, register_compressor
 from compbench.compressors.targets import Targeted, target_layers
 from compbench.compressors.torchao import quiet_torchao_import
@@ -34,7 +35,6 @@ from compbench.errors import CompbenchError
 
 GROUP_SIZES = (32, 64, 128)  # the kernel's group sizes
 KERNEL = "aten._weight_int4pack_mm_for_cpu"
-COMPUTE_DTYPE = torch.bfloat16  # the kernel's fast activation dtype (see the module docstring)
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,9 @@ class Int4Config(Targeted):
     """4-bit weights, asymmetric, one scale and zero per `group_size` input columns."""
 
     MAIN_OPTION: ClassVar[str] = "group_size"
+    KEYED_WHEN_SET: ClassVar[tuple[str, ...]] = ("head",)  # added later: old keys stay
     group_size: int = 64  # input columns sharing a scale and zero: 32, 64 or 128
+    head: bool = False  # the output head on the int8 kernel (untied; the embedding stays float)
     version: int = 1  # bump when the method's behaviour changes
 
     def __post_init__(self):
@@ -50,14 +52,6 @@ class Int4Config(Targeted):
         if self.group_size not in GROUP_SIZES:
             raise ValueError(f"group_size must be one of {', '.join(map(str, GROUP_SIZES))} (the "
                              f"CPU int4 kernel's), got {self.group_size}")
-
-
-def check_on_cpu(model: nn.Module, method: str, kernel: str, instead: str) -> None:
-    """A CPU-only kernel refused, before anything is changed, for a model on another device,
-    with the recipes to use there instead."""
-    device = next(model.parameters()).device
-    if device.type != "cpu":
-        raise CompbenchError(f"{method} runs the CPU kernel {kernel}; the model is on {device}: {instead}")
 
 
 def check_kernel_fits(model: nn.Module, layers: dict[str, nn.Module], group_size: int, method: str) -> None:
@@ -87,11 +81,12 @@ def apply_int4(model: nn.Module, config: Int4Config, context: CompressionContext
 
     layers = target_layers(model, config, "int4")
     check_kernel_fits(model, layers, config.group_size, "int4")
+    head = int8_head_(model) if config.head else None  # from the float weight, before the cast
     model.to(COMPUTE_DTYPE)
     chosen = {id(module) for module in layers.values()}
     quantize_(model, PrototypeInt4WeightOnlyConfig(group_size=config.group_size, set_inductor_config=False),
               filter_fn=lambda module, _name: id(module) in chosen)
-    return StepOutput(model, _stats(layers))
+    return StepOutput(model, {**_stats(layers), **({"head_kernel": INT8_KERNEL} if head else {})})
 
 
 def repack_int4_(model: nn.Module, layers: dict[str, nn.Module], group_size: int) -> dict:

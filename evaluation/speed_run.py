@@ -32,8 +32,8 @@ from compbench.evaluation.speed import (
     measure_once,
     read_bandwidth_gb_per_s,
 )
+from compbench.records.index import SPEED_SCHEMA
 
-SCHEMA = "compbench-speed"
 VERSION = 1
 
 
@@ -87,7 +87,8 @@ def load_run(path: Path, identity: dict) -> dict | None:
         stored = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise CompbenchError(f"{path} is not a speed run's file ({exc}): choose another --output") from None
-    if not isinstance(stored, dict) or stored.get("schema") != SCHEMA or stored.get("identity") != identity:
+    ours = isinstance(stored, dict) and stored.get("schema") == SPEED_SCHEMA
+    if not ours or stored.get("identity") != identity:
         raise CompbenchError(f"{path} holds another speed run (other model, recipes or settings): "
                              "choose another --output, or pass --again to measure anew over it")
     return stored
@@ -104,7 +105,7 @@ def run_speed(preset, recipes: list, settings: SpeedSettings, path: Path, *, lla
     run = None if again else load_run(path, identity)
     if run is None:
         print(f"speed: measuring this machine's memory read bandwidth ({threads} threads)", flush=True)
-        run = {"schema": SCHEMA, "version": VERSION, "identity": identity, "model": preset.name,
+        run = {"schema": SPEED_SCHEMA, "version": VERSION, "identity": identity, "model": preset.name,
                "settings": {**asdict(settings), "threads": threads},
                "read_bandwidth_gb_per_s": read_bandwidth_gb_per_s(), "subjects": {},
                "repetitions": [], "llama_cpp": None, "env": environment(),

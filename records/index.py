@@ -17,6 +17,7 @@ from compbench.errors import CompbenchError
 from compbench.records.record import SCHEMA_VERSION, RunRecord, TaskResult, Timing
 
 REPORT_MARK = "compbench_report"  # the key a JSON report carries, so it is not read as a result
+SPEED_SCHEMA = "compbench-speed"  # the `schema` of a `compbench speed` run's file
 
 
 def write_record(path: Path, record: RunRecord) -> None:
@@ -89,11 +90,28 @@ def read_record(path: Path) -> RunRecord:
         raise CompbenchError(f"{path} is a malformed compbench results file ({exc})") from None
 
 
-def _is_report(path: Path) -> bool:
+def _read_json(path: Path) -> Any:
     try:
-        return REPORT_MARK in json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, TypeError):
-        return False
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _is_report(path: Path) -> bool:
+    """A JSON report or a speed run's file: read by the report, not as a run's results."""
+    data = _read_json(path)
+    return isinstance(data, dict) and (REPORT_MARK in data or data.get("schema") == SPEED_SCHEMA)
+
+
+def load_speed_runs(folders: list[Path]) -> list[dict[str, Any]]:
+    """The `compbench speed` runs under the folders (recursively, sorted by path)."""
+    runs = []
+    for folder in folders:
+        for path in sorted(folder.rglob("*.json")) if folder.is_dir() else []:
+            data = _read_json(path)
+            if isinstance(data, dict) and data.get("schema") == SPEED_SCHEMA and data.get("repetitions"):
+                runs.append(data)
+    return runs
 
 
 MODEL_FOLDER_FILES = ("config.json", "adapter_config.json", "trainer_state.json")

@@ -11,7 +11,7 @@ from tabulate import tabulate
 from compbench.core.io import write_json_atomic, write_text_atomic
 from compbench.records.index import REPORT_MARK
 from compbench.records.record import RunRecord
-from compbench.reports import plots, solved
+from compbench.reports import plots, solved, speed
 from compbench.reports.table import Table, build_tables, columns, groups, pruning_grid
 
 FORMATS = ("md", "csv", "json")
@@ -64,9 +64,10 @@ def make_plots(records: list[RunRecord], baseline: str, folder: Path) -> list[Pa
 
 def write_report(records: list[RunRecord], output: Path, baseline: str = "fp32", fmt: str = "md",
                  only: tuple[str, ...] | None = None, title: str = "compbench report",
-                 with_plots: bool = True) -> tuple[str, list[Path]]:
+                 with_plots: bool = True, speed_runs: list[dict] = ()) -> tuple[str, list[Path]]:
     """Write the report to `output` (a markdown/JSON file, or for CSV a file per table named
-    after it); returns the text printed for a person and every file written."""
+    after it); returns the text printed for a person and every file written. A markdown report
+    ends with a section per `compbench speed` run (`speed_runs`), with its plot."""
     tables = build_tables(records, baseline, only)
     written: list[Path] = []
     if fmt == "json":
@@ -86,6 +87,11 @@ def write_report(records: list[RunRecord], output: Path, baseline: str = "fp32",
     plot_paths = make_plots(records, baseline, output.parent) if with_plots and fmt == "md" else []
     text = markdown(tables, records, plot_paths, output.parent, title, baseline)
     if fmt == "md":
+        for run in speed_runs:
+            plot = speed.plot_speed(run, output.parent / f"speed_{plots.slug(run['model'])}.png") \
+                if with_plots else None
+            text += "\n" + speed.render(run, heading="##") + (f"\n![speed]({plot.name})\n" if plot else "")
+            plot_paths += [plot] if plot else []
         write_text_atomic(output, text)
         written = [output, *plot_paths]
     return text, written

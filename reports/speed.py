@@ -83,15 +83,16 @@ def yardstick_line(run: dict) -> str:
             f"{ours[fastest] / theirs:.2f}x {YARDSTICK}'s ({theirs:.1f} tok/s) on the same model.")
 
 
-def render(run: dict) -> str:
-    """The run as Markdown: what was measured, the table, the yardstick line."""
+def render(run: dict, heading: str = "#") -> str:
+    """The run as Markdown under a `heading` of that level: what was measured, the table, the
+    yardstick line."""
     from tabulate import tabulate
 
     settings = run["settings"]
     header, rows = speed_rows(run)
     done = len(run["repetitions"])
     lines = [
-        f"# Speed: {run['model']}",
+        f"{heading} Speed: {run['model']}",
         "",
         f"Batch-1 greedy decode of {settings['new_tokens']} tokens after a {min(settings['prompt_lengths'])}-"
         f"token prompt, time to first token (TTFT) per prompt length, prefill at the longest, and "

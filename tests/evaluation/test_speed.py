@@ -68,7 +68,8 @@ def test_a_speed_run_records_every_figure_and_resumes_after_an_interruption(tmp_
 def test_another_runs_file_is_refused_not_overwritten(tmp_path, monkeypatch):
     path = tmp_path / "speed.json"
     identity = speed_run.run_identity("smollm2-135m", RECIPES, TINY, False)
-    path.write_text(json.dumps({"schema": speed_run.SCHEMA, "identity": {**identity, "recipes": ["fp32"]}}))
+    other = {**identity, "recipes": ["fp32"]}
+    path.write_text(json.dumps({"schema": speed_run.SPEED_SCHEMA, "identity": other}))
     with pytest.raises(CompbenchError, match="holds another speed run .*pass --again"):
         _run(path, monkeypatch)
     path.write_text("{not json")
@@ -99,3 +100,22 @@ def test_a_run_without_llama_cpp_says_why():
     text = render(run)
     assert "No llama.cpp rows: llama-cpp-python is not installed: make llama-cpp." in text
     assert "| fp32 " in text and "n/a" in text  # nothing measured yet: no number made up
+
+
+def test_llama_cpp_files_are_read_without_llama_cpp(monkeypatch):
+    """What the llama.cpp rows need from a GGUF file (format, bytes a token reads) comes from the
+    file itself; without llama-cpp-python the reason names the make target."""
+    import sys
+
+    from gguf import GGUFReader
+
+    from compbench.evaluation import speed_llamacpp
+    from compbench.model_zoo.embedded import gguf_path
+
+    path = gguf_path("smollm2-135m")
+    assert speed_llamacpp.file_type(path) == "Q4_1"
+    tensors = {t.name: int(t.n_bytes) for t in GGUFReader(path).tensors}
+    assert "output.weight" not in tensors  # tied: the embedding is read whole, as the head
+    assert speed_llamacpp.gguf_bytes_read_per_token(path) == sum(tensors.values())
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)
+    assert "make llama-cpp" in speed_llamacpp.missing_reason()

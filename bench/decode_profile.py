@@ -1,0 +1,100 @@
+"""Where one decoded token's time goes, per recipe: torch's profiler over greedy decoding, the
+time split into the linear layers' matmuls (by kernel), the LM head, every other operator, and
+the time outside any operator (Python, `generate`'s bookkeeping).
+
+    python bench/decode_profile.py --model smollm2-135m --recipe fp32 --recipe int4
+    python bench/decode_profile.py --recipe int4 --tokens 64 --output bench/results/profile.md
+
+It answers "why is this recipe far from its bandwidth limit": a token bound by bytes spends
+its time in the matmuls; one bound by per-operation cost spends it in small operators and
+outside them. Run nothing else on the machine meanwhile. Needs the data dir (the prompt is
+WikiText-2 text, as `compbench speed` uses).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+from tabulate import tabulate
+
+MATMULS = {"aten::_weight_int4pack_mm_for_cpu": "int4 kernel", "aten::_weight_int8pack_mm": "int8 kernel",
+           "aten::addmm": "dense matmul", "aten::mm": "dense matmul", "aten::linear": None,
+           "aten::matmul": None}
+
+
+def profile_decode(model, prompt: list[int], tokens: int) -> dict[str, float]:
+    """Milliseconds per decoded token: wall, each matmul kind, the LM head, other operators,
+    outside operators (wall minus every top-level operator's time)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from compbench.evaluation.speed import ModelSubject
+
+    subject = ModelSubject(model)
+    subject.decode(prompt[:32], 4)  # warm-up
+    head = model.get_output_embeddings()
+    marks: list[float] = []
+    handle = head.register_forward_pre_hook(lambda *_: marks.append(time.perf_counter()))
+    done = head.register_forward_hook(lambda *_: marks.append(time.perf_counter()))
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        subject.decode(prompt, tokens)
+        wall = time.perf_counter() - start
+    handle.remove()
+    done.remove()
+    head_s = sum(marks[i + 1] - marks[i] for i in range(0, len(marks) - 1, 2))
+    by_kind: dict[str, float] = {}
+    other = 0.0
+    for event in prof.key_averages():
+        kind = MATMULS.get(event.key, "other operators")
+        if kind is None:  # a wrapper: its time is its children's
+            continue
+        seconds = event.self_cpu_time_total / 1e6
+        if kind == "other operators":
+            other += seconds
+        else:
+            by_kind[kind] = by_kind.get(kind, 0.0) + seconds
+    operators = other + sum(by_kind.values())
+    per_token = 1000 / (tokens + 1)  # the prompt's forward counts as one step too
+    return {"wall": wall * per_token, **{k: v * per_token for k, v in by_kind.items()},
+            "of which LM head": head_s * per_token, "other operators": other * per_token,
+            "outside operators": max(wall - operators, 0.0) * per_token}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--recipe", action="append", required=True)
+    parser.add_argument("--tokens", type=int, default=32, help="tokens decoded under the profiler")
+    parser.add_argument("--prompt", type=int, default=128, help="prompt length in tokens")
+    parser.add_argument("--output", default=None, help="write the table here (Markdown) as well")
+    args = parser.parse_args()
+
+    from compbench.artifacts.build import build
+    from compbench.cli.main import quiet_libraries
+    from compbench.evaluation.speed import SpeedSettings
+    from compbench.evaluation.speed_run import prompt_ids
+
+    quiet_libraries()
+    rows, header = [], None
+    for recipe in args.recipe:
+        artifact = build(args.model, recipe)
+        settings = SpeedSettings(prompt_lengths=(args.prompt,), batch_rows=1)
+        prompts, _ = prompt_ids(artifact.tokenizer, settings)
+        times = profile_decode(artifact.model, prompts[args.prompt], args.tokens)
+        header = header or ["recipe", *times]
+        rows.append([recipe, *(f"{times.get(k, 0.0):.1f}" for k in header[1:])])
+        del artifact
+    text = (f"ms per decoded token, {args.model}, {args.tokens} tokens after a {args.prompt}-token "
+            f"prompt, {torch.get_num_threads()} threads (torch profiler; the LM head's time is "
+            "also inside the matmul columns)\n\n" + tabulate(rows, header, tablefmt="github"))
+    print(text)
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
