@@ -21,6 +21,11 @@ LLAMA_FTYPES = {"Q4_0": 2, "Q8_0": 7, "F16": 1}
 INSTALL_HINT = "make llama-cpp (builds llama-cpp-python from source once, about 30 minutes on 2 cores)"
 
 
+# llama.cpp's log callback type (llama-cpp-python's `llama_log_callback`), writing nothing; kept
+# here so that it outlives every call that uses it
+_SILENT = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)(lambda *_: None)
+
+
 def missing_reason() -> str | None:
     """Why llama.cpp cannot be timed here, or None when it can."""
     try:
@@ -43,6 +48,7 @@ def quantized_gguf(source: Path, ftype: str, threads: int) -> Path:
     params.ftype = LLAMA_FTYPES[ftype]
     params.allow_requantize = True
     params.nthread = threads
+    llama_cpp.llama_log_set(_SILENT, ctypes.c_void_p(0))  # its loader dumps every key and tensor
     with atomic_path(target) as staging:
         status = llama_cpp.llama_model_quantize(str(source).encode(), str(staging).encode(),
                                                 ctypes.byref(params))
