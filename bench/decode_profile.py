@@ -78,15 +78,18 @@ def main() -> None:
     from compbench.evaluation.speed_run import prompt_ids
 
     quiet_libraries()
-    rows, header = [], None
+    measured = {}
     for recipe in args.recipe:
         artifact = build(args.model, recipe)
         settings = SpeedSettings(prompt_lengths=(args.prompt,), batch_rows=1)
         prompts, _ = prompt_ids(artifact.tokenizer, settings)
-        times = profile_decode(artifact.model, prompts[args.prompt], args.tokens)
-        header = header or ["recipe", *times]
-        rows.append([recipe, *(f"{times.get(k, 0.0):.1f}" for k in header[1:])])
+        measured[recipe] = profile_decode(artifact.model, prompts[args.prompt], args.tokens)
         del artifact
+    seen = {key for times in measured.values() for key in times}
+    order = ["wall", "int4 kernel", "int8 kernel", "dense matmul", "of which LM head", "other operators",
+             "outside operators"]
+    header = ["recipe", *(key for key in order if key in seen)]
+    rows = [[recipe, *(f"{times.get(k, 0.0):.1f}" for k in header[1:])] for recipe, times in measured.items()]
     text = (f"ms per decoded token, {args.model}, {args.tokens} tokens after a {args.prompt}-token "
             f"prompt, {torch.get_num_threads()} threads (torch profiler; the LM head's time is "
             "also inside the matmul columns)\n\n" + tabulate(rows, header, tablefmt="github"))
