@@ -123,19 +123,20 @@ def bytes_read_per_token(model: nn.Module) -> int:
     return total - table + table // embedding.weight.shape[0]
 
 
-def read_bandwidth_gb_per_s(size_mb: int = 512, passes: int = 5) -> float:
-    """This machine's memory read bandwidth in GB/s: the best of `passes` reductions and copies
-    of a buffer far larger than the caches (a copy reads and writes, counted as both), on torch's
-    threads. The highest rate seen is the one that bounds decoding."""
-    source = torch.ones(size_mb * 2**20 // 4, dtype=torch.float32)
+def read_bandwidth_gb_per_s(device: str = "cpu", size_mb: int = 512, passes: int = 5) -> float:
+    """The memory read bandwidth in GB/s of the device the models run on: the best of `passes`
+    reductions and copies of a buffer far larger than the caches (a copy reads and writes,
+    counted as both), on torch's threads. The highest rate seen is the one that bounds decoding."""
+    source = torch.ones(size_mb * 2**20 // 4, dtype=torch.float32, device=device)
     target = torch.empty_like(source)
     nbytes = source.numel() * 4
+    synchronize = torch.cuda.synchronize if source.is_cuda else (lambda: None)
     best = 0.0
     for _ in range(passes):
-        start = time.perf_counter()
-        torch.sum(source)
-        best = max(best, nbytes / (time.perf_counter() - start))
-        start = time.perf_counter()
-        target.copy_(source)
-        best = max(best, 2 * nbytes / (time.perf_counter() - start))
+        for work, moved in ((lambda: torch.sum(source), nbytes), (lambda: target.copy_(source), 2 * nbytes)):
+            synchronize()
+            start = time.perf_counter()
+            work()
+            synchronize()
+            best = max(best, moved / (time.perf_counter() - start))
     return best / 1e9

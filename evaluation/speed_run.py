@@ -97,43 +97,29 @@ def load_run(path: Path, identity: dict) -> dict | None:
 def run_speed(preset, recipes: list, settings: SpeedSettings, path: Path, *, llama_cpp: bool = True,
               again: bool = False, device: str | None = None, store=None) -> dict:
     """Build every subject, time them (resuming a stored run), and return the run's record."""
-    from compbench.artifacts.build import build
+    from compbench.model_zoo.loading import choose_device
 
+    device = choose_device(device)
     threads = settings.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     identity = run_identity(preset.name, [str(r) for r in recipes], settings, llama_cpp)
     run = None if again else load_run(path, identity)
     if run is None:
-        print(f"speed: measuring this machine's memory read bandwidth ({threads} threads)", flush=True)
+        print(f"speed: measuring the memory read bandwidth of {device} ({threads} threads)", flush=True)
         run = {"schema": SPEED_SCHEMA, "version": VERSION, "identity": identity, "model": preset.name,
                "settings": {**asdict(settings), "threads": threads},
-               "read_bandwidth_gb_per_s": read_bandwidth_gb_per_s(), "subjects": {},
+               "read_bandwidth_gb_per_s": read_bandwidth_gb_per_s(device), "subjects": {},
                "repetitions": [], "llama_cpp": None, "env": environment(),
                "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     done = {(r["subject"], r["repetition"]) for r in run["repetitions"]}
     wanted = settings.repetitions
-    names = [str(r) for r in recipes]
     subjects: dict[str, Any] = {}
-    process = psutil.Process()
     tokenizer = None
-    for recipe, name in zip(recipes, names, strict=True):
-        if all((name, k) in done for k in range(wanted)):
-            continue
-        print(f"speed: building {preset.name} with {name}", flush=True)
-        gc.collect()
-        rss_before = process.memory_info().rss
-        artifact = build(preset, recipe, device=device, store=store)
-        gc.collect()
-        tokenizer = artifact.tokenizer
-        subjects[name] = ModelSubject(artifact.model)
-        run["subjects"][name] = {
-            "kind": "compbench", "recipe": name, "origin": artifact.origin,
-            "dtype": str(artifact.model.dtype).removeprefix("torch."), "device": artifact.device,
-            "kernels": linear_kernels(artifact.model),
-            "size_bytes": artifact.compression.size_bytes,
-            "bytes_read_per_token": bytes_read_per_token(artifact.model),
-            "model_rss_mb": (process.memory_info().rss - rss_before) / 2**20,
-            "compress_seconds": artifact.compression.seconds}
+    for recipe in recipes:
+        name = str(recipe)
+        if not all((name, k) in done for k in range(wanted)):
+            subject, run["subjects"][name], tokenizer = _compbench_subject(preset, recipe, device, store)
+            subjects[name] = subject
     if llama_cpp:
         _add_llama_cpp(run, subjects, preset, settings, threads, done)
     if not subjects:
@@ -157,6 +143,26 @@ def run_speed(preset, recipes: list, settings: SpeedSettings, path: Path, *, lla
     run["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     write_json_atomic(path, run)
     return run
+
+
+def _compbench_subject(preset, recipe, device: str, store) -> tuple[ModelSubject, dict, Any]:
+    """A recipe's model built (from the store where it holds it), what the speed file records of
+    it, and its tokenizer."""
+    from compbench.artifacts.build import build
+
+    print(f"speed: building {preset.name} with {recipe}", flush=True)
+    process = psutil.Process()
+    gc.collect()
+    rss_before = process.memory_info().rss
+    artifact = build(preset, recipe, device=device, store=store)
+    gc.collect()
+    info = {"kind": "compbench", "recipe": str(recipe), "origin": artifact.origin,
+            "dtype": str(artifact.model.dtype).removeprefix("torch."), "device": artifact.device,
+            "kernels": linear_kernels(artifact.model), "size_bytes": artifact.compression.size_bytes,
+            "bytes_read_per_token": bytes_read_per_token(artifact.model),
+            "model_rss_mb": (process.memory_info().rss - rss_before) / 2**20,
+            "compress_seconds": artifact.compression.seconds}
+    return ModelSubject(artifact.model), info, artifact.tokenizer
 
 
 def _add_llama_cpp(run: dict, subjects: dict, preset, settings: SpeedSettings, threads: int,
