@@ -43,7 +43,7 @@ demo: $(STAMP)
 
 # llama.cpp for the yardstick rows of `compbench speed`: llama-cpp-python built from its source
 # distribution (no wheel on the index runs on this machine's C library; cmake and a C++ compiler),
-# about 30 minutes on 2 cores the first time, then served from pip's wheel cache. Neither
+# 5.5 minutes on 2 cores here (2026-12-07) the first time, then served from pip's wheel cache. Neither
 # `make demo` nor `make test` needs it.
 llama-cpp: $(STAMP)
 	$(PY) -m pip install -q -e ".[llamacpp]" torch==2.13.0

@@ -13,6 +13,14 @@ def is_tensor_subclass(tensor: torch.Tensor) -> bool:
     return hasattr(tensor, "__tensor_flatten__")
 
 
+def is_int8_rows_linear(module: nn.Module) -> bool:
+    """A Linear holding int8 rows and a scale each (`int8wo`, compressors/cpu_kernels.py); not
+    bitsandbytes' Linear8bitLt, whose int8 weight keeps its scales elsewhere."""
+    weight = getattr(module, "weight", None)
+    return (isinstance(module, nn.Linear) and isinstance(weight, torch.Tensor)
+            and weight.dtype == torch.int8 and hasattr(module, "weight_scale"))
+
+
 def is_quantized_linear(module: nn.Module) -> bool:
     """A Linear whose weight is stored quantized: bitsandbytes, packed compressed-tensors, torch
     dynamic, a torchao tensor subclass, or an int8 weight with a scale per row (`int8wo`). A peft
@@ -23,8 +31,8 @@ def is_quantized_linear(module: nn.Module) -> bool:
     return (type(module).__name__ in ("Linear8bitLt", "Linear4bit")
             or hasattr(module, "weight_packed")
             or isinstance(module, torch.ao.nn.quantized.dynamic.Linear)
-            or (isinstance(module, nn.Linear) and (is_tensor_subclass(module.weight)
-                                                   or module.weight.dtype == torch.int8)))
+            or is_int8_rows_linear(module)
+            or (isinstance(module, nn.Linear) and is_tensor_subclass(module.weight)))
 
 
 def is_linear(module: nn.Module) -> bool:
@@ -78,7 +86,7 @@ def dense_weight(module: nn.Module) -> torch.Tensor:
         return _through_int4_kernel(module)
     if is_tensor_subclass(module.weight):
         return module.weight.dequantize().float()
-    if module.weight.dtype == torch.int8:  # int8 rows and a scale each (compressors/int8wo.py)
+    if is_int8_rows_linear(module):
         return module.weight.float() * module.weight_scale.float().unsqueeze(1)
     if name == "Linear8bitLt":
         weight = module.weight
@@ -104,7 +112,7 @@ def _kernel_of(module: nn.Module) -> str:
     weight = getattr(module, "weight", None)
     if type(weight).__name__ == "Int4OpaqueTensor":
         return "int4 packed (aten._weight_int4pack_mm_for_cpu)"
-    if isinstance(weight, torch.Tensor) and weight.dtype == torch.int8 and hasattr(module, "weight_scale"):
+    if is_int8_rows_linear(module):
         return "int8 packed (aten._weight_int8pack_mm)"
     if hasattr(module, "weight_packed"):
         return "compressed-tensors (dequantized each call)"
@@ -115,4 +123,6 @@ def _kernel_of(module: nn.Module) -> str:
         return "torch dynamic int8"
     if weight is not None and hasattr(weight, "__tensor_flatten__"):
         return f"torchao {type(weight).__name__}"
-    return f"dense {str(weight.dtype).removeprefix('torch.')}"
+    if isinstance(weight, torch.Tensor):
+        return f"dense {str(weight.dtype).removeprefix('torch.')}"
+    return type(module).__name__
