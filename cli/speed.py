@@ -74,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
     from compbench.evaluation.speed_run import check_speed_input, run_identity, run_speed
     from compbench.model_zoo.loading import choose_device
     from compbench.model_zoo.presets import get_preset
-    from compbench.reports.speed import plot_speed, render
+    from compbench.reports.plots import speed_plot
+    from compbench.reports.speed import render
 
     preset = get_preset(args.model)
     device = choose_device(args.device)
@@ -93,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     text = render(run)
     table = path.with_suffix(".md")
     write_text_atomic(table, text)
-    plot = plot_speed(run, path.with_suffix(".png"))
+    plot = speed_plot(run, path.with_suffix(".png"))
     print("\n" + text)
     print(f"wrote {path}, {table}" + (f", {plot}" if plot else ""))
     return 0

@@ -1,7 +1,8 @@
 """The report's plots (matplotlib, Agg): perplexity vs sparsity per method, accuracy/F1 vs
 sparsity per task, size vs metric with the Pareto front, size and speed per bit-width, metric
 and size vs the heads and FFN width that structured pruning kept, a task's metric by subject
-or level as grouped bars (one bar a run). Each
+or level as grouped bars (one bar a run), a speed run's decode speed against the bytes a token
+reads. Each
 function writes one PNG atomically and returns its path, or None when the data has no such shape.
 """
 
@@ -308,3 +309,39 @@ def breakdown_plots(groups: list[Group], baseline: str, folder: Path) -> list[Pa
         axes.legend(fontsize=8)
         made.append(_save(figure, folder / f"{slug(breakdown.task)}_by_{breakdown.kind}.png"))
     return made
+
+
+def speed_plot(run: dict, path: Path) -> Path | None:
+    """A `compbench speed` run: decode tokens/s against MB read per token, a point per subject,
+    with the bandwidth limit (tokens/s = bandwidth / bytes) drawn; None before any measurement."""
+    from matplotlib.ticker import FuncFormatter
+
+    from compbench.reports.speed import decode_medians
+
+    medians = decode_medians(run)
+    points = {name: (info["bytes_read_per_token"] / 2**20, medians[name])
+              for name, info in run["subjects"].items() if medians[name]}
+    if not points:
+        return None
+    figure, axes = _pyplot().subplots(figsize=(7, 4.5))
+    sizes = [mb for mb, _ in points.values()]
+    low, high = min(sizes) * 0.8, max(sizes) * 1.25
+    bandwidth_mb = run["read_bandwidth_gb_per_s"] * 1e9 / 2**20
+    xs = [low * (high / low) ** (i / 50) for i in range(51)]
+    axes.plot(xs, [bandwidth_mb / x for x in xs], "--", color="grey",
+              label=f"bandwidth limit ({run['read_bandwidth_gb_per_s']:.0f} GB/s)")
+    for name, (mb, speed) in points.items():
+        axes.plot([mb], [speed], "s" if run["subjects"][name]["kind"] == "llama.cpp" else "o", markersize=7)
+        axes.annotate(name, (mb, speed), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
+    for axis in (axes.xaxis, axes.yaxis):
+        axis.set_major_formatter(plain)
+        axis.set_minor_formatter(plain)
+    axes.tick_params(which="minor", labelsize=7)
+    axes.set_xlabel("MB of weights read per decoded token")
+    axes.set_ylabel("batch-1 decode tokens/s")
+    axes.set_title(f"{run['model']}: decode speed (o compbench, s llama.cpp)")
+    axes.legend(fontsize=8)
+    return _save(figure, path)

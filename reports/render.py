@@ -88,7 +88,7 @@ def write_report(records: list[RunRecord], output: Path, baseline: str = "fp32",
     text = markdown(tables, records, plot_paths, output.parent, title, baseline)
     if fmt == "md":
         for run in speed_runs:
-            plot = speed.plot_speed(run, output.parent / f"speed_{plots.slug(run['model'])}.png") \
+            plot = plots.speed_plot(run, output.parent / f"speed_{plots.slug(run['model'])}.png") \
                 if with_plots else None
             text += "\n" + speed.render(run, heading="##") + (f"\n![speed]({plot.name})\n" if plot else "")
             plot_paths += [plot] if plot else []

@@ -1,14 +1,10 @@
-"""A speed run's table and plot, from its file alone: per subject the median and range of each
-figure over the repetitions, against the first recipe, beside the memory-bandwidth limit; the
-line that says how far compbench's fastest row is from llama.cpp's Q4_0; decode tokens/s
-against the bytes a token reads, with the bandwidth limit drawn."""
+"""A speed run's table, from its file alone: per subject the median and range of each figure over
+the repetitions, against the first recipe, beside the memory-bandwidth limit; the line that says
+how far compbench's fastest row is from llama.cpp's Q4_0. Its plot: `plots.speed_plot`."""
 
 from __future__ import annotations
 
 import statistics
-from pathlib import Path
-
-from compbench.core.io import atomic_path
 
 YARDSTICK = "llama.cpp Q4_0"
 
@@ -23,6 +19,11 @@ def _ttft(run: dict, subject: str, length: int) -> list[float]:
 
 def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
+
+
+def decode_medians(run: dict) -> dict[str, float | None]:
+    """Each subject's median batch-1 decode tokens/s (None before any measurement)."""
+    return {name: _median(_figures(run, name, "decode_tokens_per_s")) for name in run["subjects"]}
 
 
 def _spread(values: list[float], digits: int) -> str:
@@ -72,10 +73,10 @@ def yardstick_line(run: dict) -> str:
     """How compbench's fastest decoding compares with llama.cpp's Q4_0 of the same model."""
     if run.get("llama_cpp"):
         return f"No llama.cpp rows: {run['llama_cpp']}."
-    ours = {name: _median(_figures(run, name, "decode_tokens_per_s"))
-            for name, info in run["subjects"].items() if info["kind"] == "compbench"}
-    ours = {name: value for name, value in ours.items() if value}
-    theirs = _median(_figures(run, YARDSTICK, "decode_tokens_per_s"))
+    medians = decode_medians(run)
+    ours = {name: value for name, value in medians.items()
+            if run["subjects"][name]["kind"] == "compbench" and value}
+    theirs = medians.get(YARDSTICK)
     if not ours or not theirs:
         return ""
     fastest = max(ours, key=ours.get)
@@ -109,48 +110,3 @@ def render(run: dict, heading: str = "#") -> str:
         yardstick_line(run),
     ]
     return "\n".join(lines).rstrip() + "\n"
-
-
-def plot_speed(run: dict, path: Path) -> Path | None:
-    """Decode tokens/s against MB read per token, a point per subject, with the bandwidth limit
-    (tokens/s = bandwidth / bytes) drawn; None when nothing has been measured."""
-    points = {name: (info["bytes_read_per_token"] / 2**20,
-                     _median(_figures(run, name, "decode_tokens_per_s")))
-              for name, info in run["subjects"].items()}
-    points = {name: point for name, point in points.items() if point[1]}
-    if not points:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    sizes = [mb for mb, _ in points.values()]
-    low, high = min(sizes) * 0.8, max(sizes) * 1.25
-    bandwidth_mb = run["read_bandwidth_gb_per_s"] * 1e9 / 2**20
-    xs = [low * (high / low) ** (i / 50) for i in range(51)]
-    axes.plot(xs, [bandwidth_mb / x for x in xs], "--", color="grey",
-              label=f"bandwidth limit ({run['read_bandwidth_gb_per_s']:.0f} GB/s)")
-    for name, (mb, speed) in points.items():
-        marker = "s" if run["subjects"][name]["kind"] == "llama.cpp" else "o"
-        axes.plot([mb], [speed], marker, markersize=7)
-        axes.annotate(name, (mb, speed), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    from matplotlib.ticker import FuncFormatter
-
-    plain = FuncFormatter(lambda value, _: f"{value:g}")
-    axes.set_xscale("log")
-    axes.set_yscale("log")
-    for axis in (axes.xaxis, axes.yaxis):
-        axis.set_major_formatter(plain)
-        axis.set_minor_formatter(plain)
-    axes.tick_params(which="minor", labelsize=7)
-    axes.set_xlabel("MB of weights read per decoded token")
-    axes.set_ylabel("batch-1 decode tokens/s")
-    axes.set_title(f"{run['model']}: decode speed (o compbench, s llama.cpp)")
-    axes.legend(fontsize=8)
-    figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, dpi=120, format="png")
-    plt.close(figure)
-    return path

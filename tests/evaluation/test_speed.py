@@ -13,7 +13,8 @@ from compbench.errors import CompbenchError
 from compbench.evaluation import speed_run
 from compbench.evaluation.speed import SpeedSettings, bytes_read_per_token
 from compbench.model_zoo.presets import get_preset
-from compbench.reports.speed import plot_speed, render
+from compbench.reports.plots import speed_plot
+from compbench.reports.speed import render
 
 TINY = SpeedSettings(new_tokens=3, prompt_lengths=(8, 16), batch_rows=2, repetitions=2, threads=1)
 RECIPES = ["fp32", "int8wo"]
@@ -62,7 +63,7 @@ def test_a_speed_run_records_every_figure_and_resumes_after_an_interruption(tmp_
     assert _run(path, monkeypatch)["repetitions"] == run["repetitions"]
     text = render(run)
     assert "| fp32 " in text and "| int8wo " in text and "limit tok/s" in text and "% of limit" in text
-    assert plot_speed(run, tmp_path / "speed.png").stat().st_size > 0
+    assert speed_plot(run, tmp_path / "speed.png").stat().st_size > 0
 
 
 def test_another_runs_file_is_refused_not_overwritten(tmp_path, monkeypatch):
