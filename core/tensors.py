@@ -100,8 +100,7 @@ def linear_kernels(model: nn.Module) -> dict[str, int]:
     (recorded in a results file's `model.kernels` and in the speed table)."""
     kinds: Counter[str] = Counter()
     for module in model.modules():
-        linear = isinstance(module, nn.Linear) or is_quantized_linear(module)
-        if not linear or hasattr(module, "base_layer"):
+        if not is_linear(module) or hasattr(module, "base_layer"):
             continue
         kinds[_kernel_of(module)] += 1
     return dict(kinds)
