@@ -50,6 +50,10 @@ def add_parser(sub) -> None:
                    help="lm-eval's --gen_kwargs for every generative task, overriding its YAML: "
                    "max_gen_toks (new tokens per answer), until, do_sample, temperature; e.g. "
                    "max_gen_toks=1024 (part of each run's identity)")
+    p.add_argument("--kv-cache", choices=("int8", "int4", "int2"), default=None,
+                   help="generate with a quantized KV cache (transformers' QuantizedCache, HQQ "
+                   "backend; the newest 128 tokens stay float): the memory of long contexts "
+                   "(part of each run's identity; generative tasks only)")
     p.add_argument("--adapter", metavar="DIR", help="a LoRA adapter from `compbench finetune` "
                    "(<output-dir>/adapter) loaded onto each compressed model (SFT adapters)")
     add_run_options(p)
@@ -76,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
     chat = chat_options(args.apply_chat_template, args.fewshot_as_multiturn, args.system_instruction)
     settings = EvalSettings(tasks=tasks, limit=args.limit, batch_size=args.batch_size,
                             max_length=args.max_length, include_paths=include_paths,
-                            gen_kwargs=parse_gen_kwargs(args.gen_kwargs), **chat)
+                            gen_kwargs=parse_gen_kwargs(args.gen_kwargs), kv_cache=args.kv_cache,
+                            **chat)
     specs = [RunSpec(model=args.model, recipe=r, settings=settings, device=args.device,
                      dtype=args.dtype, adapter=args.adapter) for r in recipes]
     build_presets([args.model])

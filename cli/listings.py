@@ -28,12 +28,15 @@ def add_parsers(sub) -> None:
 def methods(args: argparse.Namespace) -> int:
     from compbench.compressors import COMPRESSORS
 
+    width = max(map(len, COMPRESSORS))
     for name, compressor in sorted(COMPRESSORS.items()):
         options = ", ".join(f"{key}={value}" for key, value in compressor.defaults().items())
         main = getattr(compressor.config_cls, "MAIN_OPTION", None)
-        print(f"{name:10s} {compressor.summary}")
+        print(f"{name:{width}s} {compressor.summary}")
         if options:
-            print(f"{'':10s}   options: {options}" + (f" (bare first value: {main})" if main else ""))
+            print(f"{'':{width}s}   options: {options}" + (f" (bare first value: {main})" if main else ""))
+    print("\nalso: owl=true on wanda and sparsegpt (OWL's outlier-weighted sparsity per block); "
+          "--kv-cache int8|int4|int2 on eval and sweeps (generation with a quantized KV cache)")
     return 0
 
 

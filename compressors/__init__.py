@@ -4,14 +4,18 @@ Each method module is imported explicitly here, so a module that fails to import
 """
 
 from compbench.compressors import (  # noqa: F401  (each registers its methods)
+    awq,
     bnb,
     cast,
     dynamic_int8,
     gptq,
+    hqq,
     int4,
     int8wo,
     magnitude,
     mixed,
+    rotate,
+    smoothquant,
     sparsegpt,
     structured,
     torchao,

@@ -31,7 +31,7 @@ from compbench.errors import CompbenchError
 BITS = (2, 3, 4, 8)
 
 
-def _check_bits_and_group(bits: int, group_size: int) -> None:
+def check_bits_and_group(bits: int, group_size: int) -> None:
     if bits not in BITS:
         raise ValueError(f"bits must be one of {', '.join(map(str, BITS))}, got {bits}")
     if group_size < 0:
@@ -41,7 +41,7 @@ def _check_bits_and_group(bits: int, group_size: int) -> None:
 FORMATS = ("compressed-tensors", "int4-cpu")
 
 
-def _check_format(config) -> None:
+def check_format(config) -> None:
     if config.format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got '{config.format}'")
     if config.format == "int4-cpu":
@@ -73,8 +73,8 @@ class RTNConfig(Targeted):
 
     def __post_init__(self):
         super().__post_init__()
-        _check_bits_and_group(self.bits, self.group_size)
-        _check_format(self)
+        check_bits_and_group(self.bits, self.group_size)
+        check_format(self)
 
 
 @dataclass(frozen=True)
@@ -95,8 +95,8 @@ class GPTQConfig(Calibrated, Targeted):
 
     def __post_init__(self):
         super().__post_init__()
-        _check_bits_and_group(self.bits, self.group_size)
-        _check_format(self)
+        check_bits_and_group(self.bits, self.group_size)
+        check_format(self)
         if not 0.0 < self.damp < 1.0:
             raise ValueError(f"damp must be in (0, 1), got {self.damp}")
         if self.block_size < 1:
@@ -153,10 +153,10 @@ def apply_rtn(model: nn.Module, config: RTNConfig, context: CompressionContext) 
 
     layers = target_layers(model, config, "rtn")
     group = int_scheme(layers, "rtn", config.bits, config.group_size, config.sym)
-    _check_kernel(model, layers, config, "rtn")
+    check_kernel_format(model, layers, config, "rtn")
     masks = zero_masks(layers)
     oneshot_(model, [QuantizationModifier(config_groups={"group_0": group})], "rtn", context)
-    return StepOutput(model, _finish(model, layers, masks, config, "rtn"))
+    return StepOutput(model, pack_as_format(model, layers, masks, config, "rtn"))
 
 
 def apply_gptq(model: nn.Module, config: GPTQConfig, context: CompressionContext) -> StepOutput:
@@ -165,15 +165,15 @@ def apply_gptq(model: nn.Module, config: GPTQConfig, context: CompressionContext
     layers = target_layers(model, config, "gptq")
     group = int_scheme(layers, "gptq", config.bits, config.group_size, config.sym,
                        actorder="group" if config.act_order else None)
-    _check_kernel(model, layers, config, "gptq")
+    check_kernel_format(model, layers, config, "gptq")
     masks = zero_masks(layers)
     modifier = GPTQModifier(config_groups={"group_0": group}, dampening_frac=config.damp,
                             block_size=config.block_size)
     oneshot_(model, [modifier], "gptq", context, calibration=config)
-    return StepOutput(model, _finish(model, layers, masks, config, "gptq"))
+    return StepOutput(model, pack_as_format(model, layers, masks, config, "gptq"))
 
 
-def _check_kernel(model: nn.Module, layers: dict[str, nn.Module], config, method: str) -> None:
+def check_kernel_format(model: nn.Module, layers: dict[str, nn.Module], config, method: str) -> None:
     """With format=int4-cpu, the kernel's constraints before the quantization runs, not after."""
     if config.format == "int4-cpu":
         from compbench.compressors.int4 import check_kernel_fits
@@ -181,7 +181,7 @@ def _check_kernel(model: nn.Module, layers: dict[str, nn.Module], config, method
         check_kernel_fits(model, layers, config.group_size, method)
 
 
-def _finish(model: nn.Module, layers: dict[str, nn.Module], masks: dict[str, torch.Tensor], config,
+def pack_as_format(model: nn.Module, layers: dict[str, nn.Module], masks: dict[str, torch.Tensor], config,
             method: str) -> dict:
     """Pack the quantized layers; with format=int4-cpu, then repack them for the int4 kernel."""
     stats = pack_(model, layers, masks)
@@ -192,19 +192,19 @@ def _finish(model: nn.Module, layers: dict[str, nn.Module], masks: dict[str, tor
     return stats
 
 
-def _exportable(config) -> bool:
+def exportable_format(config) -> bool:
     return config.format == "compressed-tensors"
 
 
 register_compressor(
     "rtn", RTNConfig, apply_rtn, kind="quantize", terminal=True, trainable=False, axes=("bits",),
-    exportable=_exportable,
+    exportable=exportable_format,
     libraries=("llmcompressor", "compressed-tensors"),
     summary="round-to-nearest 2/3/4/8-bit integer weights in groups (the GPTQ baseline)",
 )
 register_compressor(
     "gptq", GPTQConfig, apply_gptq, kind="quantize", terminal=True, needs_calibration=True, axes=("bits",),
-    exportable=_exportable,
+    exportable=exportable_format,
     trainable=False,
     libraries=("llmcompressor", "compressed-tensors"),
     summary="GPTQ 2/3/4/8-bit integer weights in groups, calibrated layer by layer",

@@ -160,7 +160,9 @@ def make_step(method: str, options: dict[str, Any], main_value: Any = None) -> S
     for key, raw in options.items():
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
-            hint = f"did you mean '{close[0]}'? " if close else ""
+            owners = sorted(name for name, other in COMPRESSORS.items() if key in other.option_names())
+            hint = (f"did you mean '{close[0]}'? " if close else
+                    f"'{key}' is an option of {', '.join(owners)}; " if owners else "")
             raise CompbenchError(
                 f"{method}: unknown option '{key}'; {hint}options: {', '.join(known) or 'none'}"
             )

@@ -34,7 +34,9 @@ class Compressor:
     name: str
     config_cls: type
     apply: ApplyFn
-    kind: Literal["cast", "prune", "quantize"]
+    # transform: rewrites float weights keeping the model's function (rotations, smoothing),
+    # to make the quantizer that follows it lose less
+    kind: Literal["cast", "prune", "quantize", "transform"]
     # Quantizers that replace Linear layers by packed ones end a recipe: nothing can follow.
     terminal: bool = False
     # Whether `save_pretrained` writes a checkpoint that stock `from_pretrained` reloads; a
@@ -83,7 +85,7 @@ def register_compressor(
     config_cls: type,
     apply: ApplyFn,
     *,
-    kind: Literal["cast", "prune", "quantize"],
+    kind: Literal["cast", "prune", "quantize", "transform"],
     terminal: bool = False,
     exportable: bool | Callable[[Any], bool] = True,
     needs_calibration: bool | Callable[[Any], bool] = False,

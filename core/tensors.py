@@ -23,12 +23,12 @@ def is_int8_rows_linear(module: nn.Module) -> bool:
 
 def is_quantized_linear(module: nn.Module) -> bool:
     """A Linear whose weight is stored quantized: bitsandbytes, packed compressed-tensors, torch
-    dynamic, a torchao tensor subclass, or an int8 weight with a scale per row (`int8wo`). A peft
+    dynamic, hqq, a torchao tensor subclass, or an int8 weight with a scale per row (`int8wo`). A peft
     LoRA wrapper (same class name, its quantized layer in `base_layer`) is not one itself: the
     layer it wraps is."""
     if hasattr(module, "base_layer"):
         return False
-    return (type(module).__name__ in ("Linear8bitLt", "Linear4bit")
+    return (type(module).__name__ in ("Linear8bitLt", "Linear4bit", "HQQLinear")
             or hasattr(module, "weight_packed")
             or isinstance(module, torch.ao.nn.quantized.dynamic.Linear)
             or is_int8_rows_linear(module)
@@ -78,6 +78,8 @@ def dense_weight(module: nn.Module) -> torch.Tensor:
     if isinstance(module, torch.ao.nn.quantized.dynamic.Linear):
         return module.weight().dequantize()
     name = type(module).__name__
+    if name == "HQQLinear":
+        return module.dequantize().float().reshape(module.out_features, module.in_features)
     if name == "Linear4bit":
         import bitsandbytes.functional as bnbf
 
@@ -118,6 +120,8 @@ def _kernel_of(module: nn.Module) -> str:
     name = type(module).__name__
     if name in ("Linear4bit", "Linear8bitLt"):
         return f"bitsandbytes {name}"
+    if name == "HQQLinear":
+        return "hqq (dequantized each call)"
     if isinstance(module, torch.ao.nn.quantized.dynamic.Linear):
         return "torch dynamic int8"
     if weight is not None and hasattr(weight, "__tensor_flatten__"):

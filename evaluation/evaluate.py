@@ -11,6 +11,7 @@ from typing import Any
 
 from compbench.artifacts.build import Artifact
 from compbench.core.tensors import linear_kernels
+from compbench.evaluation.kv_cache import kv_cache_record
 from compbench.evaluation.settings import EvalSettings, run_key
 from compbench.records.record import (
     SCHEMA_VERSION,
@@ -113,7 +114,7 @@ def evaluate(artifact: Artifact, settings: EvalSettings, *, manager=None, key: s
         device = str(next(model.parameters()).device)
     else:
         lm = CompressedLM(artifact=artifact, max_length=settings.max_length,
-                          batch_size=settings.batch_size)
+                          batch_size=settings.batch_size, kv_cache=settings.kv_cache)
         model, max_length, device = lm.model, lm.max_length, str(lm.device)
         counter = TokenCounter(model)
         generative = any(is_generative(name, manager.task_index) for name in settings.tasks)
@@ -128,6 +129,8 @@ def evaluate(artifact: Artifact, settings: EvalSettings, *, manager=None, key: s
                 gen_kwargs=dict(settings.gen_kwargs) or None)
         counter.remove()
         generation = generation_block(output, lm.generation_log, samples_dir)
+        if generation is not None and settings.kv_cache:
+            generation["kv_cache"] = kv_cache_record(model, lm.tokenizer, settings.kv_cache)
         batch_sizes = list(lm.batch_sizes_used) or [settings.batch_size]  # each choice, in order
         eval_tokens = counter.tokens
         speed = throughput(model, _speed_prompt(lm.tokenizer))

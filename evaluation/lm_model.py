@@ -24,6 +24,7 @@ from lm_eval.models.huggingface import HFLM
 from compbench.artifacts.build import Artifact, build
 from compbench.errors import CompbenchError
 from compbench.evaluation.generation import FirstTokenClock, GenerationLog
+from compbench.evaluation.kv_cache import check_kv_cache, quantized_cache
 
 # HFLM's own arguments that it still honours when handed a model object; the rest (revision,
 # dtype, peft, parallelize, …) it would silently ignore, so `compressed` takes them itself
@@ -103,6 +104,7 @@ class CompressedLM(HFLM):
         revision: str | None = None,
         peft: str | None = None,
         shared_context: bool | str = True,
+        kv_cache: str | None = None,
         artifact: Artifact | None = None,
         **kwargs: Any,
     ) -> None:
@@ -126,6 +128,8 @@ class CompressedLM(HFLM):
                 check_base(adapter, artifact.identity)
                 artifact = with_adapter(artifact, adapter)
         check_evaluable(artifact.preset)
+        check_kv_cache(kv_cache)
+        self.kv_cache = kv_cache  # generate with a quantized cache of this kind (kv_cache.py)
         self.artifact = artifact
         self.batch_sizes_used: list[int] = []  # what `batch_size=auto` chose, in order
         self.generation_log = GenerationLog()  # every generate call, timed
@@ -163,6 +167,8 @@ class CompressedLM(HFLM):
         """HFLM's batched greedy generation (left-padded prompts, KV cache, stop sequences),
         timed to its first new token and to its end (`evaluation/generation.py`)."""
         clock = FirstTokenClock()
+        if self.kv_cache:  # a fresh cache per call: generate fills it
+            generation_kwargs["past_key_values"] = quantized_cache(self.model, self.kv_cache)
         output = super()._model_generate(context, max_length, stop, streamer=clock, **generation_kwargs)
         self.generation_log.add(rows=context.shape[0], prompt_tokens=context.shape[1],
                                 steps=output.shape[1] - context.shape[1], clock=clock)

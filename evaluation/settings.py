@@ -14,7 +14,7 @@ from compbench.errors import CompbenchError
 # before they existed keeps its key, and a run with a template (or a larger token budget) never
 # resumes from one without.
 OPTIONAL_DEFAULTS = {"apply_chat_template": False, "fewshot_as_multiturn": False,
-                     "system_instruction": None, "gen_kwargs": ()}
+                     "system_instruction": None, "gen_kwargs": (), "kv_cache": None}
 # lm-eval's `--gen_kwargs` keys compbench passes on to every generative task (HFLM's generate);
 # max_gen_toks and until are checked as a task YAML's are (`tasks/catalog.py`)
 GEN_KWARGS = ("max_gen_toks", "until", "do_sample", "temperature")
@@ -37,6 +37,7 @@ class EvalSettings:
     system_instruction: str | None = None  # a system prompt before the first turn
     # lm-eval's --gen_kwargs: (key, value) pairs overriding each generative task's own
     gen_kwargs: tuple[tuple[str, Any], ...] = ()
+    kv_cache: str | None = None  # generation's KV cache quantized: int8, int4 or int2 (kv_cache.py)
 
     def key_fields(self, task_index: dict, device: str) -> dict[str, Any]:
         """What can change a number: these settings, each task's YAML (version, or its content

@@ -91,9 +91,13 @@ def make_plan(specs: list[RunSpec], output_dir: Path) -> Plan:
         for task in settings.tasks:
             check_local_data(task, manager.task_index)
             check_generation_kwargs(task, manager.task_index)
-        if settings.gen_kwargs and not any(is_generative(t, manager.task_index) for t in settings.tasks):
+        generative = any(is_generative(t, manager.task_index) for t in settings.tasks)
+        if settings.gen_kwargs and not generative:
             raise CompbenchError(f"gen_kwargs apply to generative tasks only, and none of "
                                  f"{', '.join(settings.tasks)} generates text; leave them out")
+        if settings.kv_cache and not generative:
+            raise CompbenchError(f"--kv-cache {settings.kv_cache} quantizes generation's cache, and none "
+                                 f"of {', '.join(settings.tasks)} generates text; leave it out")
         adapter = read_adapter(spec.adapter) if spec.adapter else None
         num_labels = adapter.num_labels if adapter else None  # a classification adapter's head
         if preset.task_head == "sequence-classification" or num_labels is not None:  # evaluation/classify.py

@@ -48,6 +48,7 @@ KEYS = {
     "fewshot_as_multiturn": "few-shot examples as chat turns (default: true with a template)",
     "system_instruction": "a system prompt before the first chat turn",
     "gen_kwargs": "overrides of every generative task's generation_kwargs, e.g. {max_gen_toks: 1024}",
+    "kv_cache": "generate with a quantized KV cache: int8, int4 or int2 (default: none)",
     "calibration": "dataset / nsamples / seqlen for every calibrated step that does not set them",
     "seeds": "calibration seeds: every calibrated recipe runs once per seed",
     "include_paths": "folders of your own task YAMLs (relative to the sweep file)",
@@ -152,6 +153,15 @@ def _optional(data: dict, key: str, kind: tuple[type, ...], minimum: float | Non
     if below_one and isinstance(value, float) and value > 1 and not value.is_integer():
         raise CompbenchError(f"{key}: a fraction must be below 1, got {value}")
     return value
+
+
+def _kv_cache(data: dict) -> str | None:
+    from compbench.evaluation.kv_cache import KV_CACHE_BITS
+
+    kind = _optional(data, "kv_cache", (str,))
+    if kind is not None and kind not in KV_CACHE_BITS:
+        raise CompbenchError(f"kv_cache: '{kind}' is not a cache kind; use one of {', '.join(KV_CACHE_BITS)}")
+    return kind
 
 
 def _recipes(data: dict, calibration: dict, seeds: list[int] | None, key: str = "recipes") -> list[Recipe]:
@@ -308,6 +318,7 @@ def _validate(data, path: Path, original: bool, parse_recipe, check_include_path
         batch_size=_batch_size(data),
         max_length=_optional(data, "max_length", (int,), minimum=1), include_paths=include_paths,
         gen_kwargs=parse_gen_kwargs(data.get("gen_kwargs")),
+        kv_cache=_kv_cache(data),
         **chat_options(_optional(data, "apply_chat_template", (bool, str)),
                        _optional(data, "fewshot_as_multiturn", (bool,)),
                        _optional(data, "system_instruction", (str,))))

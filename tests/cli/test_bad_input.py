@@ -254,6 +254,21 @@ CASES = {
     "a base peft cannot train": (
         lambda t, d: ["finetune", "--recipe", "dynamic-int8", *TINY],
         "recipe 'dynamic-int8': the layers dynamic-int8 leaves cannot carry a LoRA adapter"),
+    "smoothquant's alpha outside [0, 1]": (
+        lambda t, d: ["eval", "--recipe", "smoothquant:1.5+torchao-int8:activations=true",
+                      "--tasks", "wikitext2_chunked", "--limit", "1"],
+        "smoothquant: alpha must be in [0, 1], got 1.5"),
+    "hqq bits it cannot pack": (
+        lambda t, d: ["eval", "--recipe", "hqq:5", "--tasks", "wikitext2_chunked", "--limit", "1"],
+        "hqq: bits must be one of 2, 3, 4, 8"),
+    "owl on a method that is not a calibrated sparsifier": (
+        lambda t, d: ["eval", "--recipe", "magnitude:0.7:owl=true", "--tasks", "wikitext2_chunked",
+                      "--limit", "1"],
+        "magnitude: unknown option 'owl'; 'owl' is an option of sparsegpt, wanda"),
+    "a quantized KV cache on a task that does not generate": (
+        lambda t, d: ["eval", "--recipe", "fp32", "--kv-cache", "int4", "--tasks", "wikitext2_chunked",
+                      "--limit", "1"],
+        "--kv-cache int4 quantizes generation's cache, and none of wikitext2_chunked generates text"),
     "a GPTQ base": (
         lambda t, d: ["finetune", "--recipe", "mixed:5:method=gptq", *TINY],
         "the layers mixed:5:method=gptq leaves cannot carry a LoRA adapter"),

@@ -101,12 +101,19 @@ def test_methods_lists_every_registered_method(capsys):
     assert main(["methods"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in COMPRESSORS)
+    # the field's methods beside GPTQ: AWQ, SmoothQuant, HQQ, rotations, and OWL as an option
+    listed = {line.split()[0] for line in out.splitlines() if line and not line.startswith(" ")}
+    assert {"awq", "smoothquant", "hqq", "rotate"} <= listed
+    assert out.count("owl=False") == 2  # wanda's and sparsegpt's
+    assert "--kv-cache int8|int4|int2" in out
 
 
-def test_no_calibration_data_is_one_clear_line_before_any_run(tmp_path, capsys, monkeypatch, data_dir):
+@pytest.mark.parametrize("recipe", ["wanda:0.5", "awq:4", "smoothquant:0.5+dynamic-int8"])
+def test_no_calibration_data_is_one_clear_line_before_any_run(recipe, tmp_path, capsys, monkeypatch,
+                                                              data_dir):
     monkeypatch.setenv("COMPBENCH_DATA_DIR", str(tmp_path))  # restored after: --data-dir sets it
     (tmp_path / "wikitext-2-raw-v1").symlink_to(data_dir / "wikitext-2-raw-v1")  # the task's data only
-    assert main(["eval", "--recipe", "wanda:0.5", "--device", "cpu", "--data-dir", str(tmp_path),
+    assert main(["eval", "--recipe", recipe, "--device", "cpu", "--data-dir", str(tmp_path),
                  "--output-dir", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("compbench: error: no calibration data: ") and len(err.splitlines()) == 1

@@ -20,6 +20,7 @@ RECIPES = {
     "int8wo": "int8wo",
     "magnitude": "magnitude:0.3", "wanda": f"wanda:0.3:{TINY}", "sparsegpt": f"sparsegpt:0.3:{TINY}",
     "structured": f"structured:ffn=0.1:{TINY}",
+    "awq": f"awq:4:{TINY}", "hqq": "hqq:4", "rotate": "rotate", "smoothquant": f"smoothquant:0.5:{TINY}",
 }
 
 
@@ -30,21 +31,29 @@ def test_the_table_covers_every_registered_method():
     assert set(RECIPES) == set(COMPRESSORS)
 
 
-def _did_what_it_claims(method: str, model, result, nonzero_before: int) -> None:
+def _weights_checksum(model) -> float:
+    return float(sum(m.weight.double().abs().sum() for m in linear_layers(model).values()))
+
+
+def _did_what_it_claims(method: str, model, result, nonzero_before: int, checksum_before: float) -> None:
     """A method is no no-op: a cast leaves every float weight in its dtype, a quantizer stores
-    fewer bytes than the fp32 model, a pruner leaves fewer non-zero weights."""
+    fewer bytes than the fp32 model, a pruner leaves fewer non-zero weights, a transform
+    rewrites the weights."""
     kind = COMPRESSORS[method].kind
     if kind == "cast":
         dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
         assert dtypes == {CAST_DTYPES[method]}, (method, dtypes)
     elif kind == "quantize":
         assert result.size_bytes < 0.97 * result.size_bytes_before, (method, result.size_bytes)
+    elif kind == "transform":  # weights rewritten, function kept (checked below)
+        assert _weights_checksum(model) != pytest.approx(checksum_before, rel=1e-4), method
     else:
         nonzero = param_counts(model)[1]
         assert nonzero < 0.98 * nonzero_before, (method, nonzero, nonzero_before)
 
 
-HEAVY = ("gptq", "sparsegpt", "wanda")  # calibrated, layer by layer: 10 to 30 s each here
+# calibrated, layer by layer: 10 to 30 s each here
+HEAVY = ("awq", "gptq", "smoothquant", "sparsegpt", "wanda")
 
 
 @pytest.mark.parametrize("method", [pytest.param(m, marks=pytest.mark.heavy) if m in HEAVY else m
@@ -55,9 +64,10 @@ def test_method_parses_applies_and_still_predicts_text(method, fp32_model, wikit
     with torch.no_grad():
         baseline = float(fp32_model(wikitext_ids, labels=wikitext_ids).loss)
     nonzero_before = param_counts(fp32_model)[1]
+    checksum_before = _weights_checksum(fp32_model)
     result = compress(fp32_model, recipe, context)
     model = result.model
-    _did_what_it_claims(method, model, result, nonzero_before)
+    _did_what_it_claims(method, model, result, nonzero_before, checksum_before)
     assert linear_layers(model)  # the targets are still found after the step
     step = result.steps[0]
     assert step["method"] == method and step["seconds"] > 0 and step["peak_rss_mb"] > 100
@@ -66,3 +76,5 @@ def test_method_parses_applies_and_still_predicts_text(method, fp32_model, wikit
     assert math.isfinite(loss)
     # every method keeps a usable model at these mild settings: within 1 nat of the original
     assert loss < baseline + 1.0, (method, loss, baseline)
+    if COMPRESSORS[method].kind == "transform":  # the same function, its weights rewritten
+        assert abs(loss - baseline) < 0.02, (method, loss, baseline)

@@ -92,6 +92,8 @@ def test_a_model_entry_may_name_its_own_recipes(tmp_path):
     (("limit: 1", "limit: 1\nfewshot_as_multiturn: true"), "fewshot_as_multiturn needs a chat template"),
     (("limit: 1", "limit: 1\ngen_kwargs: {temperature: hot}"),
      "gen_kwargs: temperature must be a number >= 0, got 'hot'"),
+    (("limit: 1", "limit: 1\nkv_cache: int3"),
+     "kv_cache: 'int3' is not a cache kind; use one of int8, int4, int2"),
     (("limit: 1", "limit: 1\ngen_kwargs: {until: []}"),
      "gen_kwargs: until must be a stop string or a non-empty list of non-empty stop strings, got []"),
     (("limit: 1", "limit: 1\napply_chat_template: 3"), "apply_chat_template: expected bool or str, got 3"),
