@@ -10,7 +10,8 @@ from compbench.compressors.targets import linear_layers
 from compbench.core.measure import param_counts
 
 TINY = "nsamples=2:seqlen=128"  # calibration just large enough to exercise the real path
-# mixed measures one sensitivity per block: its targets here are the first 4 blocks' linears
+# mixed measures one sensitivity per block, awq searches scales per layer: their targets here
+# are the first 4 blocks' linears
 RECIPES = {
     "fp32": "fp32", "bf16": "bf16", "fp16": "fp16",
     "int8": "int8", "nf4": "nf4:double_quant=true", "fp4": "fp4",
@@ -20,7 +21,8 @@ RECIPES = {
     "int8wo": "int8wo",
     "magnitude": "magnitude:0.3", "wanda": f"wanda:0.3:{TINY}", "sparsegpt": f"sparsegpt:0.3:{TINY}",
     "structured": f"structured:ffn=0.1:{TINY}",
-    "awq": f"awq:4:{TINY}", "hqq": "hqq:4", "rotate": "rotate", "smoothquant": f"smoothquant:0.5:{TINY}",
+    "awq": rf"awq:4:{TINY}:targets=layers\.[0-3]\.", "hqq": "hqq:4", "rotate": "rotate",
+    "smoothquant": f"smoothquant:0.5:{TINY}",
 }
 
 
