@@ -50,6 +50,7 @@ class AWQConfig(Calibrated, Targeted):
     """Bits and groups of the rounding that follows, the scale grid, and the calibration set."""
 
     MAIN_OPTION: ClassVar[str] = "bits"
+    KEYED_WHEN_SET: ClassVar[tuple[str, ...]] = ("format",)  # as rtn's and gptq's
     bits: int = 4  # bits per weight: 2, 3, 4 or 8
     group_size: int = 64  # input columns sharing a scale; 0 = one per output row (channel)
     sym: bool = False  # symmetric grid; AWQ's checkpoints use a zero point (asymmetric)

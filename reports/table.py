@@ -244,6 +244,7 @@ def _pruning_point(group: Group) -> tuple[str, str, float] | None:
         return None
     config = step["config"]
     label = step["method"] + (f" ({config['scope']})" if config.get("scope", "global") != "global" else "")
+    label += " (OWL)" if config.get("owl") else ""  # its own row, beside the uniform one
     if config.get("n") and config.get("m"):
         return label, f"{config['n']}:{config['m']}", config["n"] / config["m"]
     return label, f"{config['sparsity']:g}", float(config["sparsity"])

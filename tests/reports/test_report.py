@@ -131,6 +131,10 @@ def _grid_records() -> list[RunRecord]:
         made.append(_variant(magnitude, f"magnitude:{sparsity}", [{**step, "config": config}], scale, 10 + i))
     wanda = {"method": "wanda", "version": 1, "config": {"sparsity": 0.5, "n": 2, "m": 4}}
     made.append(_variant(magnitude, "wanda:n=2:m=4", [wanda], 0.5, 20))
+    for owl, scale in ((False, 2.0), (True, 1.5)):  # uniform Wanda and OWL at the same sparsity
+        config = {"sparsity": 0.75, **({"owl": True} if owl else {})}
+        made.append(_variant(magnitude, "wanda:0.75" + (":owl=true" if owl else ""),
+                             [{"method": "wanda", "version": 1, "config": config}], scale, 40 + owl))
     made.append(rtn)
     rtn_step = rtn.artifact["recipe"]["steps"][0]
     made.append(_variant(rtn, "rtn:8", [{**rtn_step, "config": {**rtn_step["config"], "bits": 8}}], 0.8, 30))
@@ -148,6 +152,8 @@ def test_sparsity_bits_and_task_tables_are_shaped_from_the_recipes():
     assert by_method["magnitude"][1:5] == [f"{value[r]:.2f}" for r in
                                           ("fp32", "magnitude:0.25", "magnitude:0.5", "magnitude:0.75")]
     assert by_method["wanda"][5] == f"{value['wanda:n=2:m=4']:.2f}" and by_method["wanda"][2] == ""
+    assert by_method["wanda"][4] == f"{value['wanda:0.75']:.2f}"
+    assert by_method["wanda (OWL)"][4] == f"{value['wanda:0.75:owl=true']:.2f}"  # its own row
     bits = tables["Size, speed and perplexity per bit-width"]
     assert [row[:2] for row in bits.rows] == [["uncompressed", ""], ["rtn", "8"], ["rtn", "4"]]
     assert bits.rows[2][bits.header.index("wikitext2 word ppl")] == f"{value['rtn:4']:.2f}"
@@ -188,7 +194,7 @@ def test_report_writes_plots_csv_and_json_and_skips_a_corrupt_file(tmp_path, cap
     assert main(["report", str(results), "--format", "csv", "--table", "comparison",
                  "--output", str(tmp_path / "r.csv")]) == 0
     lines = (tmp_path / "r.csv").read_text().splitlines()
-    assert lines[0].startswith("model,recipe,size MB,ratio") and len(lines) == 1 + 7
+    assert lines[0].startswith("model,recipe,size MB,ratio") and len(lines) == 1 + len(_grid_records())
     # the JSON report written into the results folder is not read back as a result
     assert main(["report", str(results), "--format", "json"]) == 0
     assert main(["report", str(results), "--no-plots"]) == 0
