@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+import torch
 from torch import nn
 
 from compbench.compressors.calibration import Calibrated
@@ -39,8 +40,9 @@ class SmoothQuantConfig(Calibrated):
 def apply(model: nn.Module, config: SmoothQuantConfig, context: CompressionContext) -> StepOutput:
     from llmcompressor.modifiers.transform.smoothquant import SmoothQuantModifier
 
+    # the layers smoothing can rescale: those with a vector weight (norms), found by shape
     norms = {name: module.weight.detach().clone() for name, module in model.named_modules()
-             if name.endswith("layernorm") and getattr(module, "weight", None) is not None}
+             if isinstance(getattr(module, "weight", None), torch.Tensor) and module.weight.dim() == 1}
     oneshot_(model, [SmoothQuantModifier(smoothing_strength=config.alpha)], "smoothquant", context,
              calibration=config)
     drop_compressed_save(model)  # the result is a plain dense model: stock save_pretrained
