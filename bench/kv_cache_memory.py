@@ -20,16 +20,6 @@ from tabulate import tabulate
 KINDS = (None, "int8", "int4", "int2")
 
 
-def wikitext_ids(tokenizer, tokens: int) -> torch.Tensor:
-    from compbench.tasks.calibration import calibration_text
-
-    ids: list[int] = []
-    lines = iter(line for line in calibration_text("wikitext2") if line.strip())
-    while len(ids) < tokens:
-        ids += tokenizer("".join(next(lines) for _ in range(200)), add_special_tokens=False)["input_ids"]
-    return torch.tensor([ids[:tokens]])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2-135m", help="a compbench preset")
@@ -39,12 +29,13 @@ def main() -> None:
     from compbench.evaluation.kv_cache import prefill_cache_mb
     from compbench.model_zoo import get_preset
     from compbench.model_zoo.loading import load_model
+    from compbench.tasks.calibration import wikitext_prompt_ids
 
     model, tokenizer = load_model(get_preset(args.model), device="cpu")
     rows = []
     for tokens in args.tokens or [2048, 8192]:
         print(f"prefill of {tokens} tokens, dense and {', '.join(k for k in KINDS if k)} ...", flush=True)
-        prompt = wikitext_ids(tokenizer, tokens)
+        prompt = torch.tensor([wikitext_prompt_ids(tokenizer, tokens)])
         sizes = {}
         for kind in KINDS:
             started = time.perf_counter()

@@ -41,12 +41,11 @@ def run(args: argparse.Namespace) -> int:
     from compbench.orchestration.trained import build_presets
 
     preset = get_preset(args.model)
-    recipe = parse_recipe(args.recipe)
-    blocked = [str(s) for s in recipe.unexportable_steps()]
-    if blocked:
-        raise CompbenchError(f"recipe '{recipe}' cannot be exported as a Hugging Face checkpoint: "
-                             f"{', '.join(blocked)} has no serialized format that "
-                             "from_pretrained reloads")
+    asked = parse_recipe(args.recipe)
+    recipe = asked.for_export()
+    if recipe != asked:
+        print(f"recipe {asked} runs on a CPU kernel whose layout does not save; writing {recipe}, "
+              "which holds the same integers and scales in a format from_pretrained reloads")
     out = Path(args.out_dir) if args.out_dir else Path("exported") / export_name(
         preset.name, recipe, args.revision or preset.revision or "main", args.gptq_revision)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not args.force)):

@@ -29,8 +29,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from compbench.compressors.calibration import Calibrated, calibration_ids
+from compbench.compressors.calibration import Calibrated, calibration_ids, collect_inputs
 from compbench.compressors.gptq import (
+    as_compressed_tensors,
     check_bits_and_group,
     check_format,
     check_kernel_format,
@@ -138,26 +139,13 @@ def input_statistics(model: nn.Module, first_layers: dict[str, nn.Module], ids: 
     """Per layer: the Gram matrix X^T X and mean |x| of its inputs over the calibration rows."""
     grams: dict[str, torch.Tensor] = {}
     sums: dict[str, torch.Tensor] = {}
-    count = 0
 
-    def hook(name):
-        def accumulate(_module, args):
-            x = args[0].detach().float().reshape(-1, args[0].shape[-1])
-            grams[name] = grams.get(name, 0) + x.T @ x
-            sums[name] = sums.get(name, 0) + x.abs().sum(0)
-        return accumulate
+    def accumulate(name: str, x: torch.Tensor) -> None:
+        grams[name] = grams.get(name, 0) + x.T @ x
+        sums[name] = sums.get(name, 0) + x.abs().sum(0)
 
-    handles = [module.register_forward_pre_hook(hook(name)) for name, module in first_layers.items()]
-    device = next(model.parameters()).device
-    try:
-        with torch.no_grad():
-            for row in tqdm(ids, desc="awq: activation statistics", leave=False):
-                model(row[None].to(device), use_cache=False)
-                count += row.numel()
-    finally:
-        for handle in handles:
-            handle.remove()
-    return {name: (grams[name], sums[name] / count) for name in grams}
+    collect_inputs(model, first_layers, ids, accumulate, "awq: activation statistics")
+    return {name: (grams[name], sums[name] / ids.numel()) for name in grams}
 
 
 def scale_(producer: nn.Module, balance: list[nn.Module], scales: torch.Tensor) -> None:
@@ -208,6 +196,7 @@ def apply(model: nn.Module, config: AWQConfig, context: CompressionContext) -> S
 
 register_compressor(
     "awq", AWQConfig, apply, kind="quantize", terminal=True, needs_calibration=True, axes=("bits",),
-    trainable=False, exportable=exportable_format, libraries=("llmcompressor", "compressed-tensors"),
+    trainable=False, exportable=exportable_format, exported_as=as_compressed_tensors("awq"),
+    libraries=("llmcompressor", "compressed-tensors"),
     summary="AWQ: activation-aware channel scales, then 2/3/4/8-bit integer weights in groups",
 )

@@ -6,15 +6,21 @@ perplexity is reported on), or a task's training text (the math problems, SST-2,
 in-domain calibration as the GPTQ study does. The choice is part of the recipe, so it is part
 of a compressed model's identity and of its results.
 
+`collect_inputs` is the one pass that hands every target layer's inputs over those windows to
+a method's own statistic (AWQ's Gram matrices, OWL's input norms).
+
 Compressors do not read datasets: the corpus text comes from the `calibration_text` function
 in the `CompressionContext` (compbench's is `compbench.tasks.calibration.calibration_text`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import torch
+from torch import nn
+from tqdm import tqdm
 
 from compbench.compressors.registry import CompressionContext
 from compbench.errors import CompbenchError
@@ -85,3 +91,25 @@ def calibration_loader(context: CompressionContext, config: Calibrated):
     ids = calibration_ids(context, config)
     rows = [{"input_ids": row, "attention_mask": torch.ones_like(row)} for row in ids]
     return DataLoader(rows, batch_size=1)
+
+
+def collect_inputs(model: nn.Module, layers: dict[str, nn.Module], ids: torch.Tensor,
+                   accumulate: Callable[[str, torch.Tensor], None], desc: str) -> None:
+    """Run the calibration rows through the model, handing each layer's input, as float32
+    (tokens x features), to `accumulate(name, x)`: the one pass behind AWQ's and OWL's
+    statistics. The hooks are removed however the pass ends."""
+    def hook(name):
+        def on_input(_module, args):
+            x = args[0].detach()
+            accumulate(name, x.reshape(-1, x.shape[-1]).float())
+        return on_input
+
+    handles = [module.register_forward_pre_hook(hook(name)) for name, module in layers.items()]
+    device = next(model.parameters()).device
+    try:
+        with torch.no_grad():
+            for row in tqdm(ids, desc=desc, leave=False):
+                model(row[None].to(device), use_cache=False)
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -59,10 +59,23 @@ def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def int8_linear(module: nn.Module) -> Int8PackedLinear:
-    """A float Linear's int8 kernel twin, quantized from its float weight."""
-    levels, scale = quantize_rows(module.weight.detach())
+    """A Linear's int8 kernel twin, quantized from its float weight; a layer already holding
+    torchao's symmetric per-row int8 (an exported `int8wo`, reloaded) keeps its own integers and
+    scales (quantizing them again would not: torchao's scale divides by 127.5)."""
+    levels, scale = stored_rows(module.weight) or quantize_rows(module.weight.detach())
     bias = module.bias.detach() if module.bias is not None else None
     return Int8PackedLinear(levels, scale, bias)
+
+
+def stored_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The integers and per-row scales of a torchao `Int8Tensor` quantized per row without zero
+    points; None for any other weight."""
+    if type(weight).__name__ != "Int8Tensor" or list(weight.block_size) != [1, weight.shape[-1]]:
+        return None
+    zero_point = getattr(weight, "zero_point", None)
+    if zero_point is not None and bool(zero_point.any()):
+        return None
+    return weight.qdata, weight.scale.reshape(-1)
 
 
 def int8_head_(model: nn.Module) -> str:

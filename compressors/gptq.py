@@ -15,7 +15,7 @@ zero, so keeping the mask costs no extra storage.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import ClassVar
 
 import torch
@@ -24,9 +24,8 @@ from torch import nn
 from compbench.compressors.calibration import Calibrated
 from compbench.compressors.llmc import oneshot_, target_names
 from compbench.compressors.registry import CompressionContext, StepOutput, register_compressor
-from compbench.compressors.targets import Targeted, target_layers
+from compbench.compressors.targets import Targeted, check_groups_fit, target_layers
 from compbench.core.tensors import dense_weight
-from compbench.errors import CompbenchError
 
 BITS = (2, 3, 4, 8)
 
@@ -107,13 +106,7 @@ def int_scheme(layers: dict[str, nn.Module], method: str, bits: int, group_size:
                actorder: str | None = None) -> dict:
     """A compressed-tensors config group for `layers`; checks the group size divides their
     input widths."""
-    if group_size:
-        for name, module in layers.items():
-            if module.in_features % group_size:
-                raise CompbenchError(
-                    f"{method}: group_size={group_size} does not divide the input width "
-                    f"{module.in_features} of {name}; use a divisor (e.g. 64 or 32)"
-                )
+    check_groups_fit(layers, group_size, method)
     weights = {"num_bits": bits, "type": "int", "symmetric": sym,
                "strategy": "group" if group_size else "channel"}
     if group_size:
@@ -196,15 +189,26 @@ def exportable_format(config) -> bool:
     return config.format == "compressed-tensors"
 
 
+def as_compressed_tensors(method: str):
+    """`exported_as` of a method with `format`: the same step in compressed-tensors' format,
+    whose integers, scales and zero points `format=int4-cpu` only repacks."""
+    def twin(config) -> tuple[str, dict]:
+        options = asdict(config)
+        options.pop("version")
+        options["format"] = "compressed-tensors"
+        return method, options
+    return twin
+
+
 register_compressor(
     "rtn", RTNConfig, apply_rtn, kind="quantize", terminal=True, trainable=False, axes=("bits",),
-    exportable=exportable_format,
+    exportable=exportable_format, exported_as=as_compressed_tensors("rtn"),
     libraries=("llmcompressor", "compressed-tensors"),
     summary="round-to-nearest 2/3/4/8-bit integer weights in groups (the GPTQ baseline)",
 )
 register_compressor(
     "gptq", GPTQConfig, apply_gptq, kind="quantize", terminal=True, needs_calibration=True, axes=("bits",),
-    exportable=exportable_format,
+    exportable=exportable_format, exported_as=as_compressed_tensors("gptq"),
     trainable=False,
     libraries=("llmcompressor", "compressed-tensors"),
     summary="GPTQ 2/3/4/8-bit integer weights in groups, calibrated layer by layer",

@@ -21,9 +21,8 @@ from typing import ClassVar
 from torch import nn
 
 from compbench.compressors.registry import CompressionContext, StepOutput, register_compressor
-from compbench.compressors.targets import Targeted, target_layers
+from compbench.compressors.targets import Targeted, check_groups_fit, target_layers
 from compbench.core.measure import state_bytes
-from compbench.errors import CompbenchError
 
 BITS = (2, 3, 4, 8)  # the widths hqq bit-packs (its 1, 1.58, 5 and 6 are not offered)
 
@@ -50,10 +49,7 @@ def apply(model: nn.Module, config: HQQConfig, context: CompressionContext) -> S
     from hqq.core.quantize import BaseQuantizeConfig, HQQLinear
 
     layers = target_layers(model, config, "hqq")
-    for name, module in layers.items():
-        if module.in_features % config.group_size:
-            raise CompbenchError(f"hqq: group_size={config.group_size} does not divide the input "
-                                 f"width {module.in_features} of {name}; use a divisor (e.g. 64 or 32)")
+    check_groups_fit(layers, config.group_size, "hqq")
     parameter = next(model.parameters())
     quant_config = BaseQuantizeConfig(nbits=config.bits, group_size=config.group_size, axis=1)
     fp16_bytes = sum(module.weight.numel() * 2 for module in layers.values())

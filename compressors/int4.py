@@ -69,11 +69,6 @@ def check_kernel_fits(model: nn.Module, layers: dict[str, nn.Module], group_size
                                  f"hold it; {hint}")
 
 
-def is_int4_kernel_linear(module: nn.Module) -> bool:
-    """A Linear whose weight is torchao's CPU int4 tensor (what this module produces)."""
-    return isinstance(module, nn.Linear) and type(module.weight).__name__ == "Int4OpaqueTensor"
-
-
 def apply_int4(model: nn.Module, config: Int4Config, context: CompressionContext) -> StepOutput:
     with quiet_torchao_import():
         from torchao.prototype.quantization.int4.inference_workflow import PrototypeInt4WeightOnlyConfig

@@ -46,8 +46,16 @@ def apply(model: nn.Module, config: Int8WeightOnlyConfig, context: CompressionCo
                               "linear_bytes_vs_fp16": packed_bytes / fp16_bytes})
 
 
+def exported_as(config: Int8WeightOnlyConfig) -> tuple[str, dict] | None:
+    """`torchao-int8` quantizes the same float32 weights by the same torchao call
+    (`Int8Tensor.from_hp`, per row), so its checkpoint holds int8wo's integers and scales in
+    torchao's safetensors format (TorchAoConfig). With `head=true` there is none: torchao-int8
+    keeps the head float."""
+    return None if config.head else ("torchao-int8", {"targets": config.targets, "ignore": config.ignore})
+
+
 register_compressor(
     "int8wo", Int8WeightOnlyConfig, apply, kind="quantize", terminal=True, trainable=False,
-    exportable=False, libraries=("torchao",),
+    exportable=False, exported_as=exported_as, libraries=("torchao",),
     summary="int8 weights (per row, torchao's) run packed by the CPU int8 weight-only kernel",
 )

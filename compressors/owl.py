@@ -19,6 +19,7 @@ from collections import defaultdict
 import torch
 from torch import nn
 
+from compbench.compressors.calibration import collect_inputs
 from compbench.compressors.targets import block_of, find_blocks
 
 
@@ -39,23 +40,12 @@ def owl_sparsities(ratios: dict[str, float], sparsity: float, lmbda: float) -> d
 
 def input_norms(model: nn.Module, layers: dict[str, nn.Module], ids: torch.Tensor) -> dict[str, torch.Tensor]:
     """||X_j|| of each layer's input features over the calibration rows, from the dense model."""
-    squares: dict[str, torch.Tensor] = defaultdict(lambda: 0)
+    squares: dict[str, torch.Tensor] = {}
 
-    def hook(name):
-        def accumulate(_module, args):
-            x = args[0].detach().float()
-            squares[name] = squares[name] + x.reshape(-1, x.shape[-1]).pow(2).sum(dim=0)
-        return accumulate
+    def accumulate(name: str, x: torch.Tensor) -> None:
+        squares[name] = squares.get(name, 0) + x.pow(2).sum(dim=0)
 
-    handles = [module.register_forward_pre_hook(hook(name)) for name, module in layers.items()]
-    device = next(model.parameters()).device
-    try:
-        with torch.no_grad():
-            for row in ids:
-                model(row[None].to(device))
-    finally:
-        for handle in handles:
-            handle.remove()
+    collect_inputs(model, layers, ids, accumulate, "owl: input norms")
     return {name: value.sqrt() for name, value in squares.items()}
 
 

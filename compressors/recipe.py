@@ -71,8 +71,30 @@ class Recipe:
         return [s for s in self.steps if not COMPRESSORS[s.method].can_train(s.config)]
 
     def unexportable_steps(self) -> list[Step]:
-        """Steps whose result `from_pretrained` cannot reload (no on-disk size, no export)."""
+        """Steps whose result `from_pretrained` cannot reload (no on-disk size, no store)."""
         return [s for s in self.steps if not COMPRESSORS[s.method].can_export(s.config)]
+
+    def for_export(self) -> Recipe:
+        """The recipe `compbench export` builds: each step that does not save replaced by the
+        step its compressor names as holding the same numbers in a stock format
+        (`int8wo` -> `torchao-int8`, `rtn:4:format=int4-cpu` -> `rtn:4`). A step with no such
+        twin is an error naming it."""
+        steps, blocked = [], []
+        for step in self.steps:
+            compressor = COMPRESSORS[step.method]
+            if compressor.can_export(step.config):
+                steps.append(step)
+                continue
+            twin = compressor.exported_as(step.config) if compressor.exported_as else None
+            if twin is None:
+                blocked.append(str(step))
+            else:
+                steps.append(make_step(*twin))
+        if blocked:
+            raise CompbenchError(f"recipe '{self}' cannot be exported as a Hugging Face checkpoint: "
+                                 f"{', '.join(blocked)} has no serialized format that "
+                                 "from_pretrained reloads")
+        return Recipe(tuple(steps))
 
 
 def _main_option(compressor: Compressor) -> str | None:

@@ -99,3 +99,12 @@ def target_layers(model: nn.Module, selection: Targeted, method: str) -> dict[st
         ignored = f", ignore='{selection.ignore}'" if selection.ignore else ""
         raise CompbenchError(f"{method}: no linear layer matches {chosen}{ignored}")
     return layers
+
+
+def check_groups_fit(layers: dict[str, nn.Module], group_size: int, method: str) -> None:
+    """Every layer's input width a multiple of `group_size` (0: one group per row), else an
+    error naming the first layer that does not fit."""
+    for name, module in layers.items() if group_size else ():
+        if module.in_features % group_size:
+            raise CompbenchError(f"{method}: group_size={group_size} does not divide the input "
+                                 f"width {module.in_features} of {name}; use a divisor (e.g. 64 or 32)")

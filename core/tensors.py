@@ -21,6 +21,13 @@ def is_int8_rows_linear(module: nn.Module) -> bool:
             and weight.dtype == torch.int8 and hasattr(module, "weight_scale"))
 
 
+def is_int4_kernel_linear(module: nn.Module) -> bool:
+    """A Linear whose weight is torchao's CPU int4 kernel tensor (`int4`, `format=int4-cpu`),
+    told by its class name so that core never imports torchao."""
+    weight = getattr(module, "weight", None)  # a compressed-tensors Linear has none
+    return isinstance(module, nn.Linear) and type(weight).__name__ == "Int4OpaqueTensor"
+
+
 def is_quantized_linear(module: nn.Module) -> bool:
     """A Linear whose weight is stored quantized: bitsandbytes, packed compressed-tensors, torch
     dynamic, hqq, a torchao tensor subclass, or an int8 weight with a scale per row (`int8wo`). A peft
@@ -84,7 +91,7 @@ def dense_weight(module: nn.Module) -> torch.Tensor:
         import bitsandbytes.functional as bnbf
 
         return bnbf.dequantize_4bit(module.weight.data, module.weight.quant_state).float()
-    if type(module.weight).__name__ == "Int4OpaqueTensor":  # torchao's CPU int4 kernel layout
+    if is_int4_kernel_linear(module):
         return _through_int4_kernel(module)
     if is_tensor_subclass(module.weight):
         return module.weight.dequantize().float()
@@ -111,7 +118,7 @@ def linear_kernels(model: nn.Module) -> dict[str, int]:
 def _kernel_of(module: nn.Module) -> str:
     """The matmul a linear layer runs, named by its kernel or library."""
     weight = getattr(module, "weight", None)
-    if type(weight).__name__ == "Int4OpaqueTensor":
+    if is_int4_kernel_linear(module):
         return "int4 packed (aten._weight_int4pack_mm_for_cpu)"
     if is_int8_rows_linear(module):
         return "int8 packed (aten._weight_int8pack_mm)"

@@ -71,14 +71,10 @@ RECORD_PROMPT_TOKENS = 2048  # the cache a run's results file records: after thi
 def kv_cache_record(model: nn.Module, tokenizer, kind: str) -> dict:
     """What a run with a quantized cache records: its kind, and the cache's MB after a prefill of
     2048 tokens of WikiText-2 (or the model's whole context when shorter), dense and quantized."""
-    from compbench.tasks.calibration import calibration_text
+    from compbench.tasks.calibration import wikitext_prompt_ids
 
     tokens = min(RECORD_PROMPT_TOKENS, getattr(model.config, "max_position_embeddings", RECORD_PROMPT_TOKENS))
-    ids: list[int] = []
-    lines = iter(line for line in calibration_text("wikitext2") if line.strip())
-    while len(ids) < tokens:
-        ids += tokenizer("".join(next(lines) for _ in range(200)), add_special_tokens=False)["input_ids"]
-    prompt = torch.tensor([ids[:tokens]])
+    prompt = torch.tensor([wikitext_prompt_ids(tokenizer, tokens)])
     dense, quantized = prefill_cache_mb(model, prompt, None), prefill_cache_mb(model, prompt, kind)
     return {"kind": kind, "bits": KV_CACHE_BITS[kind], "backend": "hqq", "prompt_tokens": tokens,
             "dense_mb": dense, "quantized_mb": quantized, "saved_fraction": 1 - quantized / dense}

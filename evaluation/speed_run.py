@@ -59,16 +59,11 @@ def check_speed_input(preset, settings: SpeedSettings) -> None:
 def prompt_ids(tokenizer, settings: SpeedSettings) -> tuple[dict[int, list[int]], list[list[int]]]:
     """Real text as token ids (WikiText-2 validation): a prompt of each length, and the batch's
     rows of the decode prompt's length, each a different window."""
-    from compbench.tasks.calibration import calibration_text
+    from compbench.tasks.calibration import wikitext_prompt_ids
 
-    needed = settings.longest_prompt + settings.batch_rows * settings.decode_prompt
-    ids: list[int] = []
-    lines = iter(line for line in calibration_text("wikitext2") if line.strip())
-    while len(ids) < needed:
-        chunk = [next(lines) for _ in range(200)]
-        ids += tokenizer("".join(chunk), add_special_tokens=False)["input_ids"]
-    prompts = {length: ids[:length] for length in settings.prompt_lengths}
     start, width = settings.longest_prompt, settings.decode_prompt
+    ids = wikitext_prompt_ids(tokenizer, start + settings.batch_rows * width)
+    prompts = {length: ids[:length] for length in settings.prompt_lengths}
     batch = [ids[start + row * width:start + (row + 1) * width] for row in range(settings.batch_rows)]
     return prompts, batch
 

@@ -16,9 +16,10 @@ Runs that differ only in their calibration seed are one row: mean ± standard de
 
 from __future__ import annotations
 
+import json
 import re
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 
 from compbench.records.record import RunRecord
 
@@ -251,9 +252,27 @@ def _pruning_point(group: Group) -> tuple[str, str, float] | None:
 
 
 def bits_point(group: Group) -> tuple[str, int] | None:
-    """(method, bits) of a one-step recipe whose quantizer is swept along its bit-width."""
+    """(variant, bits) of a one-step recipe whose quantizer is swept along its bit-width; the
+    variant is the method with the options it sets besides its bits (`rtn sym=false`), so that
+    two variants of one method are two lines, not one."""
     step = _one_step_along(group, "quantize", ("bits",))
-    return None if step is None else (step["method"], int(step["config"]["bits"]))
+    if step is None:
+        return None
+    defaults = compressor(step["method"]).defaults()
+    options = [f"{key}={_option_text(value)}" for key, value in step["config"].items()
+               if key != "bits" and key in defaults and value != _as_stored(defaults[key])]
+    return " ".join([step["method"], *options]), int(step["config"]["bits"])
+
+
+def _as_stored(value):
+    """A config default as a results file holds it (tuples read back as lists); a field with
+    no default as a value no option equals."""
+    return None if value is MISSING else json.loads(json.dumps(value))
+
+
+def _option_text(value) -> str:
+    """An option's value as a recipe spells it (`false`, `64`, `int4-cpu`)."""
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def pruning_grid(all_groups: list[Group], baseline_recipe: str):

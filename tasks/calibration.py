@@ -60,3 +60,13 @@ def calibration_text(name: str) -> list[str]:
 
         rows = kasut_split(rows)[0]
     return ["\n".join(str(row[field]) for field in source.text_fields) for row in rows]
+
+
+def wikitext_prompt_ids(tokenizer, tokens: int) -> list[int]:
+    """The first `tokens` token ids of the WikiText-2 validation text (its non-empty lines, read
+    200 at a time): real text for prompts that must be long (speed runs, KV-cache sizes)."""
+    ids: list[int] = []
+    lines = iter(line for line in calibration_text("wikitext2") if line.strip())
+    while len(ids) < tokens:
+        ids += tokenizer("".join(next(lines) for _ in range(200)), add_special_tokens=False)["input_ids"]
+    return ids[:tokens]

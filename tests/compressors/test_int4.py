@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from compbench.compressors import compress, parse_recipe
-from compbench.compressors.int4 import KERNEL, is_int4_kernel_linear
+from compbench.compressors.int4 import KERNEL
 from compbench.compressors.targets import linear_layers
-from compbench.core.tensors import dense_weight
+from compbench.core.tensors import dense_weight, is_int4_kernel_linear
 from compbench.errors import CompbenchError
 
 

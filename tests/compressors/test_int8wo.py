@@ -44,7 +44,7 @@ def test_int8wo_puts_every_block_linear_on_the_int8_kernel_within_half_a_step(fp
     assert loss_int8 == pytest.approx(loss_bf16, rel=0.01)
 
 
-def test_int8wo_is_not_storable_or_trainable():
+def test_int8wo_is_not_storable_or_trainable():  # its export writes torchao-int8 (below)
     from compbench.artifacts.store import storable
 
     recipe = parse_recipe("int8wo")
@@ -92,3 +92,37 @@ def test_head_true_puts_the_untied_head_on_the_int8_kernel_and_leaves_the_embedd
     assert loss == pytest.approx(loss_without, rel=0.02)
     assert result.size_bytes > without.size_bytes  # the embedding and the packed head both stored
     assert "head" not in parse_recipe("int4").as_dict()["steps"][0]["config"]  # old keys kept
+
+
+@pytest.mark.heavy
+def test_exported_int8wo_reloads_with_stock_transformers_and_back_onto_the_kernel(
+        fp32_model, wikitext_ids, context, tmp_path):
+    """`compbench export --recipe int8wo` writes torchao-int8's checkpoint (the kernel's layout
+    does not save): stock `from_pretrained` reloads int8wo's own integers and scales as torchao
+    Int8Tensors, scoring as the kernel does, and int8wo over the reloaded model puts those same
+    integers back on the kernel."""
+    from transformers import AutoModelForCausalLM
+
+    from compbench.cli.main import main
+
+    kernel = compress(copy.deepcopy(fp32_model), parse_recipe("int8wo"), context).model
+    out = tmp_path / "int8wo"
+    assert main(["export", "--recipe", "int8wo", "--device", "cpu", str(out)]) == 0
+    stock = AutoModelForCausalLM.from_pretrained(out, device_map="cpu")
+    kernel_layers, stock_layers = linear_layers(kernel), linear_layers(stock)
+    assert set(stock_layers) == set(kernel_layers)
+    for name, module in stock_layers.items():
+        assert type(module.weight).__name__ == "Int8Tensor", name
+        assert torch.equal(module.weight.qdata, kernel_layers[name].weight), name
+        # int8wo keeps torchao's float32 scales in bfloat16, the kernel's activation dtype
+        assert torch.equal(module.weight.scale.reshape(-1).to(torch.bfloat16),
+                           kernel_layers[name].weight_scale), name
+    with torch.no_grad():
+        loss_stock = float(stock(wikitext_ids, labels=wikitext_ids).loss)
+        loss_kernel = float(kernel(wikitext_ids, labels=wikitext_ids).loss)
+    assert loss_stock == pytest.approx(loss_kernel, rel=0.01)
+    back = compress(stock, parse_recipe("int8wo"), context).model
+    for name, module in linear_layers(back).items():
+        assert type(module) is Int8PackedLinear, name
+        assert torch.equal(module.weight, kernel_layers[name].weight), name
+        assert torch.equal(module.weight_scale, kernel_layers[name].weight_scale), name

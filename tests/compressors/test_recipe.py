@@ -1,5 +1,7 @@
 """Recipe grammar: parsing, canonical printing, the YAML form, and precise errors."""
 
+import re
+
 import pytest
 
 from compbench.compressors import parse_recipe
@@ -61,6 +63,31 @@ def test_steps_record_method_version_and_full_config():
 ])
 def test_unexportable_steps_are_those_from_pretrained_cannot_reload(text, blocked):
     assert [str(s) for s in parse_recipe(text).unexportable_steps()] == blocked
+
+
+@pytest.mark.parametrize("text, written", [
+    ("magnitude:0.5+nf4", "magnitude:0.5+nf4"),
+    ("int8wo", "torchao-int8"),
+    ("int8wo:ignore=down_proj", "torchao-int8:ignore=down_proj"),
+    ("rtn:4:sym=false:format=int4-cpu", "rtn:4:sym=false"),
+    ("magnitude:0.5+gptq:4:nsamples=8:format=int4-cpu", "magnitude:0.5+gptq:4:nsamples=8"),
+    ("awq:4:format=int4-cpu", "awq:4"),
+])
+def test_export_writes_the_kernel_steps_twin_with_the_same_numbers(text, written):
+    exported = parse_recipe(text).for_export()
+    assert str(exported) == written
+    # the twin is that recipe exactly (same identity), so the checkpoint is the stored model's
+    assert exported.as_dict() == parse_recipe(written).as_dict()
+
+
+@pytest.mark.parametrize("text, blocked", [
+    ("int4", "int4:64"), ("int8wo:head=true", "int8wo:head=true"), ("magnitude:0.5+hqq:4", "hqq:4"),
+    ("dynamic-int8", "dynamic-int8"),
+])
+def test_export_refuses_a_step_with_no_stock_format_by_name(text, blocked):
+    with pytest.raises(CompbenchError, match=rf"cannot be exported .*: {re.escape(blocked)} has no "
+                                             "serialized format"):
+        parse_recipe(text).for_export()
 
 
 @pytest.mark.parametrize("text, message", [

@@ -138,6 +138,8 @@ def _grid_records() -> list[RunRecord]:
     made.append(rtn)
     rtn_step = rtn.artifact["recipe"]["steps"][0]
     made.append(_variant(rtn, "rtn:8", [{**rtn_step, "config": {**rtn_step["config"], "bits": 8}}], 0.8, 30))
+    asymmetric = {**rtn_step, "config": {**rtn_step["config"], "sym": False}}
+    made.append(_variant(rtn, "rtn:4:sym=false", [asymmetric], 0.9, 31))  # a variant: its own line
     return made
 
 
@@ -155,7 +157,8 @@ def test_sparsity_bits_and_task_tables_are_shaped_from_the_recipes():
     assert by_method["wanda"][4] == f"{value['wanda:0.75']:.2f}"
     assert by_method["wanda (OWL)"][4] == f"{value['wanda:0.75:owl=true']:.2f}"  # its own row
     bits = tables["Size, speed and perplexity per bit-width"]
-    assert [row[:2] for row in bits.rows] == [["uncompressed", ""], ["rtn", "8"], ["rtn", "4"]]
+    assert [row[:2] for row in bits.rows] == [["uncompressed", ""], ["rtn", "8"], ["rtn", "4"],
+                                              ["rtn sym=false", "4"]]
     assert bits.rows[2][bits.header.index("wikitext2 word ppl")] == f"{value['rtn:4']:.2f}"
     accuracy = tables["magnitude: accuracy and F1 per task vs sparsity"]
     assert [row[0] for row in accuracy.rows] == ["e_kar acc", "sst2 acc"]
