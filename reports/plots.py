@@ -323,7 +323,8 @@ def speed_plot(run: dict, path: Path) -> Path | None:
               for name, info in run["subjects"].items() if medians[name]}
     if not points:
         return None
-    figure, axes = _pyplot().subplots(figsize=(7, 4.5))
+    # a legend names the points: recipes often share a size, and labels beside them would overlap
+    figure, axes = _pyplot().subplots(figsize=(11, 5))
     sizes = [mb for mb, _ in points.values()]
     low, high = min(sizes) * 0.8, max(sizes) * 1.25
     bandwidth_mb = run["read_bandwidth_gb_per_s"] * 1e9 / 2**20
@@ -331,8 +332,8 @@ def speed_plot(run: dict, path: Path) -> Path | None:
     axes.plot(xs, [bandwidth_mb / x for x in xs], "--", color="grey",
               label=f"bandwidth limit ({run['read_bandwidth_gb_per_s']:.0f} GB/s)")
     for name, (mb, speed) in points.items():
-        axes.plot([mb], [speed], "s" if run["subjects"][name]["kind"] == "llama.cpp" else "o", markersize=7)
-        axes.annotate(name, (mb, speed), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        axes.plot([mb], [speed], "s" if run["subjects"][name]["kind"] == "llama.cpp" else "o",
+                  markersize=7, linestyle="none", label=f"{name} ({speed:.0f})")
     axes.set_xscale("log")
     axes.set_yscale("log")
     plain = FuncFormatter(lambda value, _: f"{value:g}")
@@ -343,5 +344,5 @@ def speed_plot(run: dict, path: Path) -> Path | None:
     axes.set_xlabel("MB of weights read per decoded token")
     axes.set_ylabel("batch-1 decode tokens/s")
     axes.set_title(f"{run['model']}: decode speed (o compbench, s llama.cpp)")
-    axes.legend(fontsize=8)
+    axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _save(figure, path)
