@@ -14,7 +14,10 @@ from compbench.model_zoo.loading import DTYPE_HELP, DTYPES
 def add_parser(sub) -> None:
     p = sub.add_parser("export", help="save a compressed model as a Hugging Face checkpoint",
                        description="Compress a preset and save it with save_pretrained, so "
-                       "`lm_eval --model hf --model_args pretrained=OUT_DIR` loads it.")
+                       "`lm_eval --model hf --model_args pretrained=OUT_DIR` loads it. A recipe on a "
+                       "CPU kernel whose layout does not save is written as the step that holds the "
+                       "same numbers in a stock format: int8wo as torchao-int8, format=int4-cpu as "
+                       "compressed-tensors.")
     p.add_argument("--model", default="smollm2-135m", help="model preset or checkpoint folder")
     p.add_argument("--recipe", required=True, help=RECIPE_HELP)
     p.add_argument("out_dir", nargs="?", help="folder to write (default: exported/<name>, named "
