@@ -21,15 +21,23 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"compbench: error: {self.prog.removeprefix('compbench ')}: {message}\n")
 
 
-def limit(text: str) -> int | float:
-    """--limit: a document count, or a fraction of each task when below 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
-    return int(value) if value >= 1 and value.is_integer() else value
+def limit(text: str) -> int | float | dict[str, float]:
+    """--limit: a document count, or a fraction of each task when below 1; or per task,
+    `TASK=N[,TASK=N]` (the tasks not named are evaluated whole; checked against --tasks later)."""
+    from compbench.errors import CompbenchError
+    from compbench.evaluation.settings import document_limit
+
+    pairs = [part.split("=", 1) for part in text.split(",")] if "=" in text else [["", text]]
+    values = {}
+    for task, number in pairs:
+        try:
+            values[task.strip()] = document_limit(float(number))
+        except (ValueError, CompbenchError):
+            where = f"{task.strip()}: " if task else ""
+            raise argparse.ArgumentTypeError(
+                f"{where}expected a whole number of documents >= 1 or a fraction between 0 and 1 "
+                f"(per task: TASK=N,TASK=N), got '{number.strip()}'") from None
+    return values if "=" in text else values[""]
 
 
 def positive_int(text: str) -> int:

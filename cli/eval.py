@@ -25,8 +25,9 @@ def add_parser(sub) -> None:
                    help="model preset (see `compbench models`) or a local checkpoint folder")
     p.add_argument("--recipe", action="append", required=True, help=RECIPE_HELP + "; repeatable")
     p.add_argument("--tasks", default="wikitext2_ppl", help="comma-separated lm-eval task names")
-    p.add_argument("--limit", type=limit, default=None,
-                   help="documents per task (an int), or a fraction if < 1")
+    p.add_argument("--limit", type=limit, default=None, metavar="N|TASK=N,…",
+                   help="documents per task (an int), or a fraction if < 1; per task as "
+                   "TASK=N,TASK=N (the tasks not named are evaluated whole)")
     p.add_argument("--output-dir", default="results", help="where results JSON files go")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if present)")
     p.add_argument("--dtype", default=None, choices=DTYPES, help=DTYPE_HELP)
@@ -64,7 +65,13 @@ def run(args: argparse.Namespace) -> int:
     """Parse every recipe (all checked before any runs), plan the runs once, build the model's
     trained preset if it names one, then run the plan and print the comparison."""
     from compbench.compressors import parse_recipe
-    from compbench.evaluation.settings import EvalSettings, chat_options, parse_gen_kwargs
+    from compbench.errors import CompbenchError
+    from compbench.evaluation.settings import (
+        EvalSettings,
+        chat_options,
+        parse_gen_kwargs,
+        parse_task_limits,
+    )
     from compbench.evaluation.task_manager import check_include_paths, check_tasks, task_manager
     from compbench.model_zoo.loading import choose_device
     from compbench.model_zoo.presets import get_preset, preset_argument
@@ -78,7 +85,14 @@ def run(args: argparse.Namespace) -> int:
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
     check_tasks(task_manager(include_paths, tasks, preset_argument(preset)), tasks)
     chat = chat_options(args.apply_chat_template, args.fewshot_as_multiturn, args.system_instruction)
-    settings = EvalSettings(tasks=tasks, limit=args.limit, batch_size=args.batch_size,
+    task_limits = ()
+    if isinstance(args.limit, dict):
+        try:
+            task_limits = parse_task_limits(args.limit, tasks)
+        except CompbenchError as exc:
+            raise CompbenchError(f"--limit: {exc}") from None
+    settings = EvalSettings(tasks=tasks, limit=None if task_limits else args.limit,
+                            task_limits=task_limits, batch_size=args.batch_size,
                             max_length=args.max_length, include_paths=include_paths,
                             gen_kwargs=parse_gen_kwargs(args.gen_kwargs), kv_cache=args.kv_cache,
                             **chat)

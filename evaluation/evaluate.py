@@ -55,6 +55,21 @@ def _speed_prompt(tokenizer):
     return tokenizer(text, return_tensors="pt").input_ids[:, :SPEED_PROMPT_TOKENS]
 
 
+def _document_samples(settings: EvalSettings, manager) -> dict[str, list[int]]:
+    """lm-eval's `samples` for per-task limits: the first N documents of each leaf task of a
+    limited task or group, as `limit` would take them (lm-eval refuses `limit` and `samples`
+    together, and `samples` needs each task's document count, so the limited ones are loaded
+    here once to count them)."""
+    from lm_eval.evaluator_utils import get_sample_size
+
+    samples = {}
+    for name, limit in settings.task_limits:
+        for leaf, task in manager.load([name])["tasks"].items():
+            count = min(get_sample_size(task, limit), len(task.eval_docs))
+            samples[leaf] = list(range(count))
+    return samples
+
+
 def classifier_batch_size(model, batch_size: int | str, max_length: int) -> int:
     """The classifier's batch size: the one asked for, or for `auto` the most rows of
     `max_length` tokens that fit (on a GPU too: its outputs are a few logits a row)."""
@@ -103,7 +118,7 @@ def evaluate(artifact: Artifact, settings: EvalSettings, *, manager=None, key: s
         model, max_length = artifact.model, settings.max_length or artifact.preset.max_length
         batch_sizes = [classifier_batch_size(model, settings.batch_size, max_length)]
         with PeakMemory() as eval_memory, Timer() as eval_timer:
-            scores = {name: score_classifier(model, artifact.tokenizer, name, limit=settings.limit,
+            scores = {name: score_classifier(model, artifact.tokenizer, name, limit=settings.limit_of(name),
                                              batch_size=batch_sizes[0], max_length=max_length)
                       for name in settings.tasks}
         tasks = {name: score.task for name, score in scores.items()}
@@ -118,9 +133,10 @@ def evaluate(artifact: Artifact, settings: EvalSettings, *, manager=None, key: s
         model, max_length, device = lm.model, lm.max_length, str(lm.device)
         counter = TokenCounter(model)
         generative = any(is_generative(name, manager.task_index) for name in settings.tasks)
+        samples = _document_samples(settings, manager) if settings.task_limits else None
         with PeakMemory() as eval_memory, Timer() as eval_timer:
             output = lm_eval.simple_evaluate(
-                model=lm, tasks=list(settings.tasks), limit=settings.limit,
+                model=lm, tasks=list(settings.tasks), limit=settings.limit, samples=samples,
                 num_fewshot=settings.num_fewshot, task_manager=manager, log_samples=generative,
                 bootstrap_iters=settings.bootstrap_iters,
                 apply_chat_template=settings.apply_chat_template,

@@ -4,6 +4,7 @@ with an artifact's identity, so a results file is reused only for the very same 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +15,7 @@ from compbench.errors import CompbenchError
 # before they existed keeps its key, and a run with a template (or a larger token budget) never
 # resumes from one without.
 OPTIONAL_DEFAULTS = {"apply_chat_template": False, "fewshot_as_multiturn": False,
-                     "system_instruction": None, "gen_kwargs": (), "kv_cache": None}
+                     "system_instruction": None, "gen_kwargs": (), "kv_cache": None, "task_limits": ()}
 # lm-eval's `--gen_kwargs` keys compbench passes on to every generative task (HFLM's generate);
 # max_gen_toks and until are checked as a task YAML's are (`tasks/catalog.py`)
 GEN_KWARGS = ("max_gen_toks", "until", "do_sample", "temperature")
@@ -38,6 +39,13 @@ class EvalSettings:
     # lm-eval's --gen_kwargs: (key, value) pairs overriding each generative task's own
     gen_kwargs: tuple[tuple[str, Any], ...] = ()
     kv_cache: str | None = None  # generation's KV cache quantized: int8, int4 or int2 (kv_cache.py)
+    # per-task document limits, (task, limit) pairs: set instead of `limit`, every task not
+    # named is evaluated whole (lm-eval's --samples, as first-N counts)
+    task_limits: tuple[tuple[str, int | float], ...] = ()
+
+    def limit_of(self, task: str) -> int | float | None:
+        """The document limit of one of the tasks (None: all its documents)."""
+        return dict(self.task_limits).get(task, self.limit)
 
     def key_fields(self, task_index: dict, device: str) -> dict[str, Any]:
         """What can change a number: these settings, each task's YAML (version, or its content
@@ -55,8 +63,36 @@ class EvalSettings:
                   if k != "include_paths" and (k not in OPTIONAL_DEFAULTS or v != OPTIONAL_DEFAULTS[k])}
         if self.gen_kwargs:
             fields["gen_kwargs"] = dict(self.gen_kwargs)
+        if self.task_limits:
+            fields["task_limits"] = dict(self.task_limits)
         return {**fields, "tasks": list(self.tasks), "task_fingerprints": tasks,
                 "device_kind": device_kind(device), "lm_eval": lm_eval.__version__}
+
+
+def document_limit(value: object) -> int | float:
+    """A document limit: a whole count >= 1, or a fraction of the task's documents below 1."""
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or value <= 0 or (value > 1 and not float(value).is_integer())):
+        raise CompbenchError(f"expected a whole number of documents >= 1 or a fraction between 0 "
+                             f"and 1, got {value!r}")
+    return int(value) if value >= 1 else value
+
+
+def parse_task_limits(limits: dict, tasks: tuple[str, ...]) -> tuple[tuple[str, int | float], ...]:
+    """Per-task limits (`{wikitext2_ppl: 4}`) as sorted pairs: each key one of `tasks`, each value
+    a document limit; the tasks not named are evaluated whole."""
+    if not isinstance(limits, dict) or not limits:
+        raise CompbenchError(f"expected a number or TASK: N pairs, got {limits!r}")
+    pairs = []
+    for task, value in limits.items():
+        if task not in tasks:
+            raise CompbenchError(f"'{task}' is not one of the tasks ({', '.join(tasks)}); a "
+                                 "per-task limit names one of them")
+        try:
+            pairs.append((task, document_limit(value)))
+        except CompbenchError as exc:
+            raise CompbenchError(f"{task}: {exc}") from None
+    return tuple(sorted(pairs))
 
 
 def chat_options(apply_chat_template: bool | str | None, fewshot_as_multiturn: bool | None,

@@ -10,7 +10,8 @@ and returns the runs to make. Errors name the key path (`recipes[3]: unknown met
       - fp32
       - "{magnitude,wanda}:{0.2,0.5}"  # brace groups expand to every combination
     tasks: [wikitext2_ppl, csqa]
-    limit: 50                          # documents per task (a fraction when < 1)
+    limit: 50                          # documents per task (a fraction when < 1), or per
+                                       # task: {wikitext2_ppl: 4} (tasks not named: all)
     calibration: {dataset: wikitext2, nsamples: 32, seqlen: 512}
     seeds: [0, 1, 2]                   # calibrated recipes run once per seed
     include_paths: [my_tasks]          # the user's task YAMLs (relative to this file)
@@ -30,7 +31,12 @@ import yaml
 
 from compbench.compressors import Recipe
 from compbench.errors import CompbenchError
-from compbench.evaluation.settings import EvalSettings, parse_gen_kwargs
+from compbench.evaluation.settings import (
+    EvalSettings,
+    document_limit,
+    parse_gen_kwargs,
+    parse_task_limits,
+)
 from compbench.orchestration.plan import RunSpec
 
 KEYS = {
@@ -40,7 +46,7 @@ KEYS = {
     "original_models": "presets the study was made on (GPU sized), run instead of models with --original",
     "recipes": "recipes; '{a,b}' groups expand to every combination",
     "tasks": "lm-eval task names",
-    "limit": "documents per task (an int, or a fraction < 1)",
+    "limit": "documents per task (an int, or a fraction < 1), or per task {TASK: N} (others: all)",
     "num_fewshot": "few-shot examples (default: each task's own)",
     "batch_size": "evaluation batch size (a number, or auto)",
     "max_length": "evaluation window in tokens",
@@ -141,8 +147,7 @@ def _batch_size(data: dict) -> int | str:
         raise CompbenchError(f"{exc} (or auto)") from None
 
 
-def _optional(data: dict, key: str, kind: tuple[type, ...], minimum: float | None = None,
-              below_one: bool = False):
+def _optional(data: dict, key: str, kind: tuple[type, ...], minimum: float | None = None):
     value = data.get(key)
     if value is None:
         return None
@@ -150,9 +155,18 @@ def _optional(data: dict, key: str, kind: tuple[type, ...], minimum: float | Non
         raise CompbenchError(f"{key}: expected {' or '.join(k.__name__ for k in kind)}, got {value!r}")
     if minimum is not None and value < minimum:
         raise CompbenchError(f"{key}: must be >= {minimum}, got {value}")
-    if below_one and isinstance(value, float) and value > 1 and not value.is_integer():
-        raise CompbenchError(f"{key}: a fraction must be below 1, got {value}")
     return value
+
+
+def _limits(data: dict, tasks: tuple[str, ...]):
+    """`limit`: one document limit for every task, or a mapping of per-task limits."""
+    value = data.get("limit")
+    try:
+        if isinstance(value, dict):
+            return None, parse_task_limits(value, tasks)
+        return (None if value is None else document_limit(value)), ()
+    except CompbenchError as exc:
+        raise CompbenchError(f"limit: {exc}") from None
 
 
 def _kv_cache(data: dict) -> str | None:
@@ -312,8 +326,9 @@ def _validate(data, path: Path, original: bool, parse_recipe, check_include_path
             where = "the recipes" if own is recipes else f"the recipes of {model}"
             raise CompbenchError(f"baseline: '{baseline}' is not one of {where}; add it (reports "
                                  "and the gate compare every run with it)")
+    limit, task_limits = _limits(data, tasks)
     settings = EvalSettings(
-        tasks=tasks, limit=_optional(data, "limit", (int, float), minimum=0, below_one=True),
+        tasks=tasks, limit=limit, task_limits=task_limits,
         num_fewshot=_optional(data, "num_fewshot", (int,), minimum=0),
         batch_size=_batch_size(data),
         max_length=_optional(data, "max_length", (int,), minimum=1), include_paths=include_paths,
@@ -322,8 +337,6 @@ def _validate(data, path: Path, original: bool, parse_recipe, check_include_path
         **chat_options(_optional(data, "apply_chat_template", (bool, str)),
                        _optional(data, "fewshot_as_multiturn", (bool,)),
                        _optional(data, "system_instruction", (str,))))
-    if settings.limit == 0:
-        raise CompbenchError("limit: must be > 0")
     for key in ("device", "dtype", "description", "output_dir"):
         if data.get(key) is not None and not isinstance(data[key], str):
             raise CompbenchError(f"{key}: expected a string, got {data[key]!r}")

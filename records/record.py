@@ -190,7 +190,12 @@ class RunRecord:
         return base
 
     @property
-    def limit(self) -> int | float | None:
+    def limit(self) -> int | float | str | None:
+        """The document limit (None: all documents); per-task limits as `TASK=N,TASK=N`, the
+        form --limit takes them in."""
+        per_task = self.settings.get("task_limits")
+        if per_task:
+            return ",".join(f"{task}={limit}" for task, limit in per_task.items())
         return self.settings.get("limit")
 
     @property

@@ -28,7 +28,9 @@ def markdown(tables: list[Table], records: list[RunRecord], plot_paths: list[Pat
                   tabulate(table.rows, table.header, tablefmt="github", disable_numparse=True), ""]
         lines += [*table.notes, ""] if table.notes else []
     limits = sorted({"all documents" if r.limit is None else str(r.limit) for r in records if r.ok})
-    lines.append(f"Document limit per task: {', '.join(limits)}. Size: bytes of every "
+    if any("=" in text for text in limits):
+        limits.append("a task not named: all documents")
+    lines.append(f"Document limit per task: {'; '.join(limits)}. Size: bytes of every "
                  "stored tensor (quantization state included); ratio vs the uncompressed preset.")
     for record in records:
         if not record.ok:

@@ -219,9 +219,17 @@ CASES = {
         "'roberta-large' is a masked-lm model: lm-eval gives no valid numbers for it; train a "
         "classifier on it"),
     "limit nan": (lambda t, d: ["eval", "--recipe", "fp32", "--limit", "nan"],
-                  "must be a positive finite number, got nan"),
+                  "expected a whole number of documents >= 1 or a fraction between 0 and 1 "
+                  "(per task: TASK=N,TASK=N), got 'nan'"),
     "limit inf": (lambda t, d: ["eval", "--recipe", "fp32", "--limit", "inf"],
-                  "must be a positive finite number, got inf"),
+                  "a fraction between 0 and 1 (per task: TASK=N,TASK=N), got 'inf'"),
+    "limit 2.5": (lambda t, d: ["eval", "--recipe", "fp32", "--limit", "2.5"],
+                  "a fraction between 0 and 1 (per task: TASK=N,TASK=N), got '2.5'"),
+    "task limit 0": (lambda t, d: ["eval", "--recipe", "fp32", "--limit", "wikitext2_ppl=0"],
+                     "--limit: wikitext2_ppl: expected a whole number of documents >= 1"),
+    "task limit of a task not run": (
+        lambda t, d: ["eval", "--recipe", "fp32", "--tasks", "wikitext2_ppl", "--limit", "mmlu_subset=3"],
+        "--limit: 'mmlu_subset' is not one of the tasks (wikitext2_ppl); a per-task limit names one of them"),
     "batch size 0": (lambda t, d: ["eval", "--recipe", "fp32", "--batch-size", "0"],
                      "expected a whole number >= 1 or auto, got '0'"),
     "batch size -1": (lambda t, d: ["eval", "--recipe", "fp32", "--batch-size", "-1"],

@@ -71,7 +71,15 @@ def test_a_model_entry_may_name_its_own_recipes(tmp_path):
     (("int8]", 'int8, "wanda:{0.5,1.5}"]'), "recipes[2] (wanda:1.5): wanda: sparsity must be"),
     (("[wikitext2_chunked]", "[wikitext2_chunked, no_such_task]"), "tasks[1]: unknown task 'no_such_task'"),
     (("[smollm2-135m]", "[smollm2-135m, smolm2]"), "models[1]: unknown model preset 'smolm2'"),
-    (("limit: 1", "limit: -3"), "limit: must be >= 0"),
+    (("limit: 1", "limit: -3"), "limit: expected a whole number of documents >= 1 or a fraction "
+     "between 0 and 1, got -3"),
+    (("limit: 1", "limit: 2.5"), "limit: expected a whole number of documents >= 1"),
+    (("limit: 1", "limit: {wikitext2_ppl: 3}"),
+     "limit: 'wikitext2_ppl' is not one of the tasks (wikitext2_chunked); a per-task limit names one of them"),
+    (("limit: 1", "limit: {wikitext2_chunked: true}"),
+     "limit: wikitext2_chunked: expected a whole number of documents >= 1 or a fraction between 0 "
+     "and 1, got True"),
+    (("limit: 1", "limit: {}"), "limit: expected a number or TASK: N pairs, got {}"),
     (("limit: 1", "limit: 1\nseeds: [0, x]"), "seeds[1]: expected an integer"),
     (("limit: 1", "limit: 1\ncalibration: {nsamples: 0}"), "calibration: nsamples must be >= 1"),
     (("limit: 1", "limit: 1\ncalibration: {dataset: c4}"), "calibration: calibration must be one of"),
@@ -106,6 +114,21 @@ def test_bad_sweep_files_are_one_line_naming_the_key(tmp_path, capsys, change, m
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"compbench: error: {path}")
     assert message in err, err
+
+
+def test_a_limit_per_task_enters_the_run_key_and_leaves_the_other_tasks_whole(tmp_path):
+    from compbench.orchestration.plan import make_plan
+
+    text = BASE.replace("[wikitext2_chunked]", "[wikitext2_chunked, commonsense_qa]")
+    per_task = load_sweep(_file(tmp_path, text.replace("limit: 1", "limit: {wikitext2_chunked: 2}")))
+    settings = per_task.specs[0].settings
+    assert settings.task_limits == (("wikitext2_chunked", 2),) and settings.limit is None
+    assert (settings.limit_of("wikitext2_chunked"), settings.limit_of("commonsense_qa")) == (2, None)
+    fields = make_plan([per_task.specs[0]], tmp_path / "out").runs[0].eval_fields
+    assert fields["task_limits"] == {"wikitext2_chunked": 2}
+    one = load_sweep(_file(tmp_path, text.replace("limit: 1", "limit: 2"))).specs[0]
+    assert "task_limits" not in make_plan([one], tmp_path / "out").runs[0].eval_fields  # runs made
+    # before per-task limits keep their keys
 
 
 def test_a_users_own_task_folder_is_added_beside_compbenchs(tmp_path, data_dir):
