@@ -5,7 +5,6 @@ comparison table."""
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 

@@ -40,12 +40,13 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from compbench.artifacts.export import export_checkpoint, export_name
     from compbench.compressors import parse_recipe
+    from compbench.model_zoo.loading import choose_device, resolve_dtype
     from compbench.model_zoo.presets import get_preset
     from compbench.orchestration.trained import build_presets
 
     preset = get_preset(args.model)
     asked = parse_recipe(args.recipe)
-    recipe = asked.for_export()
+    recipe = asked.for_export(resolve_dtype(args.dtype, preset, choose_device(args.device)))
     if recipe != asked:
         print(f"recipe {asked} runs on a CPU kernel whose layout does not save; writing {recipe}, "
               "which holds the same integers and scales in a format from_pretrained reloads")

@@ -191,8 +191,8 @@ def exportable_format(config) -> bool:
 
 def as_compressed_tensors(method: str):
     """`exported_as` of a method with `format`: the same step in compressed-tensors' format,
-    whose integers, scales and zero points `format=int4-cpu` only repacks."""
-    def twin(config) -> tuple[str, dict]:
+    whose integers, scales and zero points `format=int4-cpu` only repacks (in any load dtype)."""
+    def twin(config, dtype: str) -> tuple[str, dict]:
         options = asdict(config)
         options.pop("version")
         options["format"] = "compressed-tensors"

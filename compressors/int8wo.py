@@ -20,6 +20,7 @@ from compbench.compressors.cpu_kernels import (
 )
 from compbench.compressors.registry import CompressionContext, StepOutput, register_compressor
 from compbench.compressors.targets import Targeted, target_layers
+from compbench.errors import CompbenchError
 
 
 @dataclass(frozen=True)
@@ -46,11 +47,17 @@ def apply(model: nn.Module, config: Int8WeightOnlyConfig, context: CompressionCo
                               "linear_bytes_vs_fp16": packed_bytes / fp16_bytes})
 
 
-def exported_as(config: Int8WeightOnlyConfig) -> tuple[str, dict] | None:
+def exported_as(config: Int8WeightOnlyConfig, dtype: str) -> tuple[str, dict] | None:
     """`torchao-int8` quantizes the same float32 weights by the same torchao call
     (`Int8Tensor.from_hp`, per row), so its checkpoint holds int8wo's integers and scales in
     torchao's safetensors format (TorchAoConfig). With `head=true` there is none: torchao-int8
-    keeps the head float."""
+    keeps the head float. On weights loaded in another dtype, int8wo still quantizes in
+    float32 and torchao-int8 in that dtype: their integers differ (measured: 5.4% of
+    SmolLM2's in bfloat16), so that export is refused."""
+    if dtype != "float32":
+        raise CompbenchError(f"int8wo on {dtype} weights cannot be exported: its stock twin "
+                             f"torchao-int8 quantizes them in {dtype}, int8wo in float32, and some "
+                             "integers differ; export with --dtype float32")
     return None if config.head else ("torchao-int8", {"targets": config.targets, "ignore": config.ignore})
 
 

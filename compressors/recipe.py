@@ -74,18 +74,18 @@ class Recipe:
         """Steps whose result `from_pretrained` cannot reload (no on-disk size, no store)."""
         return [s for s in self.steps if not COMPRESSORS[s.method].can_export(s.config)]
 
-    def for_export(self) -> Recipe:
-        """The recipe `compbench export` builds: each step that does not save replaced by the
-        step its compressor names as holding the same numbers in a stock format
-        (`int8wo` -> `torchao-int8`, `rtn:4:format=int4-cpu` -> `rtn:4`). A step with no such
-        twin is an error naming it."""
+    def for_export(self, dtype: str) -> Recipe:
+        """The recipe `compbench export` builds on weights loaded in `dtype`: each step that
+        does not save replaced by the step its compressor names as holding the same numbers in
+        a stock format (`int8wo` -> `torchao-int8`, `rtn:4:format=int4-cpu` -> `rtn:4`). A
+        step with no such twin is an error naming it."""
         steps, blocked = [], []
         for step in self.steps:
             compressor = COMPRESSORS[step.method]
             if compressor.can_export(step.config):
                 steps.append(step)
                 continue
-            twin = compressor.exported_as(step.config) if compressor.exported_as else None
+            twin = compressor.exported_as(step.config, dtype) if compressor.exported_as else None
             if twin is None:
                 blocked.append(str(step))
             else:

@@ -53,10 +53,11 @@ class Compressor:
     # pruning method in the method x sparsity tables, ("bits",) a quantizer in the bit-width
     # table, ("heads", "ffn") a structured method in the plots against the width kept.
     axes: tuple[str, ...] = ()
-    # For a step whose own result does not save (a CPU kernel's layout): the step whose stock
-    # checkpoint holds the same integers and scales, as (method, options), or None where no
-    # such step exists for these options. `compbench export` writes that one.
-    exported_as: Callable[[Any], tuple[str, dict[str, Any]] | None] | None = None
+    # For a step whose own result does not save (a CPU kernel's layout): given its config and
+    # the load dtype, the step whose stock checkpoint holds the same integers and scales, as
+    # (method, options), or None where no such step exists for these options (or a
+    # CompbenchError saying why not). `compbench export` writes that one.
+    exported_as: Callable[[Any, str], tuple[str, dict[str, Any]] | None] | None = None
 
     def can_export(self, config: Any) -> bool:
         """Whether this step, with these options, leaves a model stock `from_pretrained` reloads."""
@@ -97,7 +98,7 @@ def register_compressor(
     libraries: tuple[str, ...] = (),
     summary: str = "",
     axes: tuple[str, ...] = (),
-    exported_as: Callable[[Any], tuple[str, dict[str, Any]] | None] | None = None,
+    exported_as: Callable[[Any, str], tuple[str, dict[str, Any]] | None] | None = None,
 ) -> None:
     """Register a method under `name`; names are lowercase identifiers and unique, and each of
     its report `axes` is a field of its config."""

@@ -142,6 +142,12 @@ def write_json_atomic(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
+def as_stored(value: Any) -> Any:
+    """`value` as a JSON file gives it back (tuples as lists, keys as strings): what a stored
+    copy is compared with."""
+    return json.loads(json.dumps(value))
+
+
 _HASHES: dict[tuple[str, int, int], str] = {}
 
 

@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from compbench.core.environment import environment
-from compbench.core.io import write_json_atomic
+from compbench.core.io import as_stored, write_json_atomic
 from compbench.core.tensors import linear_kernels
 from compbench.errors import CompbenchError
 from compbench.evaluation import speed_llamacpp
@@ -71,7 +71,7 @@ def prompt_ids(tokenizer, settings: SpeedSettings) -> tuple[dict[int, list[int]]
 def run_identity(model: str, recipes: list[str], settings: SpeedSettings, llama_cpp: bool) -> dict:
     """What makes two speed runs the same run (a stored one with another identity is not resumed)."""
     identity = {"model": model, "recipes": recipes, "settings": asdict(settings), "llama_cpp": llama_cpp}
-    return json.loads(json.dumps(identity))  # as stored (tuples read back as lists)
+    return as_stored(identity)
 
 
 def load_run(path: Path, identity: dict) -> dict | None:

@@ -10,11 +10,11 @@ that dies with this process, its checkpoints and training log kept under the cac
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
+from compbench.core.io import as_stored
 from compbench.errors import CompbenchError
 
 
@@ -104,7 +104,7 @@ def train_preset(spec, target: str) -> None:
         from compbench.stages.distill_run import job_from, run_distill
 
         record = run_distill(job_from(values), resume=resume)
-    record = json.loads(json.dumps(record.to_dict()))
+    record = as_stored(record.to_dict())
 
     def fill(staging: Path) -> None:
         if spec.stage == "finetune":

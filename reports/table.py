@@ -21,6 +21,7 @@ import re
 import statistics
 from dataclasses import MISSING, dataclass, field
 
+from compbench.core.io import as_stored
 from compbench.records.record import RunRecord
 
 _SEED = re.compile(r":seed=\d+")
@@ -267,7 +268,7 @@ def bits_point(group: Group) -> tuple[str, int] | None:
 def _as_stored(value):
     """A config default as a results file holds it (tuples read back as lists); a field with
     no default as a value no option equals."""
-    return None if value is MISSING else json.loads(json.dumps(value))
+    return None if value is MISSING else as_stored(value)
 
 
 def _option_text(value) -> str:

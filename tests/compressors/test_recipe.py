@@ -74,7 +74,7 @@ def test_unexportable_steps_are_those_from_pretrained_cannot_reload(text, blocke
     ("awq:4:format=int4-cpu", "awq:4"),
 ])
 def test_export_writes_the_kernel_steps_twin_with_the_same_numbers(text, written):
-    exported = parse_recipe(text).for_export()
+    exported = parse_recipe(text).for_export("float32")
     assert str(exported) == written
     # the twin is that recipe exactly (same identity), so the checkpoint is the stored model's
     assert exported.as_dict() == parse_recipe(written).as_dict()
@@ -87,7 +87,16 @@ def test_export_writes_the_kernel_steps_twin_with_the_same_numbers(text, written
 def test_export_refuses_a_step_with_no_stock_format_by_name(text, blocked):
     with pytest.raises(CompbenchError, match=rf"cannot be exported .*: {re.escape(blocked)} has no "
                                              "serialized format"):
-        parse_recipe(text).for_export()
+        parse_recipe(text).for_export("float32")
+
+
+def test_export_of_int8wo_on_bfloat16_weights_is_refused_and_int4_cpu_is_not():
+    """int8wo quantizes in float32 and its twin torchao-int8 in the load dtype: in bfloat16 their
+    integers differ; llm-compressor's integers are repacked as they are, in any dtype."""
+    with pytest.raises(CompbenchError, match="int8wo on bfloat16 weights cannot be exported: its stock "
+                                             "twin torchao-int8 quantizes them in bfloat16"):
+        parse_recipe("int8wo").for_export("bfloat16")
+    assert str(parse_recipe("rtn:4:format=int4-cpu").for_export("bfloat16")) == "rtn:4"
 
 
 @pytest.mark.parametrize("text, message", [

@@ -75,7 +75,8 @@ def test_a_model_entry_may_name_its_own_recipes(tmp_path):
      "between 0 and 1, got -3"),
     (("limit: 1", "limit: 2.5"), "limit: expected a whole number of documents >= 1"),
     (("limit: 1", "limit: {wikitext2_ppl: 3}"),
-     "limit: 'wikitext2_ppl' is not one of the tasks (wikitext2_chunked); a per-task limit names one of them"),
+     "limit: 'wikitext2_ppl' is not one of the tasks (wikitext2_chunked); a per-task limit names "
+     "one of them"),
     (("limit: 1", "limit: {wikitext2_chunked: true}"),
      "limit: wikitext2_chunked: expected a whole number of documents >= 1 or a fraction between 0 "
      "and 1, got True"),
