@@ -8,7 +8,10 @@ by s, so the float model computes the same function while the salient channels r
 less relative error. alpha is chosen on a grid of `n_grid` points in [0, 1] to minimize the
 paper's objective, the layers' output error ||Q(W diag(s)) diag(s)^-1 X - W X||^2 over the
 calibration tokens (alpha = 0 is plain round-to-nearest, so AWQ never scores worse than RTN
-on it). The weights are then rounded exactly as `rtn` rounds them (llm-compressor, packed
+on it). Then, as AutoAWQ's `auto_clip`, each group of each layer (but the attention's query and
+key projections, whose error the softmax reshapes) keeps its weights within max|w| x (1 - r),
+r on a grid in [0, 0.5), the r whose rounding gives the group's least output error (r = 0 is
+no clipping). The weights are then rounded exactly as `rtn` rounds them (llm-compressor, packed
 compressed-tensors, exportable), or with `format=int4-cpu` repacked for the CPU int4 kernel.
 
 Why not llm-compressor's AWQModifier: in 0.14 its grid search pins the cached activations in
@@ -16,8 +19,9 @@ page-locked memory unconditionally (`IntermediatesCache.pin_memory`), which rais
 access accelerator device when none is available" on a machine without one. So the scale
 search is written here, on one statistic per activation: the objective only needs the Gram
 matrix H = X^T X (error = trace(E H E^T), E the weight error), collected in one pass of the
-dense model (scaling keeps the function, so every layer sees the dense model's inputs). Which
-activations feed which layers is llm-compressor's AWQ mapping table for the architecture.
+dense model (scaling keeps the function, so every layer sees the dense model's inputs, divided
+by s where s was folded in); a group's clipping error is its block of H. Which activations feed
+which layers is llm-compressor's AWQ mapping table for the architecture.
 """
 
 from __future__ import annotations
@@ -45,6 +49,10 @@ from compbench.compressors.registry import CompressionContext, StepOutput, regis
 from compbench.compressors.targets import Targeted, find_blocks, target_layers
 from compbench.errors import CompbenchError
 
+MAX_SHRINK = 0.5  # the most of a group's range the clipping search cuts (AutoAWQ's max_shrink)
+# not clipped: the attention scores' inputs, whose error the softmax reshapes (as AutoAWQ)
+UNCLIPPED = ("q_proj", "k_proj")
+
 
 @dataclass(frozen=True)
 class AWQConfig(Calibrated, Targeted):
@@ -55,11 +63,12 @@ class AWQConfig(Calibrated, Targeted):
     bits: int = 4  # bits per weight: 2, 3, 4 or 8
     group_size: int = 64  # input columns sharing a scale; 0 = one per output row (channel)
     sym: bool = False  # symmetric grid; AWQ's checkpoints use a zero point (asymmetric)
-    n_grid: int = 20  # alpha values tried in [0, 1] (the paper's 20)
+    n_grid: int = 20  # alpha values tried in [0, 1] (the paper's 20), and clip steps of 1/n_grid
+    clip: bool = True  # search each group's clipping range after scaling (AutoAWQ's auto_clip)
     # compressed-tensors: packed for storage and export; int4-cpu: the same integers in the CPU
     # int4 kernel's layout (as rtn's and gptq's), computed packed, not exportable
     format: str = "compressed-tensors"
-    version: int = 1  # bump when the method's behaviour changes
+    version: int = 2  # bump when the method's behaviour changes (2: the clipping search)
 
     def __post_init__(self):
         super().__post_init__()
@@ -104,6 +113,44 @@ def best_scales(weight: torch.Tensor, gram: torch.Tensor, x_mean: torch.Tensor,
         if error < best_error:
             best, best_alpha, best_error = scales, alpha, error
     return best, best_alpha
+
+
+def group_errors(error: torch.Tensor, gram: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Per output row and input group: sum over tokens of (e_g . x_g)^2, each group's own output
+    error, from the diagonal blocks of H = X^T X; [rows, groups]."""
+    rows, columns = error.shape
+    size = group_size or columns
+    blocks = torch.stack([gram[i:i + size, i:i + size] for i in range(0, columns, size)])
+    groups = error.reshape(rows, -1, size)
+    return torch.einsum("rgi,gij,rgj->rg", groups, blocks, groups)
+
+
+def best_clip(weight: torch.Tensor, gram: torch.Tensor, config: AWQConfig) -> torch.Tensor:
+    """Per row and group, the clipping bound max|w| x (1 - r) for r = 0, 1/n_grid, ... below
+    MAX_SHRINK whose rounding gives the group's least output error; [rows, groups, 1]."""
+    rows, columns = weight.shape
+    groups = weight.reshape(rows, -1, config.group_size or columns)
+    top = groups.abs().amax(-1, keepdim=True)
+    best, best_error = top.clone(), torch.full(top.shape[:2], float("inf"))
+    for step in range(int(MAX_SHRINK * config.n_grid)):
+        bound = top * (1 - step / config.n_grid)
+        clipped = torch.maximum(torch.minimum(groups, bound), -bound).reshape(rows, columns)
+        quantized = fake_quantize(clipped, config.bits, config.group_size, config.sym)
+        error = group_errors(quantized - weight, gram, config.group_size)
+        better = error < best_error
+        best_error[better], best[better] = error[better], bound[better]
+    return best
+
+
+def clip_(layer: nn.Module, bounds: torch.Tensor) -> float:
+    """Clamp each group of the layer's weight to +-its bound; the mean fraction of range cut."""
+    with torch.no_grad():
+        weight = layer.weight
+        groups = weight.reshape(weight.shape[0], bounds.shape[1], -1)
+        top = groups.abs().amax(-1, keepdim=True)
+        bounds = bounds.to(weight.dtype)
+        groups.copy_(torch.maximum(torch.minimum(groups, bounds), -bounds))
+    return float((1 - bounds.float() / top.float().clamp(min=1e-12)).mean())
 
 
 Mapping = tuple[str, nn.Module, list[str]]  # producer name, producer, names of the layers it feeds
@@ -179,19 +226,28 @@ def apply(model: nn.Module, config: AWQConfig, context: CompressionContext) -> S
     if not mappings:
         raise CompbenchError(f"awq: no activation of {type(model).__name__} feeds the target layers "
                              "in llm-compressor's AWQ mappings; use gptq or rtn")
-    statistics = input_statistics(model, {balance[0]: layers[balance[0]] for _, _, balance in mappings},
-                                  calibration_ids(context, config))
-    alphas = {}
+    clipped = [name for name in layers if config.clip and not name.endswith(UNCLIPPED)]
+    fed = {name for _, _, balance in mappings for name in balance}
+    inputs = {balance[0]: layers[balance[0]] for _, _, balance in mappings}
+    inputs.update({name: layers[name] for name in clipped if name not in fed})  # o_proj under GQA
+    statistics = input_statistics(model, inputs, calibration_ids(context, config))
+    alphas, grams = {}, {name: statistics[name][0] for name in inputs if name not in fed}
     for producer_name, producer, balance in tqdm(mappings, desc="awq: scale search", leave=False):
-        gram, x_mean = statistics[balance[0]]
+        gram, x_mean = statistics.pop(balance[0])
         weight = torch.cat([layers[name].weight.detach().float() for name in balance])
         scales, alphas[producer_name] = best_scales(weight, gram, x_mean, config)
         scale_(producer, [layers[name] for name in balance], scales)
+        if config.clip:  # the scaled layers' inputs are x / s
+            scaled = gram / (scales.view(-1, 1) * scales.view(1, -1))
+            grams.update(dict.fromkeys(balance, scaled))
+    cuts = [clip_(layers[name], best_clip(layers[name].weight.detach().float(), grams[name], config))
+            for name in tqdm(clipped, desc="awq: clipping search", leave=False)]
     masks = zero_masks(layers)
     oneshot_(model, [QuantizationModifier(config_groups={"group_0": group})], "awq", context)
     stats = pack_as_format(model, layers, masks, config, "awq")
+    clipping = {"clipped_layers": len(cuts), "mean_range_cut": sum(cuts) / len(cuts)} if cuts else {}
     return StepOutput(model, {**stats, "scaled_mappings": len(alphas),
-                              "mean_alpha": sum(alphas.values()) / len(alphas)})
+                              "mean_alpha": sum(alphas.values()) / len(alphas), **clipping})
 
 
 register_compressor(
