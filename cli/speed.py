@@ -53,6 +53,10 @@ def add_parser(sub) -> None:
     p.add_argument("--threads", type=positive_int, default=None,
                    help="threads for torch and llama.cpp (default: torch's, all cores)")
     p.add_argument("--no-llama-cpp", action="store_true", help="leave out the llama.cpp rows")
+    p.add_argument("--compile", action="store_true",
+                   help="time each recipe a second time (its row '<recipe> compiled'), decoding "
+                   "through torch.compile'd one-token steps on a static KV cache; compiling takes "
+                   "about a minute a model and shape here, done before the timing")
     p.add_argument("--output", default=None, help="the run's JSON (default results/speed/"
                    "<model>__<run hash>.json); its .md table and .png plot go beside it")
     p.add_argument("--again", action="store_true", help="measure anew over a stored run")
@@ -85,12 +89,13 @@ def run(args: argparse.Namespace) -> int:
                              threads=args.threads or 0)
     check_speed_input(preset, settings)
     llama_cpp = not args.no_llama_cpp
-    identity = run_identity(preset.name, [str(r) for r in recipes], settings, llama_cpp)
+    identity = run_identity(preset.name, [str(r) for r in recipes], settings, llama_cpp, args.compile)
     path = Path(args.output) if args.output else \
         Path("results/speed") / f"{preset.name}__{digest_of(identity)[:10]}.json"
     store_dir = store_from(args)
     run = run_speed(preset, recipes, settings, path, llama_cpp=llama_cpp, again=args.again,
-                    device=device, store=ModelStore(store_dir) if store_dir else None)
+                    device=device, store=ModelStore(store_dir) if store_dir else None,
+                    compiled=args.compile)
     text = render(run)
     table = path.with_suffix(".md")
     write_text_atomic(table, text)

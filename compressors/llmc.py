@@ -43,6 +43,13 @@ def oneshot_(model: nn.Module, modifiers: list, method: str, context: Compressio
         kwargs = {"dataset": calibration_loader(context, calibration),
                   "num_calibration_samples": calibration.nsamples, "pipeline": "sequential"}
     oneshot(model=model, recipe=modifiers, **kwargs)
+    # oneshot leaves every module it dispatched wrapped for offloading (parameters in an
+    # OffloadCache, a forward that moves its inputs to the onload device): a Python detour on
+    # each call of each module at evaluation and decoding, and a graph break for torch.compile.
+    # compbench offloads nothing, so the wrappers go, the tensors staying where they are.
+    from compressed_tensors.offload import remove_dispatch
+
+    remove_dispatch(model, onload_tensors=True)
 
 
 def drop_compressed_save(model: nn.Module) -> None:

@@ -89,6 +89,53 @@ class ModelSubject:
         return time.perf_counter() - start
 
 
+class CompiledSubject(ModelSubject):
+    """The same model decoding through `torch.compile`d one-token steps (the overhead lever:
+    batch-1 decoding of a small model is bound by per-operation overhead more than by memory).
+    The KV cache is static, one per batch size and length, sized to the call and reused (reset):
+    each shape compiles once, and attention reads only the positions the call holds (a cache
+    sized for the longest prompt made every decode step read all of it). The prompt is
+    prefilled eagerly, as Hugging Face's `generate` does with a compiled forward; greedy steps
+    give `generate`'s tokens (tested)."""
+
+    compiles = True  # its first call of each shape compiles: warm it up on the measured shapes
+
+    def __init__(self, model: nn.Module):
+        super().__init__(model)
+        # a graph per (model, cache shape); torch's default limit of 8 per function would make
+        # a run of several recipes fall back to eager without a word
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        self.step = torch.compile(model.forward, dynamic=False)
+        self.caches: dict[tuple[int, int], object] = {}
+
+    def _cache(self, rows: int, length: int):
+        from transformers import StaticCache
+
+        cache = self.caches.get((rows, length))
+        if cache is None:
+            cache = self.caches[rows, length] = StaticCache(config=self.model.config, max_cache_len=length)
+        else:
+            cache.reset()
+        return cache
+
+    @torch.inference_mode()
+    def _generate(self, rows: list[list[int]], new_tokens: int, clock: FirstTokenClock | None = None):
+        ids = torch.tensor(rows, device=self.device)
+        cache = self._cache(len(rows), ids.shape[1] + new_tokens)
+        if clock is not None:
+            clock.put(ids)
+        logits = self.model(ids, past_key_values=cache, use_cache=True).logits
+        tokens = [logits[:, -1:].argmax(-1)]
+        if clock is not None:
+            clock.put(tokens[0])
+        for _ in range(new_tokens - 1):
+            logits = self.step(tokens[-1], past_key_values=cache, use_cache=True).logits
+            tokens.append(logits[:, -1:].argmax(-1))
+        if clock is not None:
+            clock.end()
+        return torch.cat([ids, *tokens], dim=1)
+
+
 def measure_once(subject: Subject, prompts: dict[int, list[int]], batch: list[list[int]],
                  settings: SpeedSettings) -> dict:
     """One repetition of every figure for one subject (`prompts`: token ids per prompt length)."""

@@ -26,6 +26,7 @@ from compbench.core.tensors import linear_kernels
 from compbench.errors import CompbenchError
 from compbench.evaluation import speed_llamacpp
 from compbench.evaluation.speed import (
+    CompiledSubject,
     ModelSubject,
     SpeedSettings,
     bytes_read_per_token,
@@ -35,6 +36,8 @@ from compbench.evaluation.speed import (
 from compbench.records.index import SPEED_SCHEMA
 
 VERSION = 1
+COMPILED = "compiled"  # the suffix of a recipe's compiled row
+COMPILED_HOW = "torch.compile (inductor) of the one-token steps, a static KV cache sized to each call"
 
 
 def check_speed_input(preset, settings: SpeedSettings) -> None:
@@ -68,9 +71,12 @@ def prompt_ids(tokenizer, settings: SpeedSettings) -> tuple[dict[int, list[int]]
     return prompts, batch
 
 
-def run_identity(model: str, recipes: list[str], settings: SpeedSettings, llama_cpp: bool) -> dict:
-    """What makes two speed runs the same run (a stored one with another identity is not resumed)."""
-    identity = {"model": model, "recipes": recipes, "settings": asdict(settings), "llama_cpp": llama_cpp}
+def run_identity(model: str, recipes: list[str], settings: SpeedSettings, llama_cpp: bool,
+                 compiled: bool = False) -> dict:
+    """What makes two speed runs the same run (a stored one with another identity is not resumed);
+    `compiled` only when set, so runs made before it keep theirs."""
+    identity = {"model": model, "recipes": recipes, "settings": asdict(settings), "llama_cpp": llama_cpp,
+                **({"compiled": True} if compiled else {})}
     return as_stored(identity)
 
 
@@ -90,14 +96,15 @@ def load_run(path: Path, identity: dict) -> dict | None:
 
 
 def run_speed(preset, recipes: list, settings: SpeedSettings, path: Path, *, llama_cpp: bool = True,
-              again: bool = False, device: str | None = None, store=None) -> dict:
-    """Build every subject, time them (resuming a stored run), and return the run's record."""
+              again: bool = False, device: str | None = None, store=None, compiled: bool = False) -> dict:
+    """Build every subject, time them (resuming a stored run), and return the run's record. With
+    `compiled`, each recipe's model is timed a second time, decoding through compiled steps."""
     from compbench.model_zoo.loading import choose_device
 
     device = choose_device(device)
     threads = settings.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
-    identity = run_identity(preset.name, [str(r) for r in recipes], settings, llama_cpp)
+    identity = run_identity(preset.name, [str(r) for r in recipes], settings, llama_cpp, compiled)
     run = None if again else load_run(path, identity)
     if run is None:
         print(f"speed: measuring the memory read bandwidth of {device} ({threads} threads)", flush=True)
@@ -111,10 +118,15 @@ def run_speed(preset, recipes: list, settings: SpeedSettings, path: Path, *, lla
     subjects: dict[str, Any] = {}
     tokenizer = None
     for recipe in recipes:
-        name = str(recipe)
-        if not all((name, k) in done for k in range(wanted)):
-            subject, run["subjects"][name], tokenizer = _compbench_subject(preset, recipe, device, store)
-            subjects[name] = subject
+        names = [str(recipe)] + ([f"{recipe} {COMPILED}"] if compiled else [])
+        missing = [name for name in names if not all((name, k) in done for k in range(wanted))]
+        if not missing:
+            continue
+        subject, info, tokenizer = _compbench_subject(preset, recipe, device, store)
+        for name in missing:
+            compiles = name != str(recipe)
+            subjects[name] = CompiledSubject(subject.model) if compiles else subject
+            run["subjects"][name] = {**info, "compiled": COMPILED_HOW} if compiles else info
     if llama_cpp:
         _add_llama_cpp(run, subjects, preset, settings, threads, done)
     if not subjects:
@@ -126,8 +138,12 @@ def run_speed(preset, recipes: list, settings: SpeedSettings, path: Path, *, lla
 
         tokenizer = AutoTokenizer.from_pretrained(resolve_source(preset))
     prompts, batch = prompt_ids(tokenizer, settings)
-    for subject in subjects.values():  # warm-up: first calls allocate and pick kernels
-        subject.decode(prompts[settings.decode_prompt][:32], 4)
+    for name, subject in subjects.items():  # warm-up: first calls allocate and pick kernels
+        if getattr(subject, "compiles", False):  # and compile, on the shapes measured
+            print(f"speed: compiling {name}'s decode steps (a graph per cache shape)", flush=True)
+            measure_once(subject, prompts, batch, settings)
+        else:
+            subject.decode(prompts[settings.decode_prompt][:32], 4)
     order = list(subjects)
     todo = [(k, n) for k in range(wanted) for n in order[k % len(order):] + order[:k % len(order)]
             if (n, k) not in done]

@@ -54,8 +54,9 @@ def speed_rows(run: dict) -> tuple[list[str], list[list[str]]]:
         decode = _figures(run, name, "decode_tokens_per_s")
         limit = limit_tokens_per_s(run, name)
         median = _median(decode)
-        kernels = ", ".join(f"{kind} x{count}" if count > 1 else kind
-                            for kind, count in info["kernels"].items())
+        kernels = ", ".join([f"{kind} x{count}" if count > 1 else kind
+                             for kind, count in info["kernels"].items()]
+                            + (["torch.compile"] if info.get("compiled") else []))
         rss = info.get("model_rss_mb")
         rows.append([
             name, kernels, f"{info['bytes_read_per_token'] / 2**20:.1f}", _spread(decode, 1),

@@ -30,6 +30,9 @@ def test_rtn_4bit_packs_weights_to_under_0_3_of_fp16(fp32_model, context):
     weight = dense_weight(layers["model.layers.0.mlp.down_proj"])
     groups = weight.reshape(weight.shape[0], -1, 64)
     assert max(len(torch.unique(g)) for g in groups[:16].reshape(-1, 64)) <= 16
+    # llm-compressor's offload wrappers are gone: plain parameters, each module's own forward
+    assert not any(type(m._parameters) is not dict or "_original_forward_func" in m.__dict__
+                   for m in result.model.modules())
 
 
 @pytest.mark.heavy
