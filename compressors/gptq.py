@@ -121,16 +121,22 @@ def zero_masks(layers: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
     return {name: m.weight == 0 for name, m in layers.items() if bool((m.weight == 0).any())}
 
 
-def pack_(model: nn.Module, layers: dict[str, nn.Module], masks: dict[str, torch.Tensor]) -> dict:
+def pack_(model: nn.Module, layers: dict[str, nn.Module], masks: dict[str, torch.Tensor],
+          decompress_on_forward: bool = True) -> dict:
     """Restore pruned zeros, pack the quantized layers in memory, and measure their bytes and
-    the fraction of weights stored as exactly zero (pruned ones, and those that round to 0)."""
+    the fraction of weights stored as exactly zero (pruned ones, and those that round to 0).
+    compressed-tensors hooks the model to decompress (and offload) it at its first forward;
+    `decompress_on_forward=False` removes that hook, for layers repacked for a kernel."""
     from compressed_tensors.compressors import ModelCompressor
 
     with torch.no_grad():
         for name, mask in masks.items():
             layers[name].weight.masked_fill_(mask, 0.0)
     fp16_bytes = sum(m.weight.numel() * 2 for m in layers.values())
-    ModelCompressor.from_pretrained_model(model).compress_model(model)
+    compressor = ModelCompressor.from_pretrained_model(model)
+    compressor.compress_model(model)
+    if not decompress_on_forward:
+        compressor.remove_decompression_hook(model)
     packed_bytes = sum(t.numel() * t.element_size()
                        for m in layers.values() for t in [*m.parameters(), *m.buffers()])
     unpacked = [dense_weight(m) for m in layers.values()]
@@ -177,7 +183,7 @@ def check_kernel_format(model: nn.Module, layers: dict[str, nn.Module], config, 
 def pack_as_format(model: nn.Module, layers: dict[str, nn.Module], masks: dict[str, torch.Tensor], config,
             method: str) -> dict:
     """Pack the quantized layers; with format=int4-cpu, then repack them for the int4 kernel."""
-    stats = pack_(model, layers, masks)
+    stats = pack_(model, layers, masks, decompress_on_forward=config.format != "int4-cpu")
     if config.format == "int4-cpu":
         from compbench.compressors.int4 import repack_int4_
 

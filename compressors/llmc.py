@@ -43,13 +43,26 @@ def oneshot_(model: nn.Module, modifiers: list, method: str, context: Compressio
         kwargs = {"dataset": calibration_loader(context, calibration),
                   "num_calibration_samples": calibration.nsamples, "pipeline": "sequential"}
     oneshot(model=model, recipe=modifiers, **kwargs)
-    # oneshot leaves every module it dispatched wrapped for offloading (parameters in an
-    # OffloadCache, a forward that moves its inputs to the onload device): a Python detour on
-    # each call of each module at evaluation and decoding, and a graph break for torch.compile.
-    # compbench offloads nothing, so the wrappers go, the tensors staying where they are.
+    undo_offloading(model)
+
+
+def undo_offloading(model: nn.Module) -> None:
+    """Undo the offloading oneshot leaves on every module it dispatched (parameters in an
+    OffloadCache, a forward that moves its inputs to the onload device): a Python detour on each
+    call of each module, and graph breaks for torch.compile.
+    compbench offloads nothing, so the tensors stay where they are. compressed-tensors'
+    `remove_dispatch` restores each module's forward to the one it wrapped, which for a module
+    dispatched twice is the first dispatch's wrapper: those are dropped too (written here
+    because the library leaves them; the class's own forward is what they wrap)."""
+    import compressed_tensors.offload.module as offload
     from compressed_tensors.offload import remove_dispatch
 
     remove_dispatch(model, onload_tensors=True)
+    for module in model.modules():  # what remove_dispatch leaves: the class's forward, or a wrapper
+        forward = getattr(module.__dict__.get("forward"), "__func__", None)
+        if forward is not None and (forward is type(module).forward
+                                    or forward.__code__.co_filename == offload.__file__):
+            del module.forward
 
 
 def drop_compressed_save(model: nn.Module) -> None:
