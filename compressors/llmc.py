@@ -51,9 +51,9 @@ def undo_offloading(model: nn.Module) -> None:
     OffloadCache, a forward that moves its inputs to the onload device): a Python detour on each
     call of each module, and graph breaks for torch.compile.
     compbench offloads nothing, so the tensors stay where they are. compressed-tensors'
-    `remove_dispatch` restores each module's forward to the one it wrapped, which for a module
-    dispatched twice is the first dispatch's wrapper: those are dropped too (written here
-    because the library leaves them; the class's own forward is what they wrap)."""
+    `remove_dispatch` sets each module's forward back on the instance, as the function it had
+    wrapped; such instance forwards (the class's own, or another offload wrapper) are dropped,
+    so every module runs its class's forward (written here because the library leaves them)."""
     import compressed_tensors.offload.module as offload
     from compressed_tensors.offload import remove_dispatch
 
