@@ -4,6 +4,7 @@ the time outside any operator (Python, `generate`'s bookkeeping).
 
     python bench/decode_profile.py --model smollm2-135m --recipe fp32 --recipe int4
     python bench/decode_profile.py --recipe int4 --tokens 64 --output bench/results/profile.md
+    python bench/decode_profile.py --recipe int4 --compile   # also as `compbench speed --compile` runs it
 
 It answers "why is this recipe far from its bandwidth limit": a token bound by bytes spends
 its time in the matmuls; one bound by per-operation cost spends it in small operators and
@@ -25,25 +26,32 @@ MATMULS = {"aten::_weight_int4pack_mm_for_cpu": "int4 kernel", "aten::_weight_in
            "aten::matmul": None}
 
 
-def profile_decode(model, prompt: list[int], tokens: int) -> dict[str, float]:
+def profile_decode(model, prompt: list[int], tokens: int, compiled: bool = False) -> dict[str, float]:
     """Milliseconds per decoded token: wall, each matmul kind, the LM head, other operators,
-    outside operators (wall minus every top-level operator's time)."""
+    outside operators (wall minus every top-level operator's time). `compiled`: decoding through
+    `compbench speed --compile`'s compiled one-token steps, compiled before the profile; their
+    fused kernels count as other operators, and the LM head is not timed (a hook in the
+    compiled graph would break it)."""
     from torch.profiler import ProfilerActivity, profile
 
-    from compbench.evaluation.speed import ModelSubject
+    from compbench.evaluation.speed import CompiledSubject, ModelSubject
 
-    subject = ModelSubject(model)
-    subject.decode(prompt[:32], 4)  # warm-up
+    subject = CompiledSubject(model) if compiled else ModelSubject(model)
+    if compiled:
+        subject.decode(prompt, tokens)  # compiles the profiled shape
+    else:
+        subject.decode(prompt[:32], 4)  # warm-up
     head = model.get_output_embeddings()
     marks: list[float] = []
-    handle = head.register_forward_pre_hook(lambda *_: marks.append(time.perf_counter()))
-    done = head.register_forward_hook(lambda *_: marks.append(time.perf_counter()))
+    hooks = [] if compiled else [
+        head.register_forward_pre_hook(lambda *_: marks.append(time.perf_counter())),
+        head.register_forward_hook(lambda *_: marks.append(time.perf_counter()))]
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         start = time.perf_counter()
         subject.decode(prompt, tokens)
         wall = time.perf_counter() - start
-    handle.remove()
-    done.remove()
+    for hook in hooks:
+        hook.remove()
     head_s = sum(marks[i + 1] - marks[i] for i in range(0, len(marks) - 1, 2))
     by_kind: dict[str, float] = {}
     other = 0.0
@@ -58,8 +66,9 @@ def profile_decode(model, prompt: list[int], tokens: int) -> dict[str, float]:
             by_kind[kind] = by_kind.get(kind, 0.0) + seconds
     operators = other + sum(by_kind.values())
     per_token = 1000 / (tokens + 1)  # the prompt's forward counts as one step too
+    head = {} if compiled else {"of which LM head": head_s * per_token}
     return {"wall": wall * per_token, **{k: v * per_token for k, v in by_kind.items()},
-            "of which LM head": head_s * per_token, "other operators": other * per_token,
+            **head, "other operators": other * per_token,
             "outside operators": max(wall - operators, 0.0) * per_token}
 
 
@@ -70,6 +79,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32, help="tokens decoded under the profiler")
     parser.add_argument("--prompt", type=int, default=128, help="prompt length in tokens")
     parser.add_argument("--output", default=None, help="write the table here (Markdown) as well")
+    parser.add_argument("--compile", action="store_true",
+                        help="profile each recipe a second time through compiled one-token steps")
     args = parser.parse_args()
 
     from compbench.artifacts.build import build
@@ -84,12 +95,17 @@ def main() -> None:
         settings = SpeedSettings(prompt_lengths=(args.prompt,), batch_rows=1)
         prompts, _ = prompt_ids(artifact.tokenizer, settings)
         measured[recipe] = profile_decode(artifact.model, prompts[args.prompt], args.tokens)
+        if args.compile:
+            measured[f"{recipe} compiled"] = profile_decode(artifact.model, prompts[args.prompt], args.tokens,
+                                                            compiled=True)
         del artifact
     seen = {key for times in measured.values() for key in times}
     order = ["wall", "int4 kernel", "int8 kernel", "dense matmul", "of which LM head", "other operators",
              "outside operators"]
     header = ["recipe", *(key for key in order if key in seen)]
-    rows = [[recipe, *(f"{times.get(k, 0.0):.1f}" for k in header[1:])] for recipe, times in measured.items()]
+    untimed = "n/a"  # the LM head of a compiled row
+    rows = [[recipe, *(f"{times.get(k, 0.0):.1f}" if k in times or k != "of which LM head" else untimed
+                       for k in header[1:])] for recipe, times in measured.items()]
     text = (f"ms per decoded token, {args.model}, {args.tokens} tokens after a {args.prompt}-token "
             f"prompt, {torch.get_num_threads()} threads (torch profiler; the LM head's time is "
             "also inside the matmul columns)\n\n" + tabulate(rows, header, tablefmt="github"))

@@ -254,5 +254,6 @@ register_compressor(
     "awq", AWQConfig, apply, kind="quantize", terminal=True, needs_calibration=True, axes=("bits",),
     trainable=False, exportable=exportable_format, exported_as=as_compressed_tensors("awq"),
     libraries=("llmcompressor", "compressed-tensors"),
-    summary="AWQ: activation-aware channel scales, then 2/3/4/8-bit integer weights in groups",
+    summary="AWQ: activation-aware channel scales and clipping ranges, then 2/3/4/8-bit integer weights"
+            " in groups",
 )

@@ -102,9 +102,6 @@ class CompiledSubject(ModelSubject):
 
     def __init__(self, model: nn.Module):
         super().__init__(model)
-        # a graph per (model, cache shape); torch's default limit of 8 per function would make
-        # a run of several recipes fall back to eager without a word
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         self.step = torch.compile(model.forward, dynamic=False)
         self.caches: dict[tuple[int, int], object] = {}
 
@@ -118,6 +115,10 @@ class CompiledSubject(ModelSubject):
             cache.reset()
         return cache
 
+    # a graph per (model, cache shape), all of one code object (the model class's forward):
+    # torch's default limit of 8 a function would make a run of several recipes fall back to
+    # eager without a word; raised only while these steps run
+    @torch._dynamo.config.patch(recompile_limit=64)
     @torch.inference_mode()
     def _generate(self, rows: list[list[int]], new_tokens: int, clock: FirstTokenClock | None = None):
         ids = torch.tensor(rows, device=self.device)
