@@ -85,6 +85,15 @@ def yardstick_line(run: dict) -> str:
             f"{ours[fastest] / theirs:.2f}x {YARDSTICK}'s ({theirs:.1f} tok/s) on the same model.")
 
 
+def _probed(run: dict) -> str:
+    """How the run's bandwidth was measured (runs before the repeated probe have one)."""
+    probes = run.get("read_bandwidth_probes_gb_per_s") or []
+    if len(probes) < 2:
+        return "measured at the start"
+    return (f"the best of {len(probes)} probes, at the start and after each repetition: "
+            f"{min(probes):.1f}-{max(probes):.1f}")
+
+
 def render(run: dict, heading: str = "#") -> str:
     """The run as Markdown under a `heading` of that level: what was measured, the table, the
     yardstick line."""
@@ -101,7 +110,7 @@ def render(run: dict, heading: str = "#") -> str:
         f"{settings['batch_rows']} rows generating {settings['new_tokens']} tokens each; "
         f"{settings['repetitions']} repetitions interleaved across the rows ({done} measurements), "
         f"median [min-max]; {settings['threads']} threads. The limit is the machine's read "
-        f"bandwidth ({run['read_bandwidth_gb_per_s']:.1f} GB/s, measured at the start) over the "
+        f"bandwidth ({run['read_bandwidth_gb_per_s']:.1f} GB/s, {_probed(run)}) over the "
         "weight bytes one token reads. x first: decode speed against the first row. Model RSS: "
         "the process's memory growth when the row was built; working: its peak while generating "
         "above its memory before (every row lives in one process, so both are approximate).",

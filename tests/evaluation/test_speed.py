@@ -20,8 +20,9 @@ TINY = SpeedSettings(new_tokens=3, prompt_lengths=(8, 16), batch_rows=2, repetit
 RECIPES = ["fp32", "int8wo"]
 
 
-def _run(path, monkeypatch, settings=TINY, **kwargs):
-    monkeypatch.setattr(speed_run, "read_bandwidth_gb_per_s", lambda device: 10.0)  # skip 1 GB of copies
+def _run(path, monkeypatch, settings=TINY, probe=True, **kwargs):
+    if probe:
+        monkeypatch.setattr(speed_run, "read_bandwidth_gb_per_s", lambda device: 10.0)  # skip 1 GB of copies
     return speed_run.run_speed(get_preset("smollm2-135m"), [parse_recipe(r) for r in RECIPES], settings,
                                path, llama_cpp=False, **kwargs)
 
@@ -38,12 +39,18 @@ def test_a_speed_run_records_every_figure_and_resumes_after_an_interruption(tmp_
         return measured(*args, **kwargs)
 
     monkeypatch.setattr(speed_run, "measure_once", interrupted)
+    probes = iter([10.0, 12.0, 11.0])
+    monkeypatch.setattr(speed_run, "read_bandwidth_gb_per_s", lambda device: next(probes))
     with pytest.raises(KeyboardInterrupt):
-        _run(path, monkeypatch)
+        _run(path, monkeypatch, probe=False)
     kept = json.loads(path.read_text())["repetitions"]
     assert len(kept) == 3  # written after each measurement: nothing measured is lost
     monkeypatch.setattr(speed_run, "measure_once", measured)
-    run = _run(path, monkeypatch)
+    run = _run(path, monkeypatch, probe=False)
+    # probed at the start and after each repetition round (one before the interruption, one
+    # after the resume); the best probe is the run's bandwidth
+    assert run["read_bandwidth_probes_gb_per_s"] == [10.0, 12.0, 11.0]
+    assert run["read_bandwidth_gb_per_s"] == 12.0
     assert run["repetitions"][:3] == kept
     assert sorted((r["subject"], r["repetition"]) for r in run["repetitions"]) == \
         [("fp32", 0), ("fp32", 1), ("int8wo", 0), ("int8wo", 1)]
@@ -62,6 +69,7 @@ def test_a_speed_run_records_every_figure_and_resumes_after_an_interruption(tmp_
     monkeypatch.setattr(speed_run, "measure_once", lambda *a, **k: pytest.fail("measured again"))
     assert _run(path, monkeypatch)["repetitions"] == run["repetitions"]
     text = render(run)
+    assert "12.0 GB/s, the best of 3 probes, at the start and after each repetition: 10.0-12.0" in text
     assert "| fp32 " in text and "| int8wo " in text and "limit tok/s" in text and "% of limit" in text
     assert speed_plot(run, tmp_path / "speed.png").stat().st_size > 0
 
