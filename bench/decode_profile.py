@@ -26,12 +26,13 @@ MATMULS = {"aten::_weight_int4pack_mm_for_cpu": "int4 kernel", "aten::_weight_in
            "aten::matmul": None}
 
 
-def profile_decode(model, prompt: list[int], tokens: int, compiled: bool = False) -> dict[str, float]:
+def profile_decode(model, prompt: list[int], tokens: int, compiled: bool = False
+                   ) -> tuple[dict[str, float], list[tuple[str, float, float]]]:
     """Milliseconds per decoded token: wall, each matmul kind, the LM head, other operators,
     outside operators (wall minus every top-level operator's time). `compiled`: decoding through
     `compbench speed --compile`'s compiled one-token steps, compiled before the profile; their
     fused kernels count as other operators, and the LM head is not timed (a hook in the
-    compiled graph would break it)."""
+    compiled graph would break it). Also every operator's self time and calls a token, most first."""
     from torch.profiler import ProfilerActivity, profile
 
     from compbench.evaluation.speed import CompiledSubject, ModelSubject
@@ -67,9 +68,11 @@ def profile_decode(model, prompt: list[int], tokens: int, compiled: bool = False
     operators = other + sum(by_kind.values())
     per_token = 1000 / (tokens + 1)  # the prompt's forward counts as one step too
     head = {} if compiled else {"of which LM head": head_s * per_token}
+    ranked = sorted(((e.key, e.self_cpu_time_total / 1e6 * per_token, e.count / (tokens + 1))
+                     for e in prof.key_averages()), key=lambda op: -op[1])
     return {"wall": wall * per_token, **{k: v * per_token for k, v in by_kind.items()},
             **head, "other operators": other * per_token,
-            "outside operators": max(wall - operators, 0.0) * per_token}
+            "outside operators": max(wall - operators, 0.0) * per_token}, ranked
 
 
 def main() -> None:
@@ -79,25 +82,29 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32, help="tokens decoded under the profiler")
     parser.add_argument("--prompt", type=int, default=128, help="prompt length in tokens")
     parser.add_argument("--output", default=None, help="write the table here (Markdown) as well")
+    parser.add_argument("--top", type=int, default=0, help="also list each row's N costliest operators")
     parser.add_argument("--compile", action="store_true",
                         help="profile each recipe a second time through compiled one-token steps")
     args = parser.parse_args()
 
     from compbench.artifacts.build import build
     from compbench.cli.main import quiet_libraries
+    from compbench.compressors.llmc import decompress_for_inference
     from compbench.evaluation.speed import SpeedSettings
     from compbench.evaluation.speed_run import prompt_ids
 
     quiet_libraries()
-    measured = {}
+    measured, ranked = {}, {}
     for recipe in args.recipe:
         artifact = build(args.model, recipe)
+        decompress_for_inference(artifact.model)
         settings = SpeedSettings(prompt_lengths=(args.prompt,), batch_rows=1)
         prompts, _ = prompt_ids(artifact.tokenizer, settings)
-        measured[recipe] = profile_decode(artifact.model, prompts[args.prompt], args.tokens)
+        measured[recipe], ranked[recipe] = profile_decode(artifact.model, prompts[args.prompt], args.tokens)
         if args.compile:
-            measured[f"{recipe} compiled"] = profile_decode(artifact.model, prompts[args.prompt], args.tokens,
-                                                            compiled=True)
+            name = f"{recipe} compiled"
+            measured[name], ranked[name] = profile_decode(artifact.model, prompts[args.prompt], args.tokens,
+                                                          compiled=True)
         del artifact
     seen = {key for times in measured.values() for key in times}
     order = ["wall", "int4 kernel", "int8 kernel", "dense matmul", "of which LM head", "other operators",
@@ -109,6 +116,10 @@ def main() -> None:
     text = (f"ms per decoded token, {args.model}, {args.tokens} tokens after a {args.prompt}-token "
             f"prompt, {torch.get_num_threads()} threads (torch profiler; the LM head's time is "
             "also inside the matmul columns)\n\n" + tabulate(rows, header, tablefmt="github"))
+    for name, operators in ranked.items() if args.top else ():
+        top = [[op, f"{ms:.2f}", f"{calls:.0f}"] for op, ms, calls in operators[:args.top]]
+        text += f"\n\n{name}: the {args.top} costliest operators\n\n" + tabulate(
+            top, ["operator", "self ms a token", "calls a token"], tablefmt="github")
     print(text)
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)

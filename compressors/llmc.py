@@ -65,6 +65,40 @@ def undo_offloading(model: nn.Module) -> None:
             del module.forward
 
 
+def decompress_for_inference(model: nn.Module) -> bool:
+    """Turn a compressed-tensors model (its integers packed, as compbench stores GPTQ, RTN and
+    AWQ and as `from_pretrained` loads them) into the plain float model it stands for, now, and
+    say whether it was one. compressed-tensors has no CPU kernel for packed weights: its own hook
+    decompresses the whole model at the first forward, and leaves every module behind its
+    offloading's forward and every layer behind a quantized forward that no longer quantizes
+    anything (the weights are dequantized), a Python detour a call (measured: a 256-token
+    forward of SmolLM2 rtn:4 took 1.5-1.7 s). Evaluation and `compbench speed` run this first,
+    so a row's kernels and bytes read are those that run; a model to be saved stays packed."""
+    if not hasattr(model, "ct_decompress_hook"):
+        return False
+    import compressed_tensors.quantization.lifecycle.forward as quantized
+    from compressed_tensors.compressors import ModelCompressor
+
+    ModelCompressor.from_pretrained_model(model).decompress_model(model)  # removes the hook it holds
+    # each `compress_model` (llm-compressor's save_pretrained calls it again) registers another
+    # hook and keeps the handle of the last only; an earlier one would decompress again, and fail
+    for key, hook in list(model._forward_pre_hooks.items()):
+        if getattr(hook, "__name__", None) == "ct_decompress_hook":
+            del model._forward_pre_hooks[key]
+    undo_offloading(model)
+    for module in model.modules():
+        forward = getattr(module.__dict__.get("forward"), "__func__", None)
+        scheme = getattr(module, "quantization_scheme", None)
+        if scheme is not None and (scheme.input_activations or scheme.output_activations):
+            continue  # it still quantizes activations at each call
+        if forward is not None and forward.__code__.co_filename == quantized.__file__:
+            del module.forward
+        for name, _ in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
+            if name.startswith("weight_"):  # the scales and zero points the weights were made from
+                delattr(module, name)
+    return True
+
+
 def drop_compressed_save(model: nn.Module) -> None:
     """Give back stock `save_pretrained` (oneshot wraps it) when the result is a plain dense model."""
     model.__dict__.pop("save_pretrained", None)

@@ -92,6 +92,7 @@ def evaluate(artifact: Artifact, settings: EvalSettings, *, manager=None, key: s
     logs go (a folder beside the results file)."""
     import lm_eval
 
+    from compbench.compressors.llmc import decompress_for_inference
     from compbench.core.environment import environment
     from compbench.core.measure import (
         PeakMemory,
@@ -108,6 +109,10 @@ def evaluate(artifact: Artifact, settings: EvalSettings, *, manager=None, key: s
     from compbench.tasks.catalog import is_generative
 
     started = started_at or time.time()
+    disk_bytes = artifact.checkpoint_bytes
+    if disk_bytes is None and not artifact.recipe.unexportable_steps():
+        disk_bytes = checkpoint_bytes(artifact.model)  # saved as built: packed, before decompressing
+    decompress_for_inference(artifact.model)  # packed compressed-tensors: the float model it holds
     classifier = is_classifier(artifact.model)
     if manager is None:
         manager = task_manager(settings.include_paths, settings.tasks, preset_argument(artifact.preset))
@@ -159,9 +164,6 @@ def evaluate(artifact: Artifact, settings: EvalSettings, *, manager=None, key: s
                 block, output.get("higher_is_better", {}).get(name, {}), metadata,
                 version=output.get("versions", {}).get(name), n_original=counts.get("original"),
                 n_effective=counts.get("effective"), protocol=_protocol(name, metadata, lm))
-    disk_bytes = artifact.checkpoint_bytes
-    if disk_bytes is None and not artifact.recipe.unexportable_steps():
-        disk_bytes = checkpoint_bytes(model)
     peak_cuda = eval_memory.peak_cuda_bytes
     return RunRecord(
         status="ok",

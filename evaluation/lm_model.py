@@ -22,6 +22,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
 from compbench.artifacts.build import Artifact, build
+from compbench.compressors.llmc import decompress_for_inference
 from compbench.errors import CompbenchError
 from compbench.evaluation.generation import FirstTokenClock, GenerationLog
 from compbench.evaluation.kv_cache import check_kv_cache, quantized_cache
@@ -129,6 +130,7 @@ class CompressedLM(HFLM):
                 artifact = with_adapter(artifact, adapter)
         check_evaluable(artifact.preset)
         check_kv_cache(kv_cache)
+        decompress_for_inference(artifact.model)  # packed compressed-tensors: the float model it holds
         self.kv_cache = kv_cache  # generate with a quantized cache of this kind (kv_cache.py)
         self.artifact = artifact
         self.batch_sizes_used: list[int] = []  # what `batch_size=auto` chose, in order

@@ -57,10 +57,12 @@ def test_gptq_beats_round_to_nearest_with_the_default_calibration(context, fresh
     assert abs(ppl["gptq:8"] / ppl["fp32"] - 1) < 0.01
 
 
-def test_packed_checkpoint_reloads_with_from_pretrained(context, test_chunk, tmp_path, fresh_model):
+def test_packed_checkpoint_reloads_and_decompresses_for_inference(context, test_chunk, tmp_path, fresh_model):
     from transformers import AutoModelForCausalLM
 
+    from compbench.compressors.llmc import decompress_for_inference
     from compbench.core.measure import checkpoint_bytes
+    from compbench.core.tensors import linear_kernels
 
     fp32_disk = checkpoint_bytes(fresh_model())
     model = compress(fresh_model(), parse_recipe("rtn:4"), context).model
@@ -70,8 +72,20 @@ def test_packed_checkpoint_reloads_with_from_pretrained(context, test_chunk, tmp
     disk = sum(f.stat().st_size for f in tmp_path.iterdir())
     assert disk < 0.35 * fp32_disk  # the tied fp32 embedding is most of what is left
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert linear_kernels(reloaded) == {"compressed-tensors (dequantized each call)": 210, "dense float32": 1}
+    # decompressed before its first forward (as evaluation and `compbench speed` run it): a plain
+    # float model, no forward of compressed-tensors' left on any module, the same logits
+    assert decompress_for_inference(reloaded) and not decompress_for_inference(reloaded)
+    assert linear_kernels(reloaded) == {"dense float32": 211}
+    assert not any("forward" in vars(m) for m in reloaded.modules())
+    assert not any("weight_" in name for name, _ in reloaded.named_parameters())
     with torch.no_grad():
         assert torch.allclose(reloaded(test_chunk[:, :256]).logits, logits, atol=1e-4)
+    # the same in process: the logits of compressed-tensors' own first-forward decompression
+    fresh = compress(fresh_model(), parse_recipe("rtn:4"), context).model
+    assert decompress_for_inference(fresh)
+    with torch.no_grad():
+        assert torch.equal(fresh(test_chunk[:, :256]).logits, logits)
 
 
 @pytest.mark.heavy
