@@ -294,19 +294,21 @@ def breakdown_plots(groups: list[Group], baseline: str, folder: Path) -> list[Pa
         runs = breakdown_runs(breakdown, groups, baseline)
         if len(runs) < 2:
             continue
-        figure, axes = plt.subplots(figsize=(max(7, 1.1 * len(breakdown.parts) + 2), 4.5))
+        # the legend goes beside the bars; past ten runs, twenty colours so no two runs share one
+        figure, axes = plt.subplots(figsize=(max(7, 1.1 * len(breakdown.parts) + 2) + 4, 4.5))
+        colours = plt.get_cmap("tab20" if len(runs) > 10 else "tab10").colors
         width = 0.8 / len(runs)
         for index, group in enumerate(runs):
             values = [s.mean if (s := group.stat(part_column(breakdown, part))) else 0.0
                       for part in breakdown.parts]
             axes.bar([i + (index - (len(runs) - 1) / 2) * width for i in range(len(breakdown.parts))],
-                     values, width, label=group.recipe)
+                     values, width, label=group.recipe, color=colours[index % len(colours)])
         metric = breakdown.metric.partition(",")[0]
         axes.set_xticks(range(len(breakdown.parts)), breakdown.parts, rotation=20, ha="right")
         axes.set(xlabel=breakdown.kind, ylabel=f"{metric} (higher is better)",
                  title=f"{breakdown.task}: {metric} by {breakdown.kind}")
         axes.grid(True, axis="y", alpha=0.3)
-        axes.legend(fontsize=8)
+        axes.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside: bars fill the axes
         made.append(_save(figure, folder / f"{slug(breakdown.task)}_by_{breakdown.kind}.png"))
     return made
 
