@@ -71,9 +71,9 @@ def decompress_for_inference(model: nn.Module) -> bool:
     say whether it was one. compressed-tensors has no CPU kernel for packed weights: its own hook
     decompresses the whole model at the first forward, and leaves every module behind its
     offloading's forward and every layer behind a quantized forward that no longer quantizes
-    anything (the weights are dequantized), a Python detour a call (measured: a 256-token
-    forward of SmolLM2 rtn:4 took 1.5-1.7 s). Evaluation and `compbench speed` run this first,
-    so a row's kernels and bytes read are those that run; a model to be saved stays packed."""
+    anything (the weights are dequantized): a Python detour a call. Evaluation and `compbench
+    speed` run this first, so a row's kernels and bytes read are those that run; a model to be
+    saved stays packed."""
     if not hasattr(model, "ct_decompress_hook"):
         return False
     import compressed_tensors.quantization.lifecycle.forward as quantized
