@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
+from types import FunctionType
 
 from torch import nn
 
@@ -58,11 +60,24 @@ def undo_offloading(model: nn.Module) -> None:
     from compressed_tensors.offload import remove_dispatch
 
     remove_dispatch(model, onload_tensors=True)
-    for module in model.modules():  # what remove_dispatch leaves: the class's forward, or a wrapper
+    # what remove_dispatch leaves: the class's forward, or a wrapper
+    _drop_instance_forwards(model, lambda module, forward: forward is type(module).forward
+                            or forward.__code__.co_filename == offload.__file__)
+
+
+def _drop_instance_forwards(model: nn.Module,
+                            drops: Callable[[nn.Module, FunctionType], bool]) -> None:
+    """Delete each instance forward that `drops` picks, so its module runs its class's forward."""
+    for module in model.modules():
         forward = getattr(module.__dict__.get("forward"), "__func__", None)
-        if forward is not None and (forward is type(module).forward
-                                    or forward.__code__.co_filename == offload.__file__):
+        if forward is not None and drops(module, forward):
             del module.forward
+
+
+def _quantizes_activations(module: nn.Module) -> bool:
+    """Whether compressed-tensors still quantizes this module's inputs or outputs at each call."""
+    scheme = getattr(module, "quantization_scheme", None)
+    return scheme is not None and bool(scheme.input_activations or scheme.output_activations)
 
 
 def decompress_for_inference(model: nn.Module) -> bool:
@@ -86,13 +101,11 @@ def decompress_for_inference(model: nn.Module) -> bool:
         if getattr(hook, "__name__", None) == "ct_decompress_hook":
             del model._forward_pre_hooks[key]
     undo_offloading(model)
+    _drop_instance_forwards(model, lambda module, forward: not _quantizes_activations(module)
+                            and forward.__code__.co_filename == quantized.__file__)
     for module in model.modules():
-        forward = getattr(module.__dict__.get("forward"), "__func__", None)
-        scheme = getattr(module, "quantization_scheme", None)
-        if scheme is not None and (scheme.input_activations or scheme.output_activations):
-            continue  # it still quantizes activations at each call
-        if forward is not None and forward.__code__.co_filename == quantized.__file__:
-            del module.forward
+        if _quantizes_activations(module):
+            continue
         for name, _ in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
             if name.startswith("weight_"):  # the scales and zero points the weights were made from
                 delattr(module, name)
