@@ -333,16 +333,20 @@ def speed_plot(run: dict, path: Path) -> Path | None:
     xs = [low * (high / low) ** (i / 50) for i in range(51)]
     axes.plot(xs, [bandwidth_mb / x for x in xs], "--", color="grey",
               label=f"bandwidth limit ({run['read_bandwidth_gb_per_s']:.0f} GB/s)")
-    for name, (mb, speed) in points.items():
+    colours = _pyplot().get_cmap("tab20" if len(points) > 10 else "tab10").colors  # none shared
+    for index, (name, (mb, speed)) in enumerate(points.items()):
         axes.plot([mb], [speed], "s" if run["subjects"][name]["kind"] == "llama.cpp" else "o",
-                  markersize=7, linestyle="none", label=f"{name} ({speed:.0f})")
+                  markersize=7, linestyle="none", label=f"{name} ({speed:.0f})",
+                  color=colours[index % len(colours)])
     axes.set_xscale("log")
     axes.set_yscale("log")
     plain = FuncFormatter(lambda value, _: f"{value:g}")
+    # of the minor ticks only 2x, 3x and 5x a power of ten are labelled: 90 beside 100 overlapped
+    sparse = FuncFormatter(lambda value, _: f"{value:g}" if f"{value:e}"[0] in "235" else "")
     for axis in (axes.xaxis, axes.yaxis):
         axis.set_major_formatter(plain)
-        axis.set_minor_formatter(plain)
-    axes.tick_params(which="minor", labelsize=7)
+        axis.set_minor_formatter(sparse)
+    axes.tick_params(which="both", labelsize=8)
     axes.set_xlabel("MB of weights read per decoded token")
     axes.set_ylabel("batch-1 decode tokens/s")
     axes.set_title(f"{run['model']}: decode speed (o compbench, s llama.cpp)")
