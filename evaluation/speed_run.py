@@ -37,7 +37,8 @@ from compbench.records.index import SPEED_SCHEMA
 
 VERSION = 1
 COMPILED = "compiled"  # the suffix of a recipe's compiled row
-COMPILED_HOW = "torch.compile (inductor) of the one-token steps, a static KV cache sized to each call"
+COMPILED_HOW = ("torch.compile (inductor) of the one-token steps, a static KV cache sized to each call, "
+                "dynamo's guards on the model dropped")
 
 
 def check_speed_input(preset, settings: SpeedSettings) -> None:
