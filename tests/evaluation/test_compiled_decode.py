@@ -9,8 +9,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from compbench.evaluation.speed import CompiledSubject, ModelSubject
 
 
-def _tiny_llama(seed: int = 0, **settings) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
+def _tiny_llama(**settings) -> LlamaForCausalLM:
+    torch.manual_seed(0)
     config = LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                          **settings)
@@ -39,7 +39,7 @@ def test_compiled_steps_decode_generates_greedy_tokens(recipe):
 def test_two_models_of_one_class_each_run_their_own_graph():
     # the same class and shapes, one computing otherwise (dynamo's guards on the modules, which
     # would tell them apart, are dropped: each model's steps must keep graphs of their own)
-    models = [_tiny_llama(0), _tiny_llama(0, hidden_act="relu")]
+    models = [_tiny_llama(), _tiny_llama(hidden_act="relu")]
     rows = torch.randint(0, 512, (1, 12)).tolist()
     expected = [ModelSubject(model)._generate(rows, 6) for model in models]
     assert not torch.equal(*expected)
