@@ -24,6 +24,12 @@ from compbench.reports.table import (
 )
 
 
+def _colours(count: int) -> tuple:
+    """Matplotlib's qualitative colours for `count` series: ten, or twenty past ten, so none repeat
+    up to twenty."""
+    return _pyplot().get_cmap("tab20" if count > 10 else "tab10").colors
+
+
 def _pyplot():
     import matplotlib
 
@@ -296,7 +302,7 @@ def breakdown_plots(groups: list[Group], baseline: str, folder: Path) -> list[Pa
             continue
         # the legend goes beside the bars; past ten runs, twenty colours so no two runs share one
         figure, axes = plt.subplots(figsize=(max(7, 1.1 * len(breakdown.parts) + 2) + 4, 4.5))
-        colours = plt.get_cmap("tab20" if len(runs) > 10 else "tab10").colors
+        colours = _colours(len(runs))
         width = 0.8 / len(runs)
         for index, group in enumerate(runs):
             values = [s.mean if (s := group.stat(part_column(breakdown, part))) else 0.0
@@ -333,7 +339,7 @@ def speed_plot(run: dict, path: Path) -> Path | None:
     xs = [low * (high / low) ** (i / 50) for i in range(51)]
     axes.plot(xs, [bandwidth_mb / x for x in xs], "--", color="grey",
               label=f"bandwidth limit ({run['read_bandwidth_gb_per_s']:.0f} GB/s)")
-    colours = _pyplot().get_cmap("tab20" if len(points) > 10 else "tab10").colors  # none shared
+    colours = _colours(len(points))
     for index, (name, (mb, speed)) in enumerate(points.items()):
         axes.plot([mb], [speed], "s" if run["subjects"][name]["kind"] == "llama.cpp" else "o",
                   markersize=7, linestyle="none", label=f"{name} ({speed:.0f})",
