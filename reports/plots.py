@@ -20,6 +20,7 @@ from compbench.reports.table import (
     breakdowns,
     part_column,
     pruning_grid,
+    series_label,
     structured_points,
 )
 
@@ -237,7 +238,8 @@ def size_vs_metric(groups: list[Group], column: Column, path: Path) -> Path | No
     """Each configuration's size against the metric, with the Pareto front drawn and labelled
     (the other points' labels would pile up; the tables name every run). None when the sizes
     do not differ (unstructured pruning keeps dense storage): there is no trade-off to show."""
-    points = [(g.size_mb, s.mean, g.recipe) for g in groups
+    label_of = series_label(groups)
+    points = [(g.size_mb, s.mean, label_of(g, g.recipe)) for g in groups
               if g.size_mb is not None and (s := g.stat(column))]
     sizes = [p[0] for p in points]
     if len(points) < 2 or column.higher_is_better is None or max(sizes) - min(sizes) < 0.01 * max(sizes):
@@ -265,10 +267,11 @@ def size_vs_metric(groups: list[Group], column: Column, path: Path) -> Path | No
 
 def bits_plot(groups: list[Group], path: Path) -> Path | None:
     """Size (MB) and prefill tokens/s per bit-width, one panel each, a line per method."""
+    label_of = series_label(groups)
     by_method: dict[str, list[tuple[int, Group]]] = {}
     for group in groups:
         if point := bits_point(group):
-            by_method.setdefault(point[0], []).append((point[1], group))
+            by_method.setdefault(label_of(group, point[0]), []).append((point[1], group))
     if len({bits for items in by_method.values() for bits, _ in items}) < 2:
         return None
     plt = _pyplot()

@@ -276,25 +276,36 @@ def _option_text(value) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def series_label(all_groups: list[Group]):
+    """`label(group, name)`: a series' name (a pruning method, a bit-width variant), prefixed with
+    its model when the groups hold several, so that no table row or plot line mixes models."""
+    several = len({group.preset for group in all_groups}) > 1
+    return lambda group, name: f"{group.preset}: {name}" if several else name
+
+
 def pruning_grid(all_groups: list[Group], baseline_recipe: str):
-    """{method: {sparsity label: group}}, sparsity labels sorted (N:M last), with the dense
-    baseline as sparsity 0 of every method; None when there is no method x sparsity grid."""
+    """{method: {sparsity label: group}}, sparsity labels sorted (N:M last), with each model's
+    dense baseline as sparsity 0 of its methods (a method is a row per model where the groups
+    hold several); None when there is no method x sparsity grid."""
+    label_of = series_label(all_groups)
     grid: dict[str, dict[str, Group]] = {}
     order: dict[str, float] = {}
     for group in all_groups:
         point = _pruning_point(group)
         if point:
             method, label, value = point
-            grid.setdefault(method, {})[label] = group
+            grid.setdefault(label_of(group, method), {})[label] = group
             order[label] = value + (1 if ":" in label else 0)
     if sum(len(v) for v in grid.values()) < 2:
         return None, []
     labels = sorted(order, key=order.get)
-    bases = [g for g in all_groups if g.recipe == baseline_recipe]
-    if bases:
+    bases = {method: find_baseline(next(iter(by_label.values())), all_groups, baseline_recipe)
+             for method, by_label in grid.items()}
+    if any(bases.values()):
         labels = ["0", *labels]
-        for method in grid:
-            grid[method]["0"] = bases[0]
+        for method, base in bases.items():
+            if base is not None:
+                grid[method]["0"] = base
     return grid, labels
 
 
@@ -358,15 +369,17 @@ def task_tables(all_groups: list[Group], cols: list[Column], baseline_recipe: st
 
 
 def bits_table(all_groups: list[Group], cols: list[Column], baseline_recipe: str) -> list[Table]:
+    label_of = series_label(all_groups)
     points = [(p, g) for g in all_groups if (p := bits_point(g))]
     if len({bits for (_, bits), _ in points}) < 2:
         return []
     lower = [c for c in cols if c.higher_is_better is False]
     header = ["method", "bits", "size MB", "ratio", "prefill tok/s", "eval tok/s"] + [c.label for c in lower]
     rows = []
-    bases = [("uncompressed", g) for g in all_groups if g.recipe == baseline_recipe][:1]
-    for name, group in [*bases, *sorted(((f"{m}", g) for (m, _), g in points),
-                                        key=lambda item: (item[0], -bits_point(item[1])[1]))]:
+    bases = {label_of(g, "uncompressed"): base for _, g in points
+             if (base := find_baseline(g, all_groups, baseline_recipe)) is not None}
+    for name, group in [*bases.items(), *sorted(((label_of(g, m), g) for (m, _), g in points),
+                                                key=lambda item: (item[0], -bits_point(item[1])[1]))]:
         point = bits_point(group)
         prefill = group.mean_of(lambda r: r.timing.prefill_tokens_per_s if r.timing else None)
         evaluation = group.mean_of(lambda r: r.timing.eval_tokens_per_s if r.timing else None)

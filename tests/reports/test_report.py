@@ -164,6 +164,23 @@ def test_sparsity_bits_and_task_tables_are_shaped_from_the_recipes():
     assert [row[0] for row in accuracy.rows] == ["e_kar acc", "sst2 acc"]
 
 
+def test_a_sweep_over_two_models_keeps_each_models_grid_and_baseline_apart():
+    first = _grid_records()
+    # the same runs on a second model, every metric 3x: its own dense baseline and rows
+    second = [dataclasses.replace(_variant(r, r.recipe, r.artifact["recipe"]["steps"], 3.0,
+                                           r.timing.started_at + 100),
+                                  model={**r.model, "preset": "other-model"}) for r in first]
+    tables = {t.title: t for t in build_tables(first + second, "fp32")}
+    sparsity = {row[0]: row for row in tables["wikitext2 word ppl per method and sparsity"].rows}
+    value = {(r.preset, r.recipe): r.metric(*PPL).value for r in first + second}
+    for model in {r.preset for r in first} | {"other-model"}:
+        row = sparsity[f"{model}: wanda (OWL)"]
+        assert row[1] == f"{value[(model, 'fp32')]:.2f}"  # the model's own baseline
+        assert row[4] == f"{value[(model, 'wanda:0.75:owl=true')]:.2f}"
+    bits = [row[:2] for row in tables["Size, speed and perplexity per bit-width"].rows]
+    assert bits.count(["other-model: uncompressed", ""]) == 1 and ["other-model: rtn", "4"] in bits
+
+
 def test_seeds_are_one_row_with_mean_and_standard_deviation():
     runs = _v1()
     fp32, int8 = runs["fp32"], runs["int8"]
