@@ -295,12 +295,13 @@ def bits_plot(groups: list[Group], path: Path) -> Path | None:
 
 
 def breakdown_plots(groups: list[Group], baseline: str, folder: Path) -> list[Path]:
-    """Grouped bars per task and kind of part (MATH subjects, levels, MMLU categories): the
-    headline metric per part, one bar per run (the baseline first), its stderr-free mean."""
+    """Grouped bars per task and kind of part (MATH subjects, levels, MMLU categories) and model:
+    the headline metric per part, one bar per run (the baseline first), its stderr-free mean."""
     made = []
     plt = _pyplot()
-    for breakdown in breakdowns(groups):
-        runs = breakdown_runs(breakdown, groups, baseline)
+    models = list(dict.fromkeys(group.preset for group in groups))
+    for breakdown, model in [(b, m) for b in breakdowns(groups) for m in models]:
+        runs = [g for g in breakdown_runs(breakdown, groups, baseline) if g.preset == model]
         if len(runs) < 2:
             continue
         # the legend goes beside the bars; past ten runs, twenty colours so no two runs share one
@@ -314,11 +315,14 @@ def breakdown_plots(groups: list[Group], baseline: str, folder: Path) -> list[Pa
                      values, width, label=group.recipe, color=colours[index % len(colours)])
         metric = breakdown.metric.partition(",")[0]
         axes.set_xticks(range(len(breakdown.parts)), breakdown.parts, rotation=20, ha="right")
+        # several models: a figure each, the model in its title and file name
+        of_model = f" ({model})" if len(models) > 1 else ""
         axes.set(xlabel=breakdown.kind, ylabel=f"{metric} (higher is better)",
-                 title=f"{breakdown.task}: {metric} by {breakdown.kind}")
+                 title=f"{breakdown.task}: {metric} by {breakdown.kind}{of_model}")
         axes.grid(True, axis="y", alpha=0.3)
         axes.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside: bars fill the axes
-        made.append(_save(figure, folder / f"{slug(breakdown.task)}_by_{breakdown.kind}.png"))
+        name = f"{slug(breakdown.task)}_by_{breakdown.kind}" + (f"_{slug(model)}" if of_model else "")
+        made.append(_save(figure, folder / f"{name}.png"))
     return made
 
 

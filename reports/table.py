@@ -439,12 +439,13 @@ def breakdown_runs(breakdown: Breakdown, all_groups: list[Group], baseline_recip
 def breakdown_tables(all_groups: list[Group], baseline_recipe: str) -> list[Table]:
     """Per task and kind of part: each run's headline metric per part, and for the compressed
     runs the share of the baseline's kept; notes name each run's largest drop."""
+    label_of = series_label(all_groups)
     tables = []
     for breakdown in breakdowns(all_groups):
         runs = breakdown_runs(breakdown, all_groups, baseline_recipe)
         header = [breakdown.kind]
         for group in runs:
-            header += [group.recipe] + ([] if group.recipe == baseline_recipe else ["kept"])
+            header += [label_of(group, group.recipe)] + ([] if group.recipe == baseline_recipe else ["kept"])
         rows, largest = [], {}
         for part in breakdown.parts:
             column = part_column(breakdown, part)
@@ -459,8 +460,8 @@ def breakdown_tables(all_groups: list[Group], baseline_recipe: str) -> list[Tabl
                 kept = stat.mean / base_stat.mean if stat and base_stat and base_stat.mean else None
                 row.append("" if kept is None else f"{kept:.0%}")
                 lost = base_stat.mean - stat.mean if stat and base_stat else 0.0
-                if lost > largest.get(group.recipe, ("", 0.0))[1]:
-                    largest[group.recipe] = (part, lost)
+                if lost > largest.get(label_of(group, group.recipe), ("", 0.0))[1]:
+                    largest[label_of(group, group.recipe)] = (part, lost)
             rows.append(row)
         notes = [f"{breakdown.metric} per {breakdown.kind}; kept = the run's value / the {baseline_recipe} "
                  "run's (empty where the baseline scored 0 or the run holds no such document)."]

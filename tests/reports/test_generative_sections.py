@@ -29,10 +29,11 @@ def _metric(value: float) -> dict:
 
 
 def _run(folder: Path, recipe: str, outputs: list[tuple[str, str, float]], parts: dict | None = None,
-         name: str | None = None, decode_tokens_per_s: float = 10.0, **settings) -> None:
+         name: str | None = None, decode_tokens_per_s: float = 10.0, model: str | None = None,
+         **settings) -> None:
     """A results file of `recipe` (a real one, relabelled) whose gsm8k samples are `outputs`;
     `parts`: metrics of parts of the documents ({"algebra": 0.5, "level_1": 1.0}); `name`: its
-    file name (default the recipe); `settings`: overrides, e.g. limit."""
+    file name (default the recipe); `model`: another preset name; `settings`: overrides, e.g. limit."""
     name = name or recipe
     [template] = [p for p in V1.glob("*.json") if json.loads(p.read_text())["run"]["recipe"] == recipe]
     data = read_record(template).to_dict()
@@ -42,6 +43,8 @@ def _run(folder: Path, recipe: str, outputs: list[tuple[str, str, float]], parts
                "exact_match_algebra,strict-match": _metric(0.0)}  # another filter: not shown
     data["tasks"] = {"gsm8k": {"metrics": metrics, "headline": "exact_match,flexible-extract"}}
     data["settings"].update(tasks=["gsm8k"], **settings)
+    if model:
+        data["model"]["preset"] = model
     samples = f"{name}_run/samples_gsm8k.jsonl"
     data["generation"] = {"generated_tokens": 10, "decode_tokens_per_s": decode_tokens_per_s,
                           "time_to_first_token_s": 1.5, "tasks": {"gsm8k": {"samples": samples}}}
@@ -122,4 +125,21 @@ def test_the_report_breaks_the_headline_down_by_subject_and_level_with_grouped_b
     assert "| 2       | 0.40   | 0.10   | 25%    |" in levels
     assert "Largest drop, int8: 2 (0.30 lower)" in levels
     assert (tmp_path / "gsm8k_by_subject.png").stat().st_size > 0 and "(gsm8k_by_level.png)" in text
+    capsys.readouterr()
+
+
+def test_two_models_get_a_breakdown_plot_each_and_their_columns_name_the_model(tmp_path, capsys):
+    outputs = [("3", "3", 1.0), ("5", "5", 1.0)]
+    for model in ("model-a", "model-b"):
+        _run(tmp_path, "fp32", outputs, {"algebra": 0.8, "geometry": 0.5}, name=f"{model}-fp32", model=model)
+        _run(tmp_path, "int8", outputs, {"algebra": 0.6 if model == "model-a" else 0.2, "geometry": 0.5},
+             name=f"{model}-int8", model=model)
+    assert main(["report", str(tmp_path), "--output", str(tmp_path / "report.md")]) == 0
+    text = (tmp_path / "report.md").read_text()
+    subjects = text[text.index("## gsm8k: exact_match by subject"):]
+    assert "model-a: int8" in subjects and "model-b: int8" in subjects
+    assert "Largest drop, model-b: int8: algebra (0.60 lower)" in subjects  # against its own fp32
+    for model in ("model_a", "model_b"):
+        assert (tmp_path / f"gsm8k_by_subject_{model}.png").stat().st_size > 0
+    assert not (tmp_path / "gsm8k_by_subject.png").exists()
     capsys.readouterr()
