@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 import statistics
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field
 
 from compbench.core.io import as_stored
@@ -276,7 +277,7 @@ def _option_text(value) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def series_label(all_groups: list[Group]):
+def series_label(all_groups: list[Group]) -> Callable[[Group, str], str]:
     """`label(group, name)`: a series' name (a pruning method, a bit-width variant), prefixed with
     its model when the groups hold several, so that no table row or plot line mixes models."""
     several = len({group.preset for group in all_groups}) > 1
